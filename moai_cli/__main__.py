@@ -1,0 +1,3 @@
+from moai_cli.app import main
+
+main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates .venv and installs moai into it.
+#   - GPU machine (nvidia-smi lists a GPU): torch from PyPI, which is the CUDA build.
+#   - CPU machine: the CPU-only torch build (~200 MB instead of several GB of CUDA libraries),
+#     from PyTorch's CPU index when reachable, else from pip's configured sources.
+# Usage: bash scripts/setup.sh [--dev]      (--dev adds pytest, ruff, pexpect, sentencepiece)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH_VERSION="${MOAI_TORCH_VERSION:-2.13.0}"
+PY="${PYTHON:-python3}"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+
+if python -c "import torch" 2>/dev/null; then
+  echo "torch $(python -c 'import torch; print(torch.__version__)') already installed"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "GPU found: installing the CUDA build of torch ${TORCH_VERSION}"
+  pip install -q "torch==${TORCH_VERSION}"
+elif python - <<'PY' 2>/dev/null
+import urllib.request
+urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5)
+PY
+then
+  echo "no GPU: installing the CPU build of torch ${TORCH_VERSION}"
+  pip install -q "torch==${TORCH_VERSION}+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
+else
+  echo "no GPU, PyTorch's CPU index unreachable: installing torch ${TORCH_VERSION} from pip's sources"
+  pip install -q "torch==${TORCH_VERSION}"
+fi
+pip install -q -e ".${extras}" 2>&1 | grep -v "is ignored" || true
+python -c "import moai_llm, torch; print(f'moai ready (torch {torch.__version__}); activate with: . .venv/bin/activate')"
