@@ -1,0 +1,131 @@
+"""launch: one process runs in-process, several run under torchrun; a first-step OOM halves the
+micro batch and retries with the global batch unchanged; --dry-run shows the exact command."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from moai_llm.hardware.launch import (
+    EXIT_FIRST_STEP_OOM,
+    FirstStepOOM,
+    describe,
+    format_description,
+    launch,
+)
+from moai_llm.hardware.plan import Plan
+
+
+def _plan(**kw) -> Plan:
+    base = dict(micro_batch_size=8, gradient_accumulation_steps=2, env={"MOAI_TEST_VAR": "planned"},
+                reasons={"micro_batch_size": "largest that fits"})
+    base.update(kw)
+    return Plan(**base)
+
+
+def test_one_process_runs_in_process_with_the_plan_env(monkeypatch):
+    monkeypatch.delenv("MOAI_TEST_VAR", raising=False)
+    seen = {}
+
+    def train(plan):
+        import os
+
+        seen["var"] = os.environ.get("MOAI_TEST_VAR")
+        seen["plan"] = json.loads(os.environ["MOAI_PLAN_JSON"])["micro_batch_size"]
+        return 0
+
+    assert launch(_plan(), ["--run-yaml", "x.yaml"], in_process=train) == 0
+    assert seen == {"var": "planned", "plan": 8}
+    import os
+
+    assert "MOAI_TEST_VAR" not in os.environ  # restored afterwards
+
+
+def test_first_step_oom_halves_micro_batch_and_keeps_global_batch(capsys):
+    tried = []
+
+    def train(plan):
+        tried.append((plan.micro_batch_size, plan.gradient_accumulation_steps, plan.global_batch))
+        if plan.micro_batch_size > 2:
+            raise FirstStepOOM("CUDA out of memory")
+        return 0
+
+    assert launch(_plan(), [], in_process=train) == 0
+    assert tried == [(8, 2, 16), (4, 4, 16), (2, 8, 16)]
+    assert "retrying with micro batch 4" in " ".join(capsys.readouterr().err.split())
+
+
+def test_oom_retries_are_bounded():
+    calls = []
+
+    def train(plan):
+        calls.append(plan.micro_batch_size)
+        raise FirstStepOOM("oom")
+
+    assert launch(_plan(micro_batch_size=64), [], in_process=train, max_retries=2) == EXIT_FIRST_STEP_OOM
+    assert calls == [64, 32, 16]
+
+
+def test_odd_micro_batch_divides_by_smallest_factor():
+    p = _plan(micro_batch_size=3, gradient_accumulation_steps=4, nproc_per_node=2).halved()
+    assert (p.micro_batch_size, p.gradient_accumulation_steps, p.global_batch) == (1, 12, 24)
+    with pytest.raises(ValueError):
+        p.halved()
+
+
+def test_dry_run_describes_torchrun_with_free_port_and_env(capsys, monkeypatch):
+    monkeypatch.delenv("MOAI_TEST_VAR", raising=False)
+    plan = _plan(nproc_per_node=4)
+    desc = describe(plan, ["--run-yaml", "out/run.yaml"])
+    cmd = desc["command"]
+    assert desc["mode"] == "torchrun"
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "4"
+    assert int(cmd[cmd.index("--master_port") + 1]) > 0
+    assert cmd[-3:] == ["moai_llm.training.worker", "--run-yaml", "out/run.yaml"]
+    assert desc["env"] == {"MOAI_TEST_VAR": "planned"}
+    assert launch(plan, ["--run-yaml", "out/run.yaml"], dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "export MOAI_TEST_VAR=planned" in out and "--nproc_per_node 4" in out
+    assert "# micro_batch_size: largest that fits" in out
+
+
+def test_user_environment_wins_and_is_reported(monkeypatch):
+    monkeypatch.setenv("MOAI_TEST_VAR", "mine")
+    desc = describe(_plan(nproc_per_node=2), [])
+    assert desc["kept_from_environment"] == {"MOAI_TEST_VAR": "mine"}
+    assert "kept from your environment" in format_description(desc)
+
+
+def test_multi_node_rendezvous_flags_are_passed_through():
+    plan = _plan(nproc_per_node=8, nnodes=2)
+    cmd = describe(plan, [], rendezvous={"nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1",
+                                          "master_port": 29600})["command"]
+    joined = " ".join(cmd)
+    assert "--nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 29600" in joined
+    cmd = describe(plan, [], rendezvous={"nnodes": 2, "rdzv_endpoint": "head:29400"})["command"]
+    assert "--rdzv_endpoint head:29400" in " ".join(cmd) and "--rdzv_backend c10d" in " ".join(cmd)
+
+
+@pytest.mark.slow
+def test_torchrun_workers_get_the_plan_and_oom_marker_triggers_a_retry(tmp_path, monkeypatch):
+    """Two gloo processes under real torchrun: rank 1 reports OOM while micro batch > 2."""
+    (tmp_path / "fake_worker.py").write_text(textwrap.dedent("""
+        import os, sys
+        from moai_llm.hardware.launch import plan_from_env, exit_first_step_oom
+        plan = plan_from_env()
+        out = sys.argv[1]
+        with open(out, "a") as f:
+            f.write(f"{os.environ['RANK']} {plan.micro_batch_size} {plan.gradient_accumulation_steps} {os.environ['WORLD_SIZE']}\\n")
+        if plan.micro_batch_size > 2 and os.environ["RANK"] == "1":
+            exit_first_step_oom()
+    """))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    log = tmp_path / "log.txt"
+    plan = _plan(nproc_per_node=2, micro_batch_size=4, env={"OMP_NUM_THREADS": "1"})
+    rc = launch(plan, [str(log)], module="fake_worker")
+    assert rc == 0
+    lines = log.read_text().splitlines()
+    assert [ln for ln in lines if ln.startswith("1 ")] == ["1 4 2 2", "1 2 4 2"]
+    assert "0 2 4 2" in lines
