@@ -1,16 +1,162 @@
-"""`moai chat`."""
+"""`moai chat`: talk to a model folder, a run's output folder or any Qwen3 directory.
+
+Interactive on a terminal (answers stream as they are generated, a dim stats line after
+each, slash commands, Ctrl-C stops an answer, Ctrl-D leaves); one answer and exit with
+`--prompt` or text on stdin (`--json` adds the statistics). The work happens in
+`moai_llm.inference`; this module parses flags and draws the screen.
+
+    moai chat outputs/sft
+    moai chat outputs/sft --prompt "금리가 오르면?" --temperature 0 --json
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from typing import Any, Optional
+
 import typer
 
-from moai_cli.ui import not_built
+from moai_cli.ui import console, fail, handle_errors, print_json, set_quiet
+from moai_llm.errors import MoaiInputError
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="chat")(chat)
 
 
-def chat() -> None:
-    """Chat with a model directory."""
-    not_built("chat", "issue 7")
+def chat(
+    model_dir: Optional[str] = typer.Argument(None, help="Model folder, run output folder or Qwen3 directory."),
+    model_path: Optional[str] = typer.Option(None, "--model-path", "--model_path", help="Same as MODEL_DIR (the seed's spelling)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one message and exit."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy. Default: the model's generation_config, else 0.7."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", "--top_p", help="Nucleus sampling (default 0.9)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "--top_k", help="Keep the k most likely tokens; 0 = off (default 50)."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", "--repetition_penalty", help="1 = off (default 1.1)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "--max_new_tokens", help="Longest answer in tokens (default 512)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: GPU when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder when the model folder has none."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
+    json_out: bool = typer.Option(False, "--json", help="With --prompt/stdin: print the answer and its statistics as JSON."),
+) -> None:
+    """Chat with a model: streaming answers, multi-turn history, /help for commands."""
+    with handle_errors():
+        path = model_dir or model_path
+        if not path:
+            fail("no model given", "moai chat MODEL_DIR (a final_model/, a run folder or a Qwen3 directory)")
+        if model_dir and model_path and model_dir != model_path:
+            fail(f"two models given ({model_dir} and --model-path {model_path})", "pass one")
+        text = prompt
+        if text is None and not sys.stdin.isatty():
+            text = sys.stdin.read().strip()
+            if not text:
+                fail("stdin is empty", "pipe a message in, or pass --prompt")
+        if json_out:
+            set_quiet(True)
+        if json_out and text is None:
+            fail("--json needs a message", "pass --prompt TEXT or pipe text on stdin")
+        _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
+
+        from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
+        from moai_llm.progress import info as say
+        from moai_llm.progress import warn
+
+        model, tok, info = load_for_chat(path, device=device, dtype=dtype,
+                                         trust_remote_code=trust_remote_code, tokenizer_path=tokenizer)
+        given = {"temperature": temperature, "top_p": top_p, "top_k": top_k,
+                 "repetition_penalty": repetition_penalty, "max_new_tokens": max_new_tokens}
+        settings = {**info["generation"], **{k: v for k, v in given.items() if v is not None}}
+        params = SamplingParams(**settings, seed=seed)
+        session = ChatSession(model, tok, info, system=system, params=params, notify=warn)
+        if text is not None:
+            _answer_once(session, text, info, json_out)
+            return
+        say(f"[bold]moai chat[/] · {info['path']} · {info['parameters']:,} parameters · "
+            f"{info['device']} {info['dtype']} · /help for commands, Ctrl-D to leave")
+        _interactive(session)
+
+
+def _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> None:
+    checks = [
+        (temperature is not None and temperature < 0, "--temperature must be ≥ 0"),
+        (top_p is not None and not 0 < top_p <= 1, "--top-p must be in (0, 1]"),
+        (top_k is not None and top_k < 0, "--top-k must be ≥ 0"),
+        (repetition_penalty is not None and repetition_penalty <= 0, "--repetition-penalty must be > 0"),
+        (max_new_tokens is not None and max_new_tokens < 1, "--max-new-tokens must be ≥ 1"),
+    ]
+    for bad, message in checks:
+        if bad:
+            fail(message)
+
+
+def _answer_once(session: Any, text: str, info: dict, json_out: bool) -> None:
+    """One answer: streamed to stdout (stats on stderr), or one JSON object."""
+    if json_out:
+        answer = "".join(session.ask(text))
+        print_json({"answer": answer, **session.last_stats.to_dict(),
+                    "model": info["path"], "device": info["device"], "dtype": info["dtype"],
+                    "params": session.params.to_dict()})
+        return
+    for piece in session.ask(text):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    from moai_llm.progress import info as say
+
+    say(f"[dim]{session.last_stats.line()}[/]")
+
+
+def _interactive(session: Any) -> None:
+    """The read-answer loop: Ctrl-C stops an answer (or clears the line), Ctrl-D leaves."""
+    with contextlib.suppress(ImportError):  # not on Windows
+        import readline  # noqa: F401  (line editing and history for input())
+    color = sys.stdout.isatty()
+    # \001 \002 tell readline the colour codes take no columns (so line editing stays right).
+    you = "\001\033[1;36m\002you>\001\033[0m\002 " if color else "you> "
+    while True:
+        try:
+            line = input(you)
+        except EOFError:
+            console.print()
+            return
+        except KeyboardInterrupt:  # at the prompt: drop the line, like a shell
+            console.print("^C", style="dim")
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            result = session.handle_command(line)
+            if result.exit:
+                return
+            if result.message:
+                console.print(result.message, style="red" if result.error else "dim",
+                              highlight=False, markup=False)
+            continue
+        _stream_answer(session, line)
+
+
+def _stream_answer(session: Any, line: str) -> None:
+    answer = session.ask(line)
+    stopped = False
+    try:
+        for piece in answer:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        stopped = True
+    except MoaiInputError as exc:  # the message alone is longer than the context
+        console.print(str(exc), style="red", highlight=False, markup=False)
+        return
+    finally:
+        answer.close()
+    if stopped:
+        session.last_stats.stop_reason = "interrupted"
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    suffix = " · stopped" if stopped else ""
+    console.print(f"{session.last_stats.line()}{suffix}", style="dim", highlight=False, markup=False)

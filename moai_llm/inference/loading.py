@@ -1,0 +1,215 @@
+"""Find and load a model for chatting: a model folder, a run's output folder, or any Qwen3 dir.
+
+`moai chat outputs/sft` should just work, so a run folder resolves to its `final_model/`, or,
+while training is still going, to its newest *complete* `checkpoints/step-N/` (saying which).
+Weights are read from safetensors only (pickled `.bin` files can run code when loaded), and
+`trust_remote_code` is passed on only when the user asked for it. Every way this can go wrong
+on the user's side (not a model folder, no tokenizer, tokenizer larger than the embedding)
+is a `MoaiInputError` with a message that names the folder and what to do.
+
+    >>> model, tokenizer, info = load_for_chat("outputs/sft")          # doctest: +SKIP
+    >>> info["path"], info["device"], info["dtype"]                    # doctest: +SKIP
+    ('outputs/sft/final_model', 'cpu', 'float32')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from moai_llm.errors import MoaiInputError
+from moai_llm.progress import info as say
+
+_STEP_DIR = re.compile(r"^(?:step|checkpoint)-(\d+)$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_weights(folder: Path) -> bool:
+    """True when `folder` holds a config and safetensors weights (single file or sharded)."""
+    return (folder / "config.json").is_file() and (
+        (folder / "model.safetensors").is_file()
+        or (folder / "model.safetensors.index.json").is_file()
+    )
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
+    """The model folder to load for `path`, and how it was found ("model", "final_model",
+    "checkpoint").
+
+    >>> resolve_model_dir("outputs/sft")                               # doctest: +SKIP
+    (PosixPath('outputs/sft/final_model'), 'final_model')
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise MoaiInputError(f"{root}: no such folder", "pass a model folder or a run's output folder")
+    if not root.is_dir():
+        raise MoaiInputError(f"{root} is a file, not a model folder",
+                             "pass the folder that holds config.json and model.safetensors")
+    if has_weights(root):
+        return root, "model"
+    if has_weights(root / "final_model"):
+        return root / "final_model", "final_model"
+    for checkpoints in (root / "checkpoints", root):
+        steps = sorted(
+            ((int(m.group(1)), d) for d in checkpoints.glob("*-*")
+             if d.is_dir() and (m := _STEP_DIR.match(d.name)) and has_weights(d)),
+            reverse=True,
+        )
+        if steps:
+            return steps[0][1], "checkpoint"
+    if (root / "config.json").is_file() and any(root.glob("*.bin")):
+        raise MoaiInputError(
+            f"{root} has only pickled .bin weights; moai loads safetensors only (a .bin file can run code)",
+            "convert it once: load it with transformers in a trusted environment and "
+            "save_pretrained(..., safe_serialization=True)",
+        )
+    raise MoaiInputError(
+        f"{root} is not a model folder: no config.json + model.safetensors, no final_model/ "
+        "and no complete checkpoints/step-N/",
+        "pass a moai final_model/, a run's output folder, or a Qwen3 model directory",
+    )
+
+
+def _tokenizer_dir(model_dir: Path, tokenizer_path: str | Path | None) -> Path:
+    if tokenizer_path is not None:
+        folder = Path(tokenizer_path).expanduser()
+        if not _has_tokenizer(folder):
+            raise MoaiInputError(f"{folder}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        return folder
+    # A checkpoint without tokenizer files falls back to its run folder (…/run/checkpoints/step-N).
+    for folder in (model_dir, model_dir.parent, model_dir.parent.parent):
+        if _has_tokenizer(folder):
+            return folder
+    raise MoaiInputError(
+        f"{model_dir} has no tokenizer (tokenizer.json / tokenizer_config.json)",
+        "save the tokenizer into the model folder, or pass --tokenizer DIR",
+    )
+
+
+def pick_device(device: str | None = None) -> str:
+    """`device` when given, else "cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Ids that end an answer: <|im_end|>, <|endoftext|>, the tokenizer's eos and the
+    generation config's eos ids (int or list)."""
+    ids: list[int] = []
+    vocab = tokenizer.get_vocab()
+    for token in ("<|im_end|>", "<|endoftext|>"):
+        if token in vocab:
+            ids.append(vocab[token])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is not None:
+        ids.extend([eos] if isinstance(eos, int) else list(eos))
+    return sorted(set(ids))
+
+
+def load_for_chat(
+    path: str | Path,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    tokenizer_path: str | Path | None = None,
+) -> tuple[Any, Any, dict]:
+    """Load (model, tokenizer, info) for chatting, on GPU in bf16 when present else CPU fp32.
+
+    `info` holds: path, source ("model" | "final_model" | "checkpoint"), device, dtype,
+    parameters, context_length, chat_template (bool), stop_ids, model_class, generation
+    (sampling defaults from generation_config.json, possibly empty).
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    model_dir, source = resolve_model_dir(path)
+    if source == "final_model":
+        say(f"loading {model_dir} (the run's final model)")
+    elif source == "checkpoint":
+        say(f"no final_model/ in {path}: loading the newest complete checkpoint, {model_dir}")
+    tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
+    try:
+        config = AutoConfig.from_pretrained(model_dir, **remote)
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, **remote)
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise MoaiInputError(f"{tok_dir}: cannot load the tokenizer ({exc})") from exc
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise MoaiInputError(
+            f"vocabulary mismatch: the tokenizer in {tok_dir} has {len(tokenizer)} tokens but the "
+            f"model in {model_dir} has {rows} embedding rows",
+            "use the tokenizer the model was trained with (or grow the embeddings first)",
+        )
+
+    device = pick_device(device)
+    if dtype is None:
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise MoaiInputError(f"--dtype {dtype}: not a torch dtype", "use bfloat16, float16 or float32")
+
+    model_class = _model_class(config)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one model file loads in well under a second: no bar
+    try:
+        model = model_class.from_pretrained(model_dir, dtype=torch_dtype, use_safetensors=True, **remote)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.to(device).eval()
+
+    generation_config = None
+    if (model_dir / "generation_config.json").is_file():
+        generation_config = GenerationConfig.from_pretrained(model_dir)
+    defaults = {}
+    for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
+        value = getattr(generation_config, key, None) if generation_config is not None else None
+        if value is not None:
+            defaults[key] = value
+    if generation_config is not None and generation_config.do_sample is False:
+        defaults["temperature"] = 0.0
+
+    info = {
+        "path": str(model_dir),
+        "source": source,
+        "tokenizer_path": str(tok_dir),
+        "device": device,
+        "dtype": dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "stop_ids": stop_token_ids(tokenizer, generation_config),
+        "model_class": type(model).__name__,
+        "generation": defaults,
+    }
+    return model, tokenizer, info
+
+
+def _model_class(config: Any) -> Any:
+    """moai's own Qwen3 implementation for Qwen3 configs; transformers' Auto class otherwise."""
+    from transformers import AutoModelForCausalLM
+
+    if getattr(config, "model_type", None) == "qwen3":
+        try:
+            from moai_llm.modeling import MoaiForCausalLM
+        except ImportError:  # the modeling package is being built; transformers' Qwen3 is identical
+            return AutoModelForCausalLM
+        return MoaiForCausalLM
+    return AutoModelForCausalLM
