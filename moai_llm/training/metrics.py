@@ -1,0 +1,123 @@
+"""What a run reports: metrics.jsonl, TensorBoard scalars, loss.png, and MFU on GPUs.
+
+Only rank 0 writes. metrics.jsonl has one JSON object per logged step (`step`, `loss`, `lr`,
+`grad_norm`, `tokens_per_s`, `mfu` on GPU, ...); a resumed run first drops the lines after
+its checkpoint so the file reads as one clean run.
+
+    >>> w = MetricsWriter(run_dir)
+    >>> w.log(10, {"loss": 3.2, "lr": 1e-4})
+    >>> w.close(); plot_loss(run_dir)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Dense bf16 peak FLOP/s of common accelerators, for MFU (model FLOPs / peak).
+PEAK_BF16_FLOPS = {
+    "H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+    "L40S": 362e12, "L40": 181e12, "A40": 150e12, "A10": 125e12, "L4": 121e12,
+    "RTX 4090": 165e12, "RTX 5090": 210e12, "RTX 3090": 71e12, "V100": 125e12, "B200": 2250e12,
+}
+
+
+def peak_flops(device_name: str) -> float | None:
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in device_name:
+            return flops
+    return None
+
+
+def flops_per_token(n_params: int, n_layers: int, hidden: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the weights plus attention's 12·L·H·T (PaLM appendix)."""
+    return 6.0 * n_params + 12.0 * n_layers * hidden * seq_len
+
+
+class MetricsWriter:
+    """Append-only metrics.jsonl plus TensorBoard (tb/) scalars; a no-op on ranks other than 0."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (open for the whole run)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step)
+            except ImportError:  # tensorboard is a dependency; keep training if it is broken
+                self.tb = None
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: v for k, v in values.items() if v is not None}}
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"train/{key}" if not key.startswith("eval") else key,
+                                       value, step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_loss(run_dir: str | Path) -> Path | None:
+    """Draw loss (and eval loss, lr) against step into run_dir/loss.png (matplotlib Agg)."""
+    records = [r for r in read_metrics(run_dir) if "loss" in r]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="train loss")
+    evals = [r for r in read_metrics(run_dir) if "eval_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if any("lr" in r for r in records):
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in records], [r.get("lr", 0) for r in records], color="gray",
+                 alpha=0.4, label="lr")
+        ax2.set_ylabel("learning rate")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    out = Path(run_dir) / "loss.png"
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,151 @@
+"""Model, optimizer and process wrapping for training.
+
+- The model keeps fp32 master weights (autocast gives bf16 compute where the plan says so;
+  never a whole-model cast). New models take their vocabulary size from the tokenizer,
+  rounded up to a multiple of 64; SFT grows the embeddings of a pretrained model when its
+  tokenizer has grown.
+- AdamW is the fused kernel where torch has one for the device, foreach otherwise; weight
+  decay applies to matrices only (not norms or biases).
+- Several processes: DDP, or FSDP2 (`fully_shard` per decoder layer, then the root) when the
+  plan says so.
+
+    >>> model = build_model(settings, model_config, tokenizer, plan)
+    >>> optimizer = build_optimizer(model, settings, torch.device("cpu"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from moai_llm.errors import MoaiInputError
+
+
+def round_up(n: int, multiple: int) -> int:
+    multiple = max(1, int(multiple or 1))
+    return ((n + multiple - 1) // multiple) * multiple
+
+
+def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any) -> torch.nn.Module:
+    """A MoaiForCausalLM in fp32: from `settings.pretrained_model` or from `model_config`."""
+    from moai_llm.config import MoaiConfig
+    from moai_llm.modeling import MoaiForCausalLM
+
+    if settings.pretrained_model:
+        model = MoaiForCausalLM.from_pretrained(settings.pretrained_model, dtype=torch.float32)
+        needed = len(tokenizer)
+        if needed > model.config.vocab_size:
+            from moai_llm.tokenizer.model_vocab import grow_embeddings
+
+            grow_embeddings(model, round_up(needed, settings.vocab_multiple))
+    else:
+        if model_config is None:
+            raise MoaiInputError("no model: pass --model PRESET, --model-config FILE or --pretrained-model DIR")
+        model = MoaiForCausalLM(MoaiConfig(**model_config))
+        model.to(torch.float32)
+    model.config.use_cache = False
+    if hasattr(model.config, "loss_chunk_size") and getattr(plan, "loss_chunk_size", None):
+        model.config.loss_chunk_size = int(plan.loss_chunk_size)
+    loss = settings.loss or {}
+    if loss.get("type", "cross_entropy") not in ("cross_entropy", "ce", None):
+        from moai_llm.losses import create_loss_function
+
+        model.loss_fn = create_loss_function(loss)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, settings: Any, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters: decay for matrices, none for norms/biases; fused if possible."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": settings.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = dict(lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
+                  eps=settings.adam_epsilon)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype/DTensor
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
+    d = optimizer.defaults
+    return "fused" if d.get("fused") else ("foreach" if d.get("foreach") else "for-loop")
+
+
+def wrap_distributed(model: torch.nn.Module, plan: Any, dist: Any) -> torch.nn.Module:
+    """DDP or FSDP2 for several processes; the model itself for one."""
+    if dist.world <= 1:
+        return model
+    if getattr(plan, "strategy", "ddp") == "fsdp2":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = None
+        if plan.precision == "bf16":
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        kwargs = {"mp_policy": mp} if mp is not None else {}
+        for layer in model.model.layers:
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def optimizer_state_for_save(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Any) -> dict:
+    """Optimizer state as a plain dict (FSDP2: gathered to full tensors on CPU; collective)."""
+    if getattr(plan, "strategy", "") == "fsdp2" and torch.distributed.is_initialized():
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        return get_optimizer_state_dict(unwrap(wrapped), optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                         plan: Any) -> None:
+    if getattr(plan, "strategy", "") == "fsdp2" and torch.distributed.is_initialized():
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(unwrap(wrapped), optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        return
+    optimizer.load_state_dict(state)
+
+
+def full_model_state(wrapped: torch.nn.Module, plan: Any) -> dict[str, torch.Tensor] | None:
+    """FSDP2: the gathered full weights on CPU (collective); otherwise None (save the module)."""
+    if getattr(plan, "strategy", "") != "fsdp2" or not torch.distributed.is_initialized():
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(unwrap(wrapped), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def generation_config_for(tokenizer: Any):
+    """Generation defaults for chat: stop at <|im_end|> or <|endoftext|>, pad with <|pad|>."""
+    from transformers import GenerationConfig
+
+    from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, PAD
+
+    ids = tokenizer.convert_tokens_to_ids([IM_END, ENDOFTEXT, PAD])
+    unk = tokenizer.unk_token_id
+    eos = [i for i in ids[:2] if i is not None and i != unk]
+    pad = ids[2] if ids[2] is not None and ids[2] != unk else tokenizer.pad_token_id
+    return GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None, do_sample=True,
+                            temperature=0.7, top_p=0.9, repetition_penalty=1.1, max_new_tokens=512)

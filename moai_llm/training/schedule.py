@@ -1,0 +1,113 @@
+"""Learning-rate schedules: warmup-stable-decay (WSD), cosine, linear and constant.
+
+One multiplier function covers all four: a linear warmup, a flat stable phase, then a decay
+to `min_lr_ratio` (cosine or linear shape). Lengths are steps (int >= 1) or fractions of the
+run (float < 1), so `warmup: 0.01` and `warmup: 20` both work, as in WSD papers and the seed.
+The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly.
+
+    >>> sched = build_scheduler(opt, "wsd", total_steps=1000, warmup=0.01, decay=0.2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from moai_llm.errors import MoaiInputError
+
+SCHEDULES = ("wsd", "cosine", "linear", "constant")
+# The seed's transformers names map onto moai's four shapes.
+ALIASES = {
+    "warmup_stable_decay": "wsd",
+    "cosine_with_min_lr": "cosine",
+    "constant_with_warmup": "constant",
+}
+
+
+def resolve_steps(value: float | int | None, total_steps: int, name: str) -> int:
+    """Turn a length given as steps (>= 1) or as a fraction of the run (< 1) into steps."""
+    if value is None:
+        return 0
+    value = float(value)
+    if value < 0:
+        raise MoaiInputError(f"{name} must be >= 0, got {value:g}")
+    if value < 1:
+        return int(round(value * total_steps))
+    if value != int(value):
+        raise MoaiInputError(f"{name} {value:g} is neither a whole number of steps nor a fraction < 1")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Phase lengths in steps plus the shape of the decay."""
+
+    kind: str
+    total_steps: int
+    warmup_steps: int
+    stable_steps: int
+    decay_steps: int
+    min_lr_ratio: float = 0.0
+
+    def multiplier(self, step: int) -> float:
+        """Learning-rate factor at optimizer step `step` (0-based)."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return 1.0
+        into_decay = step - self.warmup_steps - self.stable_steps
+        if into_decay < 0:
+            return 1.0
+        progress = min(1.0, (into_decay + 1) / max(1, self.decay_steps))
+        if self.kind == "linear":
+            shape = 1.0 - progress
+        else:  # cosine and wsd share the cosine-shaped decay (WSD's usual "cooldown")
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
+
+
+def make_schedule(
+    kind: str,
+    total_steps: int,
+    warmup: float | int | None = 0,
+    stable: float | int | None = None,
+    decay: float | int | None = None,
+    min_lr_ratio: float = 0.0,
+) -> Schedule:
+    """Resolve phase lengths. For WSD an unset stable phase takes what warmup and decay leave
+    (decay defaults to 20% of the run); for cosine/linear the decay fills the rest.
+
+    >>> make_schedule("wsd", 100, warmup=10, decay=0.2).stable_steps
+    70
+    """
+    kind = ALIASES.get(kind, kind)
+    if kind not in SCHEDULES:
+        raise MoaiInputError(
+            f"unknown learning-rate schedule {kind!r}", hint=f"use one of {', '.join(SCHEDULES)}"
+        )
+    if total_steps < 1:
+        raise MoaiInputError(f"the run has {total_steps} steps; it needs at least 1")
+    w = min(resolve_steps(warmup, total_steps, "warmup"), total_steps)
+    if kind == "wsd":
+        d = resolve_steps(0.2 if decay is None else decay, total_steps, "decay")
+        s = total_steps - w - d if stable is None else resolve_steps(stable, total_steps, "stable")
+    elif kind == "constant":
+        s, d = total_steps - w, 0
+    else:
+        s = 0 if stable is None else resolve_steps(stable, total_steps, "stable")
+        d = total_steps - w - s if decay is None else resolve_steps(decay, total_steps, "decay")
+    s, d = max(0, s), max(0, d)
+    if w + s + d > total_steps:
+        raise MoaiInputError(
+            f"warmup {w} + stable {s} + decay {d} steps exceed the run's {total_steps} steps",
+            hint="shorten a phase or give lengths as fractions (e.g. --warmup-steps 0.05)",
+        )
+    return Schedule(kind, total_steps, w, s, d, float(min_lr_ratio))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR over `schedule.multiplier`; its state_dict holds only `last_epoch` etc."""
+    # A plain function (not a bound method) so that state_dict() stores no callable state.
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.multiplier(step))
