@@ -1,0 +1,44 @@
+"""RMSNorm with fp32 statistics; a fused kernel when one is available.
+
+`MoaiRMSNorm` computes `weight * (x / sqrt(mean(x^2) + eps))` with the mean taken in fp32 and
+the normalised value cast back to the input dtype before the weight multiply, exactly as
+transformers' `Qwen3RMSNorm` (so logits match on the same weights). The work is done by
+`torch.nn.functional.rms_norm` (one fused op, on CPU and CUDA); on CUDA with flash-attn
+installed its Triton `rms_norm_fn` fuses the weight multiply too (fp32 inside, so it differs
+from the reference only by the final rounding of low-precision activations).
+
+    norm = MoaiRMSNorm(1024, eps=1e-6)
+    y = norm(x)              # same shape and dtype as x
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # optional: flash-attn ships a fused Triton RMSNorm
+    from flash_attn.ops.triton.layer_norm import rms_norm_fn as _flash_rms_norm
+except Exception:  # any import failure (no CUDA, no triton) means "not available"
+    _flash_rms_norm = None
+
+
+class MoaiRMSNorm(nn.Module):
+    """Root-mean-square norm over the last dimension (Qwen3's `*_layernorm`, `q_norm`, `k_norm`)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+        self.normalized_shape = (hidden_size,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _flash_rms_norm is not None and x.is_cuda and x.dtype != torch.float32:
+            return _flash_rms_norm(x, self.weight, None, eps=self.variance_epsilon)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.variance_epsilon)
+        normed = F.rms_norm(x.float(), self.normalized_shape, None, self.variance_epsilon)
+        return self.weight * normed.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape[0]}, eps={self.variance_epsilon}"
