@@ -137,7 +137,8 @@ def load_for_chat(
     if source == "final_model":
         say(f"loading {model_dir} (the run's final model)")
     elif source == "checkpoint":
-        say(f"no final_model/ in {path}: loading the newest complete checkpoint, {model_dir}")
+        say(f"no final_model/ yet: loading the newest complete checkpoint, "
+            f"{model_dir.relative_to(Path(path).expanduser())}")
     tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     try:
