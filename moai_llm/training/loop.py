@@ -116,10 +116,13 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     Raises FirstStepOOM when the first step runs out of memory; MoaiRunError after too many
     non-finite losses in a row.
     """
+    from transformers.utils import logging as hf_logging
+
     from moai_llm.data import load_prepared
     from moai_llm.hardware.launch import FirstStepOOM
     from moai_llm.tokenizer import load_tokenizer
 
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint are noise
     run_dir = Path(run_dir)
     dist = DistInfo(plan)
     micro, accum = plan.micro_batch_size, plan.gradient_accumulation_steps

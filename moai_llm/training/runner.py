@@ -136,13 +136,13 @@ def resolve_data(s: TrainSettings, tokenizer_dir: Path, reasons: dict[str, str],
     from moai_llm.data import prepare_dataset
 
     target = out / "data"
-    options: dict[str, Any] = {}
-    if s.dataset_config:
-        options["dataset_config"] = s.dataset_config
-    if s.dataset_split and s.dataset_split != "train":
-        options["split"] = s.dataset_split
-    manifest = prepare_dataset(list(s.dataset), str(tokenizer_dir), s.seq_len, str(target),
-                               mode=s.mode, **options)
+    sources: list[str] | None = list(s.dataset)
+    options: dict[str, Any] = {"split": s.dataset_split or "train"}
+    if s.dataset_config or (len(sources) == 1 and not Path(sources[0]).exists() and "*" not in sources[0]):
+        # the seed's `--dataset wikitext --dataset_config wikitext-2-raw-v1`: one hub dataset
+        options.update(dataset=sources[0], dataset_config=s.dataset_config)
+        sources = None
+    manifest = prepare_dataset(sources, str(tokenizer_dir), s.seq_len, str(target), mode=s.mode, **options)
     s.prepared_dir = str(target)
     reasons["prepared_dir"] = f"prepared from {', '.join(s.dataset)}"
     return manifest
