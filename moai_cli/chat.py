@@ -140,12 +140,22 @@ def _interactive(session: Any) -> None:
         _stream_answer(session, line)
 
 
+# C0 control characters other than tab and newline (and DEL): a model's output must not be
+# able to move the cursor, clear the screen or ring the bell of the terminal it is shown on.
+_CONTROL = {c: None for c in [*range(0, 9), *range(11, 32), 127]}
+
+
+def terminal_text(piece: str) -> str:
+    """`piece` without terminal control characters (what the interactive screen shows)."""
+    return piece.translate(_CONTROL)
+
+
 def _stream_answer(session: Any, line: str) -> None:
     answer = session.ask(line)
     stopped = False
     try:
         for piece in answer:
-            sys.stdout.write(piece)
+            sys.stdout.write(terminal_text(piece))
             sys.stdout.flush()
     except KeyboardInterrupt:
         stopped = True

@@ -1,0 +1,74 @@
+"""`moai chat` without a terminal: --prompt, stdin, --json, flag aliases, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from moai_cli.app import app
+from moai_llm.inference.random_model import write_random_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("chat_cli"), hidden_size=32, num_layers=1,
+                              vocab_size=300, context_length=128)
+
+
+def _greedy_answer(model_dir, text, max_new_tokens=12):
+    from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
+
+    model, tokenizer, info = load_for_chat(model_dir)
+    session = ChatSession(model, tokenizer, info,
+                          params=SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    return "".join(session.ask(text))
+
+
+def test_prompt_prints_the_answer_and_exits(model_dir):
+    result = runner.invoke(app, ["chat", str(model_dir), "--prompt", "안녕하세요", "--temperature", "0",
+                                 "--max-new-tokens", "12"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == _greedy_answer(model_dir, "안녕하세요") + "\n"
+    assert "12 tokens" in result.stderr and "tok/s" in result.stderr
+
+
+def test_stdin_is_the_message_and_json_carries_the_statistics(model_dir):
+    result = runner.invoke(app, ["chat", "--model_path", str(model_dir), "--json", "--temperature", "0",
+                                 "--max_new_tokens", "12", "--top-k", "5", "--seed", "1"],
+                           input="hello there\n")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["answer"] == _greedy_answer(model_dir, "hello there")
+    assert report["tokens"] == 12 and report["stop_reason"] == "max_new_tokens"
+    assert report["tokens_per_s"] > 0 and 0 < report["ttft_s"] <= report["total_s"]
+    assert report["params"]["top_k"] == 5 and report["params"]["seed"] == 1
+    assert report["device"] == "cpu" and report["dtype"] == "float32"
+
+
+def test_bad_input_exits_2_with_one_clear_line(model_dir, tmp_path):
+    result = runner.invoke(app, ["chat", str(tmp_path), "--prompt", "hi"])
+    assert result.exit_code == 2 and "not a model folder" in result.stderr
+    result = runner.invoke(app, ["chat", "--prompt", "hi"])
+    assert result.exit_code == 2 and "no model given" in result.stderr
+    result = runner.invoke(app, ["chat", str(model_dir), "--prompt", "hi", "--top-p", "1.5"])
+    assert result.exit_code == 2 and "--top-p" in result.stderr
+
+
+def test_a_vocabulary_mismatch_exits_2_from_a_real_process(model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mismatch"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 100
+    (folder / "config.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "moai_cli", "chat", str(folder), "--prompt", "hi"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "vocabulary mismatch" in done.stderr and "Traceback" not in done.stderr
