@@ -1,0 +1,117 @@
+"""Attention over packed documents never crosses a document boundary, on every backend here;
+backends agree; the plan keeps the unpacked path on plain `is_causal`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_config
+
+from moai_llm.modeling import MoaiForCausalLM
+from moai_llm.modeling.attention import (
+    AttentionPlan,
+    flash_attn_available,
+    resolve_attn_implementation,
+)
+
+BACKENDS = [
+    "sdpa",
+    "eager",
+    pytest.param(
+        "flash_attention_2",
+        marks=pytest.mark.skipif(not flash_attn_available(), reason="flash-attn needs CUDA"),
+    ),
+]
+DOC_LENGTHS = (7, 12, 9)
+
+
+def _model(backend: str, yarn: bool = False) -> MoaiForCausalLM:
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(tiny_config(yarn=yarn, attn_implementation=backend)).eval()
+    if backend == "flash_attention_2":
+        model = model.to("cuda", torch.bfloat16)
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("yarn", [False, True], ids=["rope", "yarn"])
+def test_packed_documents_equal_each_document_alone(backend, yarn):
+    model = _model(backend, yarn)
+    device = model.device
+    gen = torch.Generator().manual_seed(2)
+    docs = [torch.randint(0, 128, (1, n), generator=gen).to(device) for n in DOC_LENGTHS]
+    packed = torch.cat(docs, dim=1)
+    positions = torch.cat([torch.arange(n) for n in DOC_LENGTHS])[None].to(device)
+    with torch.no_grad():
+        together = model(packed, position_ids=positions).logits
+        alone = torch.cat([model(d).logits for d in docs], dim=1)
+    tol = 1e-4 if backend != "flash_attention_2" else 2e-2
+    assert (together.float() - alone.float()).abs().max().item() <= tol
+    # Without the restarts the same row is one long document and the logits differ.
+    with torch.no_grad():
+        as_one = model(packed).logits
+    assert (as_one.float() - alone.float()).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_rows_in_a_batch_keep_their_own_boundaries(backend):
+    model = _model(backend)
+    device = model.device
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randint(0, 128, (2, 20), generator=gen).to(device)
+    positions = torch.tensor([list(range(8)) + list(range(12)), list(range(20))]).to(device)
+    with torch.no_grad():
+        batched = model(rows, position_ids=positions).logits
+        first = torch.cat([model(rows[:1, :8]).logits, model(rows[:1, 8:]).logits], dim=1)
+        second = model(rows[1:]).logits
+    tol = 1e-4 if backend != "flash_attention_2" else 2e-2
+    assert (batched[:1].float() - first.float()).abs().max().item() <= tol
+    assert (batched[1:].float() - second.float()).abs().max().item() <= tol
+
+
+def test_sdpa_and_eager_agree_with_and_without_packing():
+    sdpa, eager = _model("sdpa"), _model("eager")
+    x = torch.randint(0, 128, (2, 30), generator=torch.Generator().manual_seed(4))
+    packed_positions = torch.cat([torch.arange(10), torch.arange(20)])[None].expand(2, -1)
+    with torch.no_grad():
+        for positions in (None, packed_positions):
+            a = sdpa(x, position_ids=positions).logits
+            b = eager(x, position_ids=positions).logits
+            assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_plan_uses_plain_causal_attention_when_nothing_restarts():
+    positions = torch.arange(16)[None].expand(3, -1)
+    plan = AttentionPlan.build("sdpa", positions, None, q_len=16, past_len=0, dtype=torch.float32)
+    assert plan.is_causal and plan.mask is None
+    ones = torch.ones(3, 16, dtype=torch.long)
+    plan = AttentionPlan.build("sdpa", positions, ones, q_len=16, past_len=0, dtype=torch.float32)
+    assert plan.is_causal and plan.mask is None  # an all-ones padding mask is dropped
+
+
+def test_plan_for_packed_rows_is_block_diagonal_and_causal():
+    positions = torch.tensor([[0, 1, 2, 0, 1]])
+    plan = AttentionPlan.build("eager", positions, None, q_len=5, past_len=0, dtype=torch.float32)
+    expected = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]],
+        dtype=torch.bool,
+    )
+    assert not plan.is_causal and torch.equal(plan.mask[0, 0], expected)
+
+
+def test_flash_falls_back_to_sdpa_off_cuda_or_in_fp32():
+    positions = torch.arange(8)[None]
+    plan = AttentionPlan.build(
+        "flash_attention_2", positions, None, q_len=8, past_len=0, dtype=torch.float32
+    )
+    assert plan.backend == "sdpa"
+
+
+def test_auto_resolves_to_an_available_backend():
+    assert resolve_attn_implementation("auto") == (
+        "flash_attention_2" if flash_attn_available() else "sdpa"
+    )
+    assert resolve_attn_implementation(None) == resolve_attn_implementation("auto")
+    assert resolve_attn_implementation("eager") == "eager"
+    model = MoaiForCausalLM(tiny_config(attn_implementation="eager"))
+    assert model.config._attn_implementation == "eager"
