@@ -1,21 +1,121 @@
-"""`moai data prepare | inspect`."""
+"""`moai data prepare | inspect`: thin CLI over moai_llm.data (prepare.py, inspect.py).
+
+    moai data prepare --input corpus.jsonl --tokenizer tok/ --seq-len 2048 --output-dir prepared/
+    moai data inspect prepared/ --show 2
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from moai_cli.ui import not_built
+from moai_cli.ui import console, handle_errors, print_json, set_quiet
 
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command()
-def prepare() -> None:
-    """Tokenize and pack sources into a prepared dataset."""
-    not_built("data prepare", "issue 4")
+def _weights(values: list[str] | None) -> list[float] | None:
+    from moai_llm.errors import MoaiInputError
+
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                out.append(float(part))
+            except ValueError as exc:
+                raise MoaiInputError(f"--weights: '{part}' is not a number", hint="e.g. --weights 0.7 --weights 0.3") from exc
+    return out
 
 
 @app.command()
-def inspect() -> None:
-    """Inspect a prepared dataset."""
-    not_built("data inspect", "issue 4")
+def prepare(
+    inputs: list[str] = typer.Option(None, "--input", "-i", help="File, folder or glob (.jsonl/.json/.csv/.parquet/.txt/.arrow); repeatable."),
+    weights: list[str] = typer.Option(None, "--weights", help="Mixing weight per source (1 = once, 2 = twice, 0.5 = half); repeatable or comma-separated."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder (tokenizer.json)."),
+    seq_len: int = typer.Option(2048, "--seq-len", "--seq_len", "--max-seq-length", "--max_seq_length", help="Tokens per row."),
+    output_dir: Path = typer.Option(..., "--output-dir", "--output_dir", "-o", help="Prepared dataset folder."),
+    mode: str = typer.Option("pretrain", "--mode", help="pretrain (plain text) or sft (conversations)."),
+    text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column with the text (default: detected)."),
+    dataset: str = typer.Option(None, "--dataset", help="Hub dataset name (streamed)."),
+    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config."),
+    split: str = typer.Option("train", "--split", help="Hub dataset split."),
+    prompt_column: str = typer.Option(None, "--prompt-column", "--prompt_column", help="SFT: column with the user prompt."),
+    response_column: str = typer.Option(None, "--response-column", "--response_column", help="SFT: column with the answer."),
+    system_prompt: str = typer.Option(None, "--system-prompt", "--system_prompt", help="SFT: system message for records without one."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
+    packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
+    num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Tokenizer threads (default: every core)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Tokenize and pack sources into a prepared dataset (Arrow rows + manifest.json), cached."""
+    with handle_errors():
+        from moai_llm.data import prepare_dataset
+
+        if json_out:
+            set_quiet(True)
+        mapping = {k: v for k, v in (("prompt", prompt_column), ("response", response_column), ("system", system_prompt)) if v}
+        manifest = prepare_dataset(
+            inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
+            mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
+            dataset=dataset, dataset_config=dataset_config, split=split, force=force,
+        )
+        if json_out:
+            print_json(manifest)
+            return
+        state = "cache hit: already prepared" if manifest["cache_hit"] else f"built in {manifest['build_seconds']:.1f} s"
+        console.print(f"[bold]{manifest['output_dir']}[/] ({state})")
+        console.print(f"  {manifest['num_rows']:,} rows × {manifest['seq_len']} tokens, {manifest['num_tokens']:,} tokens "
+                      f"from {manifest['num_documents']:,} documents")
+        console.print(f"  packing efficiency {manifest['packing_efficiency']:.2%}; documents split (longer than a row) "
+                      f"{manifest['docs_split']:,}; tokens cut {manifest['tokens_cut']:,}; tokens dropped {manifest['tokens_dropped']:,}")
+        if manifest["skipped_rows"]:
+            console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
+
+
+@app.command()
+def inspect(
+    folder: Path = typer.Argument(..., help="Prepared dataset folder."),
+    show: int = typer.Option(0, "--show", help="Decode the first N rows, loss-carrying text highlighted."),
+    tokenizer: str = typer.Option(None, "--tokenizer", "--tokenizer_path", help="Tokenizer to decode with (default: the one it was built with)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Rows, tokens, documents, sources, packing efficiency, length histogram, decoded rows."""
+    with handle_errors():
+        from moai_llm.data.inspect import decoded_rows, histogram_lines, summary
+
+        info = summary(folder)
+        rows = decoded_rows(folder, show, tokenizer) if show else []
+        if json_out:
+            print_json({**info, "rows": rows})
+            return
+        _render(info, rows, histogram_lines(info["doc_length_histogram"]))
+
+
+def _render(info: dict, rows: list, histogram: list[str]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(f"[bold]{info['path']}[/]  ({info['mode']}, {info['packing']} packing, seq_len {info['seq_len']})")
+    console.print(f"  rows {info['num_rows']:,}   tokens {info['num_tokens']:,}   documents {info['num_documents']:,}")
+    console.print(f"  packing efficiency {info['packing_efficiency']:.2%}   documents split {info['docs_split']:,}   "
+                  f"tokens cut {info['tokens_cut']:,}   tokens dropped {info['tokens_dropped']:,}   bad rows skipped {info['skipped_rows']:,}")
+    table = Table("source", "weight", "documents", "tokens", "share")
+    for s in info["sources"]:
+        table.add_row(s["spec"], f"{s['weight']:g}", f"{s['documents']:,}", f"{s['tokens']:,}", f"{s['token_share']:.1%}")
+    console.print(table)
+    console.print("document lengths (tokens):")
+    for line in histogram:
+        console.print("  " + line, highlight=False)
+    for i, segments in enumerate(rows):
+        console.print(f"\n[bold]row {i}[/] ([green underline]loss[/], [dim]no loss[/], │ document boundary)")
+        text, doc = Text(), 0
+        for seg in segments:
+            if seg["doc"] != doc:
+                text.append(" │ ", style="bold magenta")
+                doc = seg["doc"]
+            text.append(seg["text"], style="green underline" if seg["loss"] else "dim")
+        console.print(text)

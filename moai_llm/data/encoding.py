@@ -1,0 +1,103 @@
+"""Tokenizing documents and conversations in batches with the fast (Rust) tokenizer.
+
+`encode_batch` on the Rust backend tokenizes a whole batch on every core (rayon) without
+copying the tokenizer into worker processes; on the 2-core test machine it beat a process
+pool (see benchmarks/results/data.md). Pretraining documents get the end-of-text id appended;
+conversations are tokenized with character offsets so that labels can be set from the
+character spans that carry loss (`sft.render`).
+
+    >>> enc = Encoder(tokenizer, parallel=True)
+    >>> docs = enc.documents(["one text", "another"])      # list of int32 arrays, eos appended
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from moai_llm.errors import MoaiInputError
+
+
+@contextlib.contextmanager
+def rust_parallelism(enabled: bool) -> Iterator[None]:
+    """Let (or stop) the Rust tokenizer use every core for the duration of the block."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if enabled else "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def load_backend(tokenizer_dir: str | os.PathLike) -> SimpleNamespace:
+    """The Rust tokenizer plus eos/pad ids and max length, without importing transformers.
+
+    Pretraining needs nothing more, and skipping transformers (which imports torch) saves
+    seconds and hundreds of MB per prepare; SFT loads the full tokenizer for its chat template.
+    """
+    from tokenizers import Tokenizer
+
+    folder = Path(tokenizer_dir)
+    try:
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:
+        raise MoaiInputError(f"{folder}: cannot load tokenizer.json ({exc})") from exc
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+
+    def token_id(name: str) -> int | None:
+        token = config.get(name)
+        token = token.get("content") if isinstance(token, dict) else token
+        return backend.token_to_id(token) if token else None
+
+    eos = token_id("eos_token")
+    if eos is None and backend.token_to_id("<|endoftext|>") is not None:
+        eos = backend.token_to_id("<|endoftext|>")
+    pad = token_id("pad_token")
+    return SimpleNamespace(backend_tokenizer=backend, eos_token_id=eos, pad_token_id=pad,
+                           model_max_length=config.get("model_max_length"))
+
+
+class Encoder:
+    """Batch tokenization with a `PreTrainedTokenizerFast`'s Rust backend."""
+
+    def __init__(self, tokenizer, eos_id: int | None = None):
+        self.backend = tokenizer.backend_tokenizer
+        self.eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
+        if self.eos_id is None:
+            raise MoaiInputError("the tokenizer has no end-of-text (eos) token", hint="use a tokenizer from `moai tokenizer train`")
+        self._fast = hasattr(self.backend, "encode_batch_fast")  # tokenizers >= 0.20: ids without offsets
+
+    def documents(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of each text followed by the end-of-text id (int32)."""
+        encode = self.backend.encode_batch_fast if self._fast else self.backend.encode_batch
+        out = []
+        for enc in encode(texts, add_special_tokens=False):
+            ids = np.empty(len(enc.ids) + 1, dtype=np.int32)
+            ids[:-1] = enc.ids
+            ids[-1] = self.eos_id
+            out.append(ids)
+        return out
+
+    def with_loss_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, labels) per text: labels = ids for tokens that start inside a loss span, else -100."""
+        out = []
+        for enc, text_spans in zip(self.backend.encode_batch(texts, add_special_tokens=False), spans, strict=True):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids))
+            ends = np.fromiter((o[1] for o in enc.offsets), dtype=np.int64, count=len(ids))
+            keep = np.zeros(len(ids), dtype=bool)
+            for s, e in text_spans:
+                keep |= (starts >= s) & (ends <= e) & (ends > starts)
+            labels = np.where(keep, ids, -100).astype(np.int32)
+            out.append((ids, labels))
+        return out

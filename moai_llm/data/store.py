@@ -1,0 +1,114 @@
+"""The prepared-dataset folder: Arrow shards written in batches, a manifest, memory-mapped loading.
+
+    prepared/
+      manifest.json          written last: its presence (with "complete": true) marks a finished build
+      data-00000.arrow ...   Arrow IPC streams, columns input_ids / labels / position_ids (int32 lists)
+
+`load_prepared(dir)` memory-maps the shards as one `datasets.Dataset`, so a training process
+holds only the pages it reads.
+
+    >>> ds = load_prepared("prepared/")
+    >>> ds[0]["input_ids"][:4]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moai_llm.errors import MoaiInputError
+
+FORMAT = "moai-prepared/1"
+MANIFEST = "manifest.json"
+COLUMNS = ("input_ids", "labels", "position_ids")
+
+
+class ShardWriter:
+    """Appends packed rows to Arrow shards, `batch_rows` rows per record batch."""
+
+    def __init__(self, folder: Path, seq_len: int, batch_rows: int = 512, shard_bytes: int = 256 << 20):
+        import pyarrow as pa
+
+        self.folder = folder
+        self.seq_len = seq_len
+        self.batch_rows = batch_rows
+        self.rows_per_shard = max(batch_rows, shard_bytes // (seq_len * 4 * len(COLUMNS)))
+        self.schema = pa.schema([(c, pa.list_(pa.int32())) for c in COLUMNS])
+        self.shards: list[str] = []
+        self.num_rows = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._sink = self._writer = None
+        self._in_shard = 0
+
+    def add(self, row: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= self.batch_rows:
+            self._write()
+
+    def _write(self) -> None:
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        if self._writer is None or self._in_shard >= self.rows_per_shard:
+            self._close_shard()
+            name = f"data-{len(self.shards):05d}.arrow"
+            self.shards.append(name)
+            self._sink = pa.OSFile(str(self.folder / name), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, self.schema)
+            self._in_shard = 0
+        n = len(self._pending)
+        offsets = pa.array(np.arange(0, (n + 1) * self.seq_len, self.seq_len, dtype=np.int32))
+        columns = [pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([r[k] for r in self._pending])))
+                   for k in range(len(COLUMNS))]
+        self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
+        self.num_rows += n
+        self._in_shard += n
+        self._pending = []
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def close(self) -> None:
+        self._write()
+        self._close_shard()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a finished prepared dataset, or None when there is none (or it is partial)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    if manifest.get("format") != FORMAT or not manifest.get("complete"):
+        return None
+    return manifest
+
+
+def load_prepared(folder: str | os.PathLike):
+    """The prepared rows as a memory-mapped `datasets.Dataset` (input_ids, labels, position_ids)."""
+    import datasets
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise MoaiInputError(f"{folder}: not a prepared dataset (no complete manifest.json)",
+                             hint="run `moai data prepare ... --output-dir` first")
+    parts = [datasets.Dataset.from_file(str(folder / name), in_memory=False) for name in manifest["shards"]]
+    if not parts:
+        raise MoaiInputError(f"{folder}: the prepared dataset has no rows")
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
