@@ -55,13 +55,15 @@ def _loss_and_grad_(
     targets: torch.Tensor,
     obj: Objective,
     grad_scale: float | torch.Tensor | None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summed loss of fp32 `logits` [C, V]; leaves grad_scale * d(sum)/d(logits) in `logits`.
 
     With s = softmax(z), p = s_y: dCE/dz = s - onehot, dSmoothed/dz = s - (1-eps)onehot - eps/V,
     dFocal/dz = c * (s - onehot) with c = alpha*((1-p)^g - g*(1-p)^(g-1) * p*log p). So every
     mix is a*s - b*onehot - d per row: two in-place passes over the buffer, no extra [C, V]
-    tensor. grad_scale=None computes the loss only (the buffer is left as garbage).
+    tensor. grad_scale=None computes the loss only (the buffer is left as garbage). Rows where
+    `mask` is False (targets there must be valid indices) get zero loss and zero gradient.
     """
     vocab = logits.shape[1]
     z_y = logits.gather(1, targets[:, None]).squeeze(1)
@@ -102,10 +104,13 @@ def _loss_and_grad_(
         c = obj.focal_weight * alpha * (modulator - second)
         a += c
         b += c
+    if mask is not None:
+        loss = torch.where(mask, loss, 0.0)
+        a, b = a * mask, b * mask
     if grad_scale is not None:
         exp.mul_((a * grad_scale / sum_exp)[:, None])  # a * softmax, scaled
         if d:
-            exp.sub_(d * grad_scale)
+            exp.sub_(d * grad_scale if mask is None else (d * grad_scale) * mask[:, None])
         exp.scatter_add_(1, targets[:, None], (-b * grad_scale)[:, None])
     return loss.sum()
 
@@ -143,17 +148,17 @@ def _fused_pass(hidden, weight, labels, obj, chunk_size, ignore_index, denom, ne
             h = hidden.index_select(0, idx).to(mm_dtype)
             logits = (h @ w.t()).to(acc_dtype)
             total += _loss_and_grad_(logits, labels.index_select(0, idx), obj, scale)
-            if not need_grad:
-                continue
-            g = logits.to(mm_dtype)
-            del logits
-            if need_h:
-                grad_h.index_copy_(0, idx, (g @ w).to(grad_h.dtype))
-            if need_w:
-                if mm_dtype == acc_dtype:
-                    grad_w.addmm_(g.t(), h)
-                else:  # low-precision GEMM, fp32 accumulation across chunks
-                    grad_w.add_(g.t() @ h)
+            if need_grad:
+                g = logits.to(mm_dtype)
+                if need_h:
+                    grad_h.index_copy_(0, idx, (g @ w).to(grad_h.dtype))
+                if need_w:
+                    if mm_dtype == acc_dtype:
+                        grad_w.addmm_(g.t(), h)
+                    else:  # low-precision GEMM, fp32 accumulation across chunks
+                        grad_w.add_(g.t() @ h)
+            # drop this chunk before the next one is computed: two would double the peak
+            logits = g = None
     if grad_w is not None:
         grad_w = grad_w.to(weight.dtype)
     return total / denom, grad_h, grad_w
@@ -231,17 +236,27 @@ def fused_linear_cross_entropy(
 
 
 def _logits_pass(logits, labels, obj, chunk_size, ignore_index, denom, need_grad):
-    valid = (labels != ignore_index).nonzero().squeeze(1)
+    """Contiguous chunks of rows; for fp32 logits each chunk is copied into its slice of the
+    gradient and worked on there, so no buffer exists besides the logits and their gradient."""
     acc_dtype = torch.promote_types(logits.dtype, torch.float32)
-    grad = torch.zeros_like(logits) if need_grad else None
+    labelled = labels != ignore_index
+    grad = torch.empty_like(logits) if need_grad else None
     scale = 1.0 / denom if need_grad else None
     total = torch.zeros((), dtype=acc_dtype, device=logits.device)
-    for start in range(0, valid.numel(), chunk_size):
-        idx = valid[start : start + chunk_size]
-        buf = logits.index_select(0, idx).to(acc_dtype)  # a copy: the caller's logits stay intact
-        total += _loss_and_grad_(buf, labels.index_select(0, idx), obj, scale)
-        if need_grad:
-            grad.index_copy_(0, idx, buf.to(grad.dtype))
+    for start in range(0, logits.shape[0], chunk_size):
+        rows = slice(start, start + chunk_size)
+        mask = labelled[rows]
+        if not bool(mask.any()):  # nothing labelled here: zero gradient, no softmax
+            if need_grad:
+                grad[rows].zero_()
+            continue
+        in_place = need_grad and logits.dtype == acc_dtype
+        buf = grad[rows].copy_(logits[rows]) if in_place else logits[rows].to(acc_dtype, copy=True)
+        targets = torch.where(mask, labels[rows], 0)
+        total += _loss_and_grad_(buf, targets, obj, scale, mask)
+        if need_grad and not in_place:
+            grad[rows].copy_(buf)
+        buf = None
     return total / denom, grad
 
 
