@@ -125,8 +125,70 @@ def trip_exchange(rng: random.Random, lang: str) -> str:
             f"bank's app, where the rate is often better, is worth the effort.")
 
 
-GENERATORS = (budget, savings_goal, trip_exchange)
-COUNTS = {"ko": 45, "en": 45, "ja": 30, "zh": 30}
+def card_bill(rng: random.Random, lang: str) -> str:
+    """A card statement whose lines add up: one-off purchases plus one installment share."""
+    unit = {"ko": 100, "en": 1, "ja": 10, "zh": 1}[lang]
+    scale = {"ko": 1000, "en": 1, "ja": 100, "zh": 6}[lang]
+    groceries = _round(rng.uniform(120, 400) * scale, unit)
+    dining = _round(rng.uniform(40, 200) * scale, unit)
+    transit = _round(rng.uniform(30, 90) * scale, unit)
+    months = rng.choice([3, 6, 10, 12])
+    price = _round(rng.uniform(300, 1500) * scale, unit * months)
+    share = price // months
+    total = groceries + dining + transit + share
+    name, m = rng.choice(NAMES[lang]), (lambda x: _money(lang, x))
+    if lang == "ko":
+        return (f"{name} 씨가 이번 달 받은 카드 명세서에는 장보기 {m(groceries)}, 외식 {m(dining)}, "
+                f"교통 {m(transit)}이 찍혀 있었다. 여기에 지난달 {months}개월 무이자 할부로 산 "
+                f"{m(price)}짜리 냉장고의 한 달 분 {m(share)}이 더해졌다.\n"
+                f"모두 합치면 {m(total)}이다. 할부는 한 번 긁으면 끝나는 것 같지만 남은 {months - 1}개월 동안 "
+                f"매달 {m(share)}씩 계속 청구된다는 점을 기억해야 한다.")
+    if lang == "en":
+        return (f"{name}'s card statement this month shows {m(groceries)} for groceries, {m(dining)} for eating out "
+                f"and {m(transit)} for transport. On top of that comes {m(share)}, one month of a {m(price)} "
+                f"fridge bought on a {months}-month interest-free plan.\n"
+                f"The total due is {m(total)}. An installment feels finished once the card is swiped, but it will "
+                f"keep adding {m(share)} to each of the next {months - 1} statements.")
+    if lang == "ja":
+        return (f"{name}の今月のカード明細には、食料品{m(groceries)}、外食{m(dining)}、交通費{m(transit)}が"
+                f"並んでいた。さらに、先月{months}回払いで買った{m(price)}の冷蔵庫の一回分、{m(share)}が加わる。\n"
+                f"合計は{m(total)}だ。分割払いは買った時点で終わったように感じるが、残りの{months - 1}か月も"
+                f"毎月{m(share)}ずつ請求が続くことを忘れてはいけない。")
+    return (f"{name}这个月的信用卡账单上，买菜{m(groceries)}，外出吃饭{m(dining)}，交通{m(transit)}。"
+            f"另外还有上个月分{months}期免息买的{m(price)}冰箱，这个月要还一期{m(share)}。\n"
+            f"加起来一共是{m(total)}。分期付款刷卡的时候感觉已经付完了，其实接下来的{months - 1}个月，"
+            f"每个月都还要还{m(share)}。")
+
+
+def compound_growth(rng: random.Random, lang: str) -> str:
+    """A lump sum left to compound yearly, set against the same sum at simple interest."""
+    lo, hi, unit = PAY[lang]
+    principal = _round(rng.uniform(lo, hi) * rng.choice([2, 3, 5]), unit * 10)
+    rate = rng.choice([2, 3, 4, 5])
+    years = rng.choice([5, 10, 15, 20])
+    compound = round(principal * (1 + rate / 100) ** years)
+    simple = principal + principal * rate * years // 100
+    m = lambda x: _money(lang, x)  # noqa: E731
+    if lang == "ko":
+        return (f"{m(principal)}을 연 {rate}% 복리로 {years}년 동안 두면 {m(principal)} × (1 + {rate}%)^{years}, "
+                f"약 {m(compound)}이 된다. 같은 금리의 단리였다면 {m(simple)}에 그친다.\n"
+                f"차이인 {m(compound - simple)}은 이자에 다시 붙은 이자다. 기간이 길수록 이 차이가 빠르게 커진다.")
+    if lang == "en":
+        return (f"Left for {years} years at {rate}% compounded yearly, {m(principal)} grows to {m(principal)} × "
+                f"(1 + {rate}%)^{years}, about {m(compound)}. At simple interest it would reach only {m(simple)}.\n"
+                f"The difference, {m(compound - simple)}, is interest earned on interest, and it widens quickly "
+                f"the longer the money stays invested.")
+    if lang == "ja":
+        return (f"{m(principal)}を年{rate}%の複利で{years}年間置いておくと、{m(principal)}×(1+{rate}%)^{years}で"
+                f"約{m(compound)}になる。同じ金利の単利なら{m(simple)}にとどまる。\n"
+                f"その差の{m(compound - simple)}は、利息にさらについた利息だ。期間が長いほど、この差は急速に広がる。")
+    return (f"把{m(principal)}按年利率{rate}%复利存{years}年，就是{m(principal)}×(1+{rate}%)^{years}，"
+            f"大约{m(compound)}。如果按单利计算，只有{m(simple)}。\n"
+            f"两者相差的{m(compound - simple)}，就是利息再生出来的利息。时间越长，这个差距扩大得越快。")
+
+
+GENERATORS = (budget, savings_goal, trip_exchange, card_bill, compound_growth)
+COUNTS = {"ko": 60, "en": 60, "ja": 40, "zh": 40}
 
 
 def generated_texts(lang: str, seed: int = 0) -> list[str]:
