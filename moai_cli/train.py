@@ -51,6 +51,13 @@ def _run(mode: str, flags: dict[str, Any], config: str | None, resume: bool, ext
     if dry_run:
         return
     out = settings.output_dir
+    if not result:  # several processes: the run's own record tells how it went
+        from moai_llm.training.metrics import read_metrics
+
+        last = [r for r in read_metrics(out) if "loss" in r]
+        if last:
+            result = {"step": last[-1]["step"], "loss": last[-1]["loss"], "tokens": last[-1].get("tokens"),
+                      "seconds": last[-1].get("elapsed_s")}
     summary = {"output_dir": out, "final_model": f"{out}/final_model", "run_yaml": f"{out}/run.yaml",
                "metrics": f"{out}/metrics.jsonl", "loss_png": f"{out}/loss.png", **result}
     if as_json:

@@ -242,7 +242,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                 if state["consecutive_nan"] >= settings.max_consecutive_nan:
                     metrics.close()
                     raise MoaiRunError(
-                        f"the loss was NaN/inf for {state['consecutive_nan']} steps in a row (up to "
+                        f"the loss or gradient norm was NaN/inf for {state['consecutive_nan']} steps in a row (up to "
                         f"step {step + 1}); training stopped, checkpoints so far are kept",
                         hint="lower --learning-rate, use more warmup, or check the data",
                     )

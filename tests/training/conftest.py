@@ -1,0 +1,56 @@
+"""Shared inputs for the training tests: a tiny tokenizer trained on the embedded corpora,
+pretraining documents, finance Q&A records and a prepared dataset (seq 64), built once."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SEQ = 64
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    from moai_llm import corpora
+    from moai_llm.data import prepare_dataset
+    from moai_llm.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("training")
+    texts = [t for lang in ("ko", "en") for t in corpora.iter_texts(lang)]
+    train_tokenizer(texts, root / "tok", vocab_size=600)
+    with open(root / "docs.jsonl", "w", encoding="utf-8") as fh:
+        for t in texts:
+            fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    with open(root / "qa.jsonl", "w", encoding="utf-8") as fh:
+        for r in corpora.finance_qa("train"):
+            fh.write(json.dumps({"input": r["input"], "output": r["output"]}, ensure_ascii=False) + "\n")
+    prepare_dataset([str(root / "docs.jsonl")], root / "tok", SEQ, root / "data")
+    return root
+
+
+def moai_env() -> dict[str, str]:
+    """Environment for `moai` subprocesses: one thread, offline, quiet transformers."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_VERBOSITY="error")
+    return env
+
+
+@pytest.fixture(scope="session")
+def pretrain_args():
+    """`pretrain_args(workdir, out, steps)`: the arguments of a small tiny-preset run."""
+    return _base_args
+
+
+@pytest.fixture(scope="session")
+def subprocess_env():
+    return moai_env()
+
+
+def _base_args(workdir: Path, out: Path, steps: int = 6) -> list[str]:
+    return ["pretrain", "--model", "tiny", "--tokenizer", str(workdir / "tok"),
+            "--dataset", str(workdir / "data"), "--output-dir", str(out), "--max-steps", str(steps),
+            "--batch-size", "2", "--logging-steps", "1"]
