@@ -115,11 +115,11 @@ def _loss_and_grad_(
     return loss.sum()
 
 
-def _denominator(valid_count: int, num_items_in_batch) -> float | torch.Tensor:
+def _denominator(valid_count: int, num_items_in_batch, device) -> float | torch.Tensor:
     if num_items_in_batch is None:
         return float(max(valid_count, 1))
     if isinstance(num_items_in_batch, torch.Tensor):
-        return num_items_in_batch.to(torch.float32).clamp(min=1)
+        return num_items_in_batch.to(device=device, dtype=torch.float32).clamp(min=1)
     return float(max(num_items_in_batch, 1))
 
 
@@ -201,11 +201,11 @@ def fused_linear_loss(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     hidden_2d = hidden.reshape(-1, hidden.shape[-1])
-    labels_1d = labels.reshape(-1).to(hidden.device)
+    labels_1d = labels.reshape(-1).to(hidden.device, torch.long)
     if labels_1d.numel() != hidden_2d.shape[0]:
         raise ValueError(f"labels hold {labels_1d.numel()} tokens, hidden {hidden_2d.shape[0]}")
     valid_count = int((labels_1d != ignore_index).sum())
-    denom = _denominator(valid_count, num_items_in_batch)
+    denom = _denominator(valid_count, num_items_in_batch, hidden.device)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         loss = _FusedLinearLoss.apply(
             hidden_2d, weight, labels_1d, objective, chunk_size, ignore_index, denom
@@ -293,10 +293,11 @@ def logits_loss(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     logits_2d = logits.reshape(-1, logits.shape[-1])
-    labels_1d = labels.reshape(-1).to(logits.device)
+    labels_1d = labels.reshape(-1).to(logits.device, torch.long)
     if labels_1d.numel() != logits_2d.shape[0]:
         raise ValueError(f"labels hold {labels_1d.numel()} tokens, logits {logits_2d.shape[0]}")
-    denom = _denominator(int((labels_1d != ignore_index).sum()), num_items_in_batch)
+    valid_count = int((labels_1d != ignore_index).sum())
+    denom = _denominator(valid_count, num_items_in_batch, logits.device)
     if torch.is_grad_enabled() and logits.requires_grad:
         loss = _ChunkedLogitsLoss.apply(
             logits_2d, labels_1d, objective, chunk_size, ignore_index, denom
@@ -318,7 +319,8 @@ def chunked_cross_entropy_loss(
     """The seed's API: mean cross-entropy of logits [B, T, V] or [N, V] vs labels [B, T] or [N].
 
     loss = chunked_cross_entropy_loss(logits[:, :-1], labels[:, 1:], chunk_size=4096)
-    Only one [chunk_size, V] fp32 buffer exists beyond the logits and their gradient.
+    Nothing of size [tokens x V] is kept besides the logits and their gradient (bf16 logits
+    add one [chunk_size, V] fp32 buffer).
     """
     return logits_loss(logits, labels, CROSS_ENTROPY, chunk_size, ignore_index, num_items_in_batch)
 
@@ -327,7 +329,7 @@ class LossConfigError(MoaiInputError, ValueError):
     """A `loss:` block names an unknown type or parameter, or a value out of range."""
 
 
-# type -> (objective builder, accepted params with defaults)
+# loss type -> the params it accepts, with their defaults (plus _COMMON)
 _TYPES: dict[str, dict[str, float]] = {
     "cross_entropy": {},
     "focal": {"gamma": 2.0, "alpha": 1.0},
@@ -439,7 +441,7 @@ def create_loss_function(config: dict | str | None = None) -> LossFunction:
         )
     p = {**allowed, **{k: v for k, v in params.items() if v is not None}}
     for key in allowed:
-        if key != "ignore_index" and not isinstance(p[key], (int, float)):
+        if isinstance(p[key], bool) or not isinstance(p[key], (int, float)):
             raise LossConfigError(f"loss param {key}={p[key]!r}: must be a number")
     _check("chunk_size", p["chunk_size"], int(p["chunk_size"]) >= 1, "an integer >= 1")
     if loss_type == "cross_entropy":

@@ -106,6 +106,15 @@ def test_num_items_in_batch_makes_accumulated_micro_batches_equal_the_whole_batc
         torch.testing.assert_close(g, want, **TOL)
 
 
+def test_int32_labels_from_prepared_datasets_are_accepted():
+    hidden, weight, labels = make_inputs()
+    loss = fused_linear_cross_entropy(hidden, weight, labels.to(torch.int32), chunk_size=8)
+    torch.testing.assert_close(loss, F.cross_entropy(hidden @ weight.t(), labels), **TOL)
+    logits = (hidden @ weight.t()).detach()
+    got = chunked_cross_entropy_loss(logits, labels.to(torch.int32), chunk_size=8)
+    torch.testing.assert_close(got, F.cross_entropy(logits, labels), **TOL)
+
+
 def test_num_items_in_batch_as_tensor_divides_the_sum():
     hidden, weight, labels = make_inputs()
     loss = fused_linear_cross_entropy(hidden, weight, labels, num_items_in_batch=torch.tensor(100))
@@ -317,8 +326,32 @@ def test_unknown_type_or_param_is_a_value_error_naming_it_and_the_valid_ones(con
         {"smoothing": 1.5},
         {"chunk_size": 0},
         {"reduction": "sum"},
+        {"focal_gamma": "2"},
     ],
 )
 def test_out_of_range_values_are_refused(params):
     with pytest.raises(ValueError):
         create_loss_function({"type": "multi_objective", "params": params})
+
+
+def test_a_configured_loss_is_the_models_loss_fn_with_exact_parameter_gradients():
+    from moai_llm.config import MoaiConfig
+    from moai_llm.modeling import MoaiForCausalLM
+
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    labels = ids.clone()
+    labels[0, :5] = -100  # e.g. a prompt without loss
+    model.loss_fn = create_loss_function(
+        {"type": "multi_objective", "params": {"ce_weight": 0.6, "focal_weight": 0.3,
+                                               "smooth_weight": 0.1, "chunk_size": 5}}
+    )  # fmt: skip
+    loss = model(input_ids=ids, labels=labels).loss
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    logits = model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size)
+    ref = multi_reference(logits, labels[:, 1:].reshape(-1), 0.6, 0.3, 0.1, 2.0, 0.1)
+    torch.testing.assert_close(loss, ref, **TOL)
+    want = torch.autograd.grad(ref, list(model.parameters()))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, **TOL)
