@@ -1,0 +1,140 @@
+"""Benchmark: moai's MoaiForCausalLM vs transformers' Qwen3ForCausalLM on the same weights.
+
+Measures, in one run with interleaved repetitions (A, B, A, B, ...) so background load hits
+both sides alike:
+1. training step (forward + backward) with labels: each model's own loss path (moai's chunked
+   loss from hidden states; transformers' full logits + cross-entropy);
+2. forward + backward of the logits only (same external loss) to compare the decoder bodies;
+3. greedy decoding with the KV cache (`generate`, tokens/s).
+
+    python benchmarks/bench_model.py            # ~2 min on a 2-core CPU
+    python benchmarks/bench_model.py --quick    # ~30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build_models(args):
+    from transformers import AutoModelForCausalLM
+
+    from moai_llm.config import MoaiConfig
+    from moai_llm.modeling import MoaiForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MoaiConfig.from_preset(
+        args.preset,
+        vocab_size=args.vocab,
+        loss_chunk_size=args.chunk,
+        attn_implementation="sdpa",
+    )
+    moai = MoaiForCausalLM(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        moai.save_pretrained(tmp)
+        ref = AutoModelForCausalLM.from_pretrained(tmp, attn_implementation="sdpa")
+    return cfg, moai, ref
+
+
+def time_it(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def train_step(model, x, labels_loss: bool):
+    model.zero_grad(set_to_none=True)
+    if labels_loss:
+        loss = model(x, labels=x).loss
+    else:
+        logits = model(x, use_cache=False).logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), x[:, 1:].flatten())
+    loss.backward()
+
+
+def compare(name, fn_a, fn_b, reps: int) -> tuple[float, float]:
+    fn_a(), fn_b()  # warm-up (allocator, kernels)
+    a, b = [], []
+    for _ in range(reps):
+        a.append(time_it(fn_a))
+        b.append(time_it(fn_b))
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(
+        f"{name:<34} moai {ma * 1e3:8.1f} ms   transformers {mb * 1e3:8.1f} ms   ratio {ma / mb:5.2f}x"
+    )
+    return ma, mb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--chunk", type=int, default=1024, help="moai loss_chunk_size")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    reps = 5 if args.quick else 15
+    torch.set_num_threads(args.threads)
+
+    cfg, moai, ref = build_models(args)
+    print(
+        f"preset={args.preset} vocab={cfg.vocab_size} hidden={cfg.hidden_size} "
+        f"layers={cfg.num_hidden_layers} batch={args.batch}x{args.seq} threads={args.threads} "
+        f"torch={torch.__version__} cpu={platform.processor() or platform.machine()}"
+    )
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
+
+    moai.train(), ref.train()
+    rows = []
+    ma, mb = compare(
+        "train step, labels (own loss)",
+        lambda: train_step(moai, x, True),
+        lambda: train_step(ref, x, True),
+        reps,
+    )
+    rows.append(("forward+backward with labels (each model's loss)", ma, mb))
+    ma, mb = compare(
+        "train step, logits + same CE",
+        lambda: train_step(moai, x, False),
+        lambda: train_step(ref, x, False),
+        reps,
+    )
+    rows.append(("forward+backward of logits (same external CE)", ma, mb))
+
+    moai.eval(), ref.eval()
+    prompt = x[:1, :16]
+    kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+    with torch.no_grad():
+        same = torch.equal(moai.generate(prompt, **kw), ref.generate(prompt, **kw))
+        ma, mb = compare(
+            f"greedy decode {args.new_tokens} tok (KV cache)",
+            lambda: moai.generate(prompt, **kw),
+            lambda: ref.generate(prompt, **kw),
+            max(3, reps // 3),
+        )
+    tps_a, tps_b = args.new_tokens / ma, args.new_tokens / mb
+    print(f"decode tokens/s: moai {tps_a:.0f}  transformers {tps_b:.0f}  same tokens: {same}")
+
+    print("\n| measurement | moai | transformers | moai / transformers |")
+    print("|---|---|---|---|")
+    for name, a, b in rows:
+        print(f"| {name} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {a / b:.2f}x |")
+    print(
+        f"| greedy decode, KV cache, {args.new_tokens} new tokens | {tps_a:.0f} tok/s | "
+        f"{tps_b:.0f} tok/s | {tps_a / tps_b:.2f}x throughput |"
+    )
+
+
+if __name__ == "__main__":
+    main()
