@@ -182,7 +182,7 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, tokenizer_dir
     import subprocess
     import sys
 
-    path = write_jsonl(tmp_path / "big.jsonl", [{"text": f"{KO[i % 5]} {EN[i % 5]} {i}"} for i in range(100_000)])
+    path = write_jsonl(tmp_path / "big.jsonl", [{"text": f"{KO[i % 5]} {EN[i % 5]} {i}"} for i in range(40_000)])
     out = tmp_path / "prepared"
     code = (f"from moai_llm.data import prepare_dataset; "
             f"prepare_dataset([{str(path)!r}], {str(tokenizer_dir)!r}, 64, {str(out)!r}, buffer_tokens=20000)")
@@ -195,5 +195,6 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, tokenizer_dir
     assert not out.exists()
     with pytest.raises(MoaiInputError, match="not a prepared dataset"):
         load_prepared(out)
-    prepare_dataset([str(path)], tokenizer_dir, 64, out)  # the next run cleans up and builds
+    small = write_jsonl(tmp_path / "small.jsonl", [{"text": "다음 문서"}] * 10)
+    prepare_dataset([str(small)], tokenizer_dir, 64, out)  # the next run cleans up and builds
     assert list(tmp_path.glob(".prepared.building-*")) == [] and len(load_prepared(out)) > 0
