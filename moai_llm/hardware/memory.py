@@ -1,0 +1,256 @@
+"""Memory model of one training process: bytes for weights, gradients, AdamW, activations, loss,
+DDP buckets / FSDP2 shards, CUDA context and allocator reserve.
+
+    >>> from moai_llm.hardware.memory import estimate
+    >>> est = estimate(config, seq_len=1024, micro_batch=8, precision="bf16")
+    >>> est.peak_allocated / 2**30, est.peak_reserved / 2**30   # GiB
+
+Training is autocast over fp32 master weights with fused AdamW (moai_llm/training), so the
+static part is 4 (weights) + 4 (grads) + 8 (exp_avg, exp_avg_sq) = 16 bytes per parameter, plus
+a bf16 copy of every matmul weight that autocast keeps for backward.
+
+Activations are counted tensor by tensor from the Qwen3 decoder layer as transformers and
+moai run it (what autograd saves for backward), per token, with H hidden, q = heads*head_dim,
+kv = kv_heads*head_dim, I intermediate, nh heads:
+
+    bf16 autocast: 26H + 12q + 10kv + 8I + 4nh   (residual stream stays fp32: embeddings are
+                   fp32 and bf16 + fp32 promotes; each of q/k/v/gate/up casts its input again)
+    fp32:          24H + 20q + 16kv + 16I + 4nh
+    checkpointing: 4H per layer (the fp32 layer input) + one layer recomputed during backward
+
+Attention is SDPA/flash: the saved state is q, k, v, output and a logsumexp per head, no
+seq_len^2 term. The loss is moai's fused linear cross-entropy (losses.py): it keeps grad_hidden
+(4H per token) and an fp32 lm_head gradient (4VH) from forward to backward, and one chunk of
+logits (C x V, ~8 bytes per entry) at a time; full logits would cost ~16V bytes per token.
+
+The estimate is the steady state: gradients exist during forward (accumulation > 1) and the
+AdamW states exist (after the first step). tests/hardware/test_memory.py checks it against the
+measured peak on CPU; benchmarks/bench_memory_gpu.py against torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MIB = 1024**2
+GIB = 1024**3
+CUDA_CONTEXT_BYTES = 640 * MIB  # 500-800 MiB measured on Ampere/Hopper with torch's kernels loaded
+NCCL_BUFFER_BYTES = 512 * MIB  # NCCL channel buffers and communicator state per process (approx.)
+ALLOCATOR_RESERVE = 0.05  # caching-allocator slack over allocated, with expandable_segments
+ALLOCATOR_RESERVE_NO_EXPANDABLE = 0.12
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelShape:
+        """From a MoaiConfig / Qwen3Config / dict with the transformers field names."""
+        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+        return cls(
+            hidden=hidden,
+            intermediate=int(get("intermediate_size")),
+            layers=int(get("num_hidden_layers")),
+            heads=heads,
+            kv_heads=int(get("num_key_value_heads") or heads),
+            head_dim=int(get("head_dim") or hidden // heads),
+            vocab=int(get("vocab_size")),
+            tied=bool(get("tie_word_embeddings", False)),
+        )
+
+    @property
+    def q(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def layer_params(self) -> int:
+        h, q, kv = self.hidden, self.q, self.kv
+        return h * q + 2 * h * kv + q * h + 2 * self.head_dim + 3 * h * self.intermediate + 2 * h
+
+    @property
+    def embed_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def params(self) -> int:
+        """Exact parameter count of the Qwen3 model (no biases, QK-norm, optional tied head)."""
+        head = 0 if self.tied else self.embed_params
+        return self.embed_params + self.layers * self.layer_params + self.hidden + head
+
+    @property
+    def matmul_params(self) -> int:
+        """Parameters autocast casts to bf16 for matmuls (the layers' linears and lm_head)."""
+        h, q, kv = self.hidden, self.q, self.kv
+        per_layer = h * q + 2 * h * kv + q * h + 3 * h * self.intermediate
+        return self.layers * per_layer + self.embed_params
+
+    def summary(self) -> str:
+        n = self.params
+        size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+        return f"{size} params (H {self.hidden}, {self.layers} layers, vocab {self.vocab})"
+
+
+def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16") -> int:
+    """Bytes autograd keeps per token for one decoder layer without checkpointing."""
+    h, q, kv, i, nh = shape.hidden, shape.q, shape.kv, shape.intermediate, shape.heads
+    if precision == "bf16":
+        return 26 * h + 12 * q + 10 * kv + 8 * i + 4 * nh
+    return 24 * h + 20 * q + 16 * kv + 16 * i + 4 * nh
+
+
+def saved_activation_bytes(shape: ModelShape, tokens: int, precision: str = "bf16",
+                           checkpointing: bool = False) -> int:
+    """Activations autograd holds at the end of forward for `tokens` tokens (micro batch x seq
+    len): every layer's saved tensors (or, with checkpointing, each layer's fp32 input), plus
+    the final norm and the token ids."""
+    outer = (8 * shape.hidden + 8) * tokens  # final norm input + normalised, token ids (int64)
+    if checkpointing:
+        return shape.layers * 4 * shape.hidden * tokens + outer
+    return shape.layers * activation_bytes_per_token_layer(shape, precision) * tokens + outer
+
+
+def backward_working_bytes(shape: ModelShape, tokens: int, precision: str = "bf16",
+                           checkpointing: bool = False) -> int:
+    """Transient memory of backward: one layer's gradients (and its recomputed activations with
+    checkpointing)."""
+    layer = activation_bytes_per_token_layer(shape, precision) * tokens
+    return 2 * layer if checkpointing else layer
+
+
+def loss_bytes(shape: ModelShape, tokens: int, chunk_size: int | None,
+               precision: str = "bf16") -> tuple[int, int]:
+    """(kept from forward to backward, transient while a chunk is computed) of the loss.
+
+    Fused chunked linear CE (losses.py): grad_hidden (4H/token) and the fp32 lm_head gradient
+    (4VH) are kept; one chunk of logits is transient (fp32: 4 bytes per entry; bf16: the bf16
+    product, its fp32 copy and the bf16 gradient, 6 bytes, plus a bf16 V x H product and the
+    bf16 weight copy). chunk_size None: full logits (bf16 -> fp32 -> saved log-softmax, and
+    their gradients), about 16V bytes per token.
+    """
+    v, h = shape.vocab, shape.hidden
+    if chunk_size is None:
+        return tokens * v * (2 + 4 + 4), tokens * v * (4 + 2)
+    chunk = min(chunk_size, tokens)
+    if precision == "bf16":
+        return 4 * h * tokens + 4 * v * h, 6 * chunk * v + 2 * v * h + 2 * v * h
+    return 4 * h * tokens + 4 * v * h, 4 * chunk * v
+
+
+@dataclass
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    autocast_weights: int  # bf16 weight copies kept by autocast (or FSDP2's gathered layers)
+    activations: int
+    loss: int
+    distributed: int  # DDP gradient buckets, or 0
+    cuda_context: int  # not in max_memory_allocated; nvidia-smi shows it
+    nccl: int
+    allocator_reserve: int
+    details: dict[str, Any]
+
+    @property
+    def peak_allocated(self) -> int:
+        """What torch.cuda.max_memory_allocated() should read at the steady-state peak."""
+        return (self.weights + self.gradients + self.optimizer + self.autocast_weights
+                + self.activations + self.loss + self.distributed)
+
+    @property
+    def peak_reserved(self) -> int:
+        """Everything the process holds on the device (what nvidia-smi shows)."""
+        return self.peak_allocated + self.allocator_reserve + self.cuda_context + self.nccl
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["peak_allocated"] = self.peak_allocated
+        d["peak_reserved"] = self.peak_reserved
+        return d
+
+    def rows(self) -> list[tuple[str, int]]:
+        """(component, bytes) for a table, largest first."""
+        names = ["weights", "gradients", "optimizer", "autocast_weights", "activations", "loss",
+                 "distributed", "allocator_reserve", "cuda_context", "nccl"]
+        return [(n, getattr(self, n)) for n in names if getattr(self, n)]
+
+
+def estimate(
+    config: Any,
+    seq_len: int,
+    micro_batch: int,
+    *,
+    precision: str = "bf16",
+    gradient_checkpointing: bool = False,
+    loss_chunk_size: int | None = 4096,
+    strategy: str = "single",
+    world_size: int = 1,
+    device: str = "cuda",
+    expandable_segments: bool = True,
+) -> MemoryEstimate:
+    """Peak memory of one process training `config` at micro batch x seq_len tokens.
+
+    strategy "ddp" adds gradient-sized bucket copies (DDP's default, gradient_as_bucket_view
+    off); "fsdp2" divides weights, gradients and AdamW states by world_size and adds the
+    all-gathered units (root + two decoder layers, params + fp32 gradients).
+    """
+    shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
+    p, tokens = shape.params, micro_batch * seq_len
+    bf16 = precision == "bf16"
+    weights, grads, optim = 4 * p, 4 * p, 8 * p
+    cast = 2 * shape.matmul_params if bf16 else 0
+    dist = 0
+    if strategy == "fsdp2" and world_size > 1:
+        weights, grads, optim = (math.ceil(x / world_size) for x in (weights, grads, optim))
+        # Gathered (unsharded) params + their fp32 gradients before reduce-scatter: the root
+        # unit (embeddings, lm_head, final norm) stays gathered through forward and backward;
+        # decoder layers are gathered one at a time with one more prefetched.
+        root = shape.embed_params * (1 if shape.tied else 2) + shape.hidden
+        cast = (root + 2 * shape.layer_params) * ((2 if bf16 else 4) + 4)
+    elif strategy == "ddp" and world_size > 1:
+        dist = 4 * p
+    # Peak = saved activations + what the loss keeps + the larger of the two transients (a
+    # chunk of logits at the end of forward, one layer's gradients during backward): they never
+    # coexist. The larger one is reported under its own name.
+    saved = saved_activation_bytes(shape, tokens, precision, gradient_checkpointing)
+    working = backward_working_bytes(shape, tokens, precision, gradient_checkpointing)
+    kept, chunk = loss_bytes(shape, tokens, loss_chunk_size, precision)
+    act = saved + (working if working > chunk else 0)
+    loss = kept + (chunk if chunk >= working else 0)
+    on_gpu = device == "cuda"
+    reserve_frac = ALLOCATOR_RESERVE if expandable_segments else ALLOCATOR_RESERVE_NO_EXPANDABLE
+    dynamic = act + loss + cast
+    return MemoryEstimate(
+        weights=weights, gradients=grads, optimizer=optim, autocast_weights=cast,
+        activations=act, loss=loss, distributed=dist,
+        cuda_context=CUDA_CONTEXT_BYTES if on_gpu else 0,
+        nccl=NCCL_BUFFER_BYTES if on_gpu and world_size > 1 else 0,
+        allocator_reserve=int(reserve_frac * dynamic) if on_gpu else 0,
+        details={
+            "params": p, "tokens": tokens, "precision": precision, "strategy": strategy,
+            "world_size": world_size, "gradient_checkpointing": gradient_checkpointing,
+            "loss_chunk_size": loss_chunk_size,
+            "activation_bytes_per_token_layer": activation_bytes_per_token_layer(shape, precision),
+        },
+    )
+
+
+def fmt_bytes(n: float) -> str:
+    """"12.3 GiB" / "512 MiB"."""
+    if abs(n) >= GIB:
+        return f"{n / GIB:.1f} GiB"
+    return f"{n / MIB:.0f} MiB"
