@@ -1,0 +1,107 @@
+"""Saving and loading tokenizer folders: the transformers layout, written atomically.
+
+A folder holds tokenizer.json (the `tokenizers` pipeline), tokenizer_config.json (special
+tokens, `clean_up_tokenization_spaces: false`, the ChatML template inline for older readers)
+and chat_template.jinja (where transformers 5 looks first). It is built in a temporary folder
+beside the target and renamed into place, so a failure never leaves half a folder behind.
+
+    >>> from moai_llm.tokenizer.store import load_tokenizer
+    >>> tok = load_tokenizer("tokenizers/mine")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from moai_llm.errors import MoaiInputError
+from moai_llm.tokenizer.special import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, PAD
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+
+def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """The transformers view of a `tokenizers.Tokenizer` with moai's special tokens and template."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=ENDOFTEXT,
+        pad_token=PAD,
+        clean_up_tokenization_spaces=False,
+        extra_special_tokens=[IM_START, IM_END],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def save_tokenizer(tok: Tokenizer, output_dir: str | os.PathLike) -> Path:
+    """Write `tok` as a transformers tokenizer folder at `output_dir`, replacing any folder
+    there only once the new one is complete. Returns the folder."""
+    out = Path(output_dir)
+    with staging(out) as tmp:
+        wrap(tok).save_pretrained(tmp)
+        _portable_config(tmp)
+    return out
+
+
+class staging:
+    """`with staging(out) as tmp:` write into `tmp`; on success `tmp` replaces `out` whole, on
+    error `tmp` is deleted and `out` is untouched."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                publish(self.tmp, self.out)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _portable_config(folder: Path) -> None:
+    """Make tokenizer_config.json readable by older transformers and other tools: a standard
+    tokenizer class, no BOS, and the chat template inline."""
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["chat_template"] = CHAT_TEMPLATE
+    cfg["bos_token"] = None
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder `tmp` to `out`, replacing a previous folder whole."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """Load a tokenizer folder (moai's or any transformers one) as a fast tokenizer.
+
+        >>> tok = load_tokenizer("tokenizers/mine")
+    """
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        raise MoaiInputError(f"{p}: not a tokenizer folder (no tokenizer.json)",
+                             hint="train one with `moai tokenizer train`")
+    return AutoTokenizer.from_pretrained(str(p))
