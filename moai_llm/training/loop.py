@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,9 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                         hint="lower --learning-rate, use more warmup, or check the data",
                     )
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped first step makes torch warn about order
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
             state["samples_consumed"] = (step + 1) * global_batch
             tokens_total += int(real_tokens)
             window_tokens += int(real_tokens)
@@ -259,6 +262,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                 record = {"loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0],
                           "grad_norm": round(grad_value, 6), "tokens_per_s": round(tps, 1),
                           "tokens": tokens_total, "samples": state["samples_consumed"],
+                          "skipped_steps": state["skipped_steps"],
                           "elapsed_s": round(now - t_start, 2)}
                 if peak:
                     record["mfu"] = round(tps * fpt / (peak * dist.world), 4)

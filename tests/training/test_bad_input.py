@@ -1,0 +1,141 @@
+"""Bad input: a clear one-line message, the right exit code, and nothing lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from moai_cli.app import app
+
+
+def _tokenizer(path, specials, vocab_size=400):
+    """A byte-level BPE tokenizer with `specials` (in id order) trained on a little text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, 안녕하세요 moai"] * 50, trainer=trainer)
+    kwargs = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"} if "<|pad|>" in specials else {}
+    PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs).save_pretrained(path)
+    return path
+
+
+def _invoke(args):
+    return CliRunner().invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def base_model(workdir, pretrain_args, tmp_path_factory):
+    """A model folder (untied embeddings, tiny otherwise) from a one-step pretraining run."""
+    import yaml
+
+    from moai_llm.paths import preset_path
+
+    root = tmp_path_factory.mktemp("base")
+    config = yaml.safe_load(preset_path("models", "tiny").read_text())
+    config.pop("description", None)
+    config["tie_word_embeddings"] = False
+    (root / "untied.yaml").write_text(yaml.safe_dump(config))
+    out = root / "run"
+    result = _invoke(pretrain_args(workdir, out, 1) + ["--model-config", str(root / "untied.yaml")])
+    assert result.exit_code == 0, result.output
+    return out / "final_model"
+
+
+def test_tokenizer_without_chat_tokens_is_refused(workdir, pretrain_args, tmp_path):
+    bad = _tokenizer(tmp_path / "plain", ["<|endoftext|>"])
+    args = pretrain_args(workdir, tmp_path / "out", 2)
+    args[args.index("--tokenizer") + 1] = str(bad)
+    result = _invoke(args)
+    assert result.exit_code == 2
+    assert "lacks the special token(s) <|im_start|>, <|im_end|>" in result.output
+
+
+def test_tokenizer_whose_ids_disagree_with_the_model_is_refused(workdir, base_model, tmp_path):
+    final = base_model
+    swapped = _tokenizer(tmp_path / "swapped", ["<|pad|>", "<|im_end|>", "<|im_start|>", "<|endoftext|>"])
+    result = _invoke(["sft", "--pretrained-model", str(final), "--tokenizer", str(swapped),
+                      "--dataset", str(workdir / "qa.jsonl"), "-o", str(tmp_path / "sft")])
+    assert result.exit_code == 2
+    assert "disagree" in result.output and "eos_token_id" in result.output
+
+
+def test_data_prepared_with_another_tokenizer_is_refused(workdir, pretrain_args, tmp_path):
+    from moai_llm import corpora
+    from moai_llm.tokenizer import train_tokenizer
+
+    other = train_tokenizer(list(corpora.iter_texts("en"))[:20], tmp_path / "other", vocab_size=300)
+    args = pretrain_args(workdir, tmp_path / "out", 2)
+    args[args.index("--tokenizer") + 1] = str(other)
+    result = _invoke(args)
+    assert result.exit_code == 2
+    assert "prepared with another tokenizer" in result.output
+
+
+def test_unwritable_output_folder(workdir, pretrain_args, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    result = _invoke(pretrain_args(workdir, blocker / "run", 2))
+    assert result.exit_code == 2
+    assert "cannot write there" in result.output
+    assert blocker.read_text() == "keep me"
+
+
+def test_unknown_model_preset_names_the_presets(workdir, pretrain_args, tmp_path):
+    args = pretrain_args(workdir, tmp_path / "out", 2)
+    args[args.index("--model") + 1] = "huge"
+    result = _invoke(args)
+    assert result.exit_code == 2 and "tiny" in result.output
+
+
+def test_endless_nan_stops_with_a_clear_message_and_keeps_checkpoints(workdir, pretrain_args, tmp_path):
+    out = tmp_path / "nan"
+    result = _invoke(pretrain_args(workdir, out, 30) + ["--learning-rate", "1e30", "--warmup-steps", "0",
+                                                         "--save-steps", "2"])
+    assert result.exit_code == 1
+    assert "NaN/inf for 5 steps in a row" in result.output
+    assert (out / "checkpoints" / "step-2" / "model.safetensors").is_file()
+    assert not (out / "final_model").exists()
+
+
+def test_a_nan_step_is_skipped_and_training_goes_on(workdir, pretrain_args, base_model, tmp_path):
+    """Rows holding one poisoned token (its embedding is NaN) give NaN losses; those steps are
+    skipped with a warning and the others train normally."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from moai_llm.data import prepare_dataset
+
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(base_model, poisoned)
+    weights_file = poisoned / "model.safetensors"
+    weights = load_file(str(weights_file))
+    weights["model.embed_tokens.weight"][1] = float("nan")  # <|im_start|>: absent from plain text
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    docs = tmp_path / "docs.jsonl"
+    with open(docs, "w") as fh:
+        # 20 short documents, one poisoned: ~20 rows, so 12 steps × 2 rows pass it once or twice
+        for i, line in enumerate((workdir / "docs.jsonl").read_text().splitlines()[:20]):
+            text = json.loads(line)["text"][:120]
+            fh.write(json.dumps({"text": ("<|im_start|>" if i == 7 else "") + text}) + "\n")
+    prepare_dataset([str(docs)], workdir / "tok", 64, tmp_path / "data")
+    out = tmp_path / "skip"
+    args = pretrain_args(workdir, out, 12)
+    args[args.index("--dataset") + 1] = str(tmp_path / "data")
+    result = _invoke(args + ["--pretrained-model", str(poisoned)])
+    assert result.exit_code == 0, result.output
+    assert "step skipped" in result.output
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = records[-1]["skipped_steps"]
+    assert 0 < skipped < 12
+    final = load_file(str(out / "final_model" / "model.safetensors"))
+    emb = final["model.embed_tokens.weight"]
+    assert torch.isfinite(emb[2:]).all() and torch.isfinite(final["model.norm.weight"]).all()
