@@ -205,6 +205,11 @@ def flash_attention(
     scaling: float,
     dropout: float,
 ) -> torch.Tensor:
+    half = (torch.float16, torch.bfloat16)
+    if not (q.dtype in half and k.dtype == q.dtype and v.dtype == q.dtype):
+        # Under autocast q/k leave RoPE in fp32 (fp32 cos/sin); the kernel wants fp16/bf16.
+        dtype = v.dtype if v.dtype in half else torch.get_autocast_dtype("cuda")
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     # flash-attn wants [B, T, H, D] and handles GQA natively.
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if plan.cu_seqlens is not None:

@@ -133,13 +133,18 @@ class MoaiModel(MoaiPreTrainedModel):
             position_ids = torch.arange(past_len, past_len + t, device=inputs_embeds.device)[None]
         position_ids = position_ids.expand(b, -1)
 
+        device_type = inputs_embeds.device.type
+        compute_dtype = inputs_embeds.dtype
+        if torch.is_autocast_enabled(device_type):
+            # Mixed precision: fp32 weights, bf16/fp16 matmuls; flash-attn is usable then.
+            compute_dtype = torch.get_autocast_dtype(device_type)
         plan = AttentionPlan.build(
             self.config._attn_implementation,
             position_ids,
             attention_mask,
             q_len=t,
             past_len=past_len,
-            dtype=inputs_embeds.dtype,
+            dtype=compute_dtype,
         )
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
         hidden = inputs_embeds

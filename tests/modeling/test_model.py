@@ -169,3 +169,19 @@ def test_inputs_embeds_and_logits_to_keep():
         last = model(inputs_embeds=model.model.embed_tokens(x), logits_to_keep=1).logits
     assert last.shape == (1, 1, 128)
     torch.testing.assert_close(last[:, 0], full[:, -1])
+
+
+def test_bf16_autocast_training_step_and_bf16_weights_run():
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(tiny_config()).train()
+    x = _ids(batch=2, seq=32)
+    fp32_loss = model(x, labels=x).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, labels=x).loss
+    loss.backward()
+    assert torch.isfinite(loss) and abs(loss.item() - fp32_loss.item()) < 0.1
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+    model = model.to(torch.bfloat16).eval()
+    out = model.generate(x[:1, :4], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 12)
