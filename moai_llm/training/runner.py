@@ -173,7 +173,9 @@ def resolve_model_config(s: TrainSettings, tokenizer: Any, ids: dict[str, int],
             raise MoaiInputError(f"--model-config {path}: expected a mapping of model settings")
         config = MoaiConfig(**data)
     else:
-        name = s.model or "tiny"
+        name = s.model or "small"
+        if not s.model:
+            decisions["model"] = "small: the default preset (pass --model to choose)"
         try:
             config = MoaiConfig.from_preset(name)
         except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -299,7 +301,7 @@ def prepare_run(s: TrainSettings, reasons: dict[str, str], argv: list[str] | Non
         "plan": plan.to_dict(),
         "model_config": model_config,
         "model": {"parameters": parameter_count(config), "vocab_size": config.vocab_size,
-                  "from": s.pretrained_model or s.model_config or s.model or "tiny"},
+                  "from": s.pretrained_model or s.model_config or s.model or "small"},
         "tokenizer": {"path": str(tok_dir), "size": len(tokenizer), "special_ids": ids},
         "data": {k: manifest.get(k) for k in ("num_rows", "num_tokens", "seq_len", "mode",
                                               "packing_efficiency", "tokenizer_hash")},

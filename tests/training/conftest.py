@@ -46,6 +46,11 @@ def pretrain_args():
 
 
 @pytest.fixture(scope="session")
+def drop_flag():
+    return without
+
+
+@pytest.fixture(scope="session")
 def subprocess_env():
     return moai_env()
 
@@ -53,4 +58,10 @@ def subprocess_env():
 def _base_args(workdir: Path, out: Path, steps: int = 6) -> list[str]:
     return ["pretrain", "--model", "tiny", "--tokenizer", str(workdir / "tok"),
             "--dataset", str(workdir / "data"), "--output-dir", str(out), "--max-steps", str(steps),
-            "--batch-size", "2", "--logging-steps", "1"]
+            "--batch-size", "2", "--gradient-accumulation-steps", "1", "--logging-steps", "1"]
+
+
+def without(args: list[str], flag: str) -> list[str]:
+    """`args` minus `flag` and its value."""
+    i = args.index(flag)
+    return args[:i] + args[i + 2:]

@@ -17,13 +17,17 @@ def _losses(out):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_with_the_same_global_batch(workdir, pretrain_args, subprocess_env, tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(workdir, pretrain_args, drop_flag, subprocess_env,
+                                                           tmp_path):
     common = ["--global-batch", "8", "--lr-scheduler", "constant", "--warmup-steps", "0",
               "--learning-rate", "1e-3"]
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run(MOAI + pretrain_args(workdir, one, 5) + common, check=True, env=subprocess_env,
+    def args(out):
+        return drop_flag(pretrain_args(workdir, out, 5), "--gradient-accumulation-steps")
+
+    subprocess.run(MOAI + args(one) + common, check=True, env=subprocess_env,
                    capture_output=True)
-    r = subprocess.run(MOAI + pretrain_args(workdir, two, 5) + common + ["--nproc", "2"],
+    r = subprocess.run(MOAI + args(two) + common + ["--nproc", "2"],
                        env=subprocess_env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     import yaml
@@ -38,14 +42,14 @@ def test_two_processes_match_one_with_the_same_global_batch(workdir, pretrain_ar
     assert "done" in r.stdout
 
 
-def test_dry_run_prints_the_torchrun_command_and_trains_nothing(workdir, pretrain_args, tmp_path):
+def test_dry_run_prints_the_torchrun_command_and_trains_nothing(workdir, pretrain_args, drop_flag, tmp_path):
     from typer.testing import CliRunner
 
     from moai_cli.app import app
 
     out = tmp_path / "dry"
-    result = CliRunner().invoke(app, pretrain_args(workdir, out, 5) + ["--nproc", "2", "--dry-run",
-                                                                       "--global-batch", "8"])
+    args = drop_flag(pretrain_args(workdir, out, 5), "--gradient-accumulation-steps")
+    result = CliRunner().invoke(app, args + ["--nproc", "2", "--dry-run", "--global-batch", "8"])
     assert result.exit_code == 0, result.output
     assert "torchrun" in result.output and "moai_llm.training.worker" in result.output
     assert "--nproc_per_node 2" in result.output
