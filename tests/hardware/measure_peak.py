@@ -73,13 +73,15 @@ def measure(cfg: dict, seq: int, micro: int, precision: str, ckpt: bool, device:
 def main() -> None:
     import os
 
-    import torch  # noqa: F401  (imported before forking: children share it)
+    import torch  # imported before forking: the children share it
 
     try:
         import moai_llm.modeling  # noqa: F401
     except ImportError:
         import transformers  # noqa: F401
-    cases = json.loads(open(sys.argv[1]).read())
+    from pathlib import Path
+
+    cases = json.loads(Path(sys.argv[1]).read_text())
     for case in cases:
         device = case.get("device", "cpu")
         args = (case["config"], case["seq"], case["micro"], case["precision"], case["ckpt"], device)
