@@ -81,7 +81,10 @@ class AttentionPlan:
         q_len: int,
         past_len: int,
         dtype: torch.dtype,
+        may_be_packed: bool = True,
     ) -> AttentionPlan:
+        """Decide backend and masking; `may_be_packed=False` (positions made by the model)
+        skips the one data-dependent check, so that path traces without graph breaks."""
         device = position_ids.device
         if backend == FLASH and not (
             device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
@@ -105,11 +108,12 @@ class AttentionPlan:
             ] = True
             mask = (causal & keys) | diag
             return cls("eager" if backend == "eager" else "sdpa", False, mask)
-        if past_len == 0 and q_len > 1:
+        if past_len == 0 and q_len > 1 and may_be_packed:
             starts = position_ids == 0
             starts[:, 0] = True
             if bool(starts[:, 1:].any()):
                 return cls._packed(backend, starts)
+        if past_len == 0 and q_len > 1:
             return cls(backend, True)
         if q_len == 1:
             return cls(backend, False)  # one new token sees the whole cache

@@ -129,6 +129,7 @@ class MoaiModel(MoaiPreTrainedModel):
             cache = DynamicCache(config=self.config)
         b, t = inputs_embeds.shape[:2]
         past_len = cache.get_seq_length() if cache is not None else 0
+        positions_given = position_ids is not None
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + t, device=inputs_embeds.device)[None]
         position_ids = position_ids.expand(b, -1)
@@ -145,6 +146,7 @@ class MoaiModel(MoaiPreTrainedModel):
             q_len=t,
             past_len=past_len,
             dtype=compute_dtype,
+            may_be_packed=positions_given,
         )
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
         hidden = inputs_embeds

@@ -185,3 +185,14 @@ def test_bf16_autocast_training_step_and_bf16_weights_run():
     model = model.to(torch.bfloat16).eval()
     out = model.generate(x[:1, :4], max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert out.shape == (1, 12)
+
+
+def test_unpacked_forward_and_backward_compile_as_one_graph():
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(tiny_config()).train()
+    x = _ids(batch=2, seq=16)
+    eager = model(x).logits
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    logits = compiled(x).logits
+    logits.sum().backward()
+    assert (logits - eager).abs().max().item() <= 1e-5
