@@ -175,6 +175,7 @@ def load_for_chat(
         if bars:
             hf_logging.enable_progress_bar()
     model.to(device).eval()
+    _warm_up(model)
 
     generation_config = None
     if (model_dir / "generation_config.json").is_file():
@@ -201,6 +202,18 @@ def load_for_chat(
         "generation": defaults,
     }
     return model, tokenizer, info
+
+
+def _warm_up(model: Any) -> None:
+    """One tiny cached forward, so one-time costs (kernel selection, allocator growth, lazy
+    buffers) are not billed to the first answer's time to first token."""
+    import torch
+
+    from moai_llm.inference.generation import SamplingParams, generate_ids
+
+    with torch.inference_mode():
+        for _ in generate_ids(model, [0, 0], SamplingParams(temperature=0, max_new_tokens=2)):
+            pass
 
 
 def _model_class(config: Any) -> Any:

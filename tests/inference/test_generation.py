@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moai_llm.inference import GenerationStats, SamplingParams, TextStream, generate_ids, stream_generate
+from moai_llm.inference import (
+    GenerationStats,
+    SamplingParams,
+    TextStream,
+    generate_ids,
+    stream_generate,
+)
 from moai_llm.inference.generation import apply_repetition_penalty, filter_top_k_top_p, sample_next
 
 GREEDY = SamplingParams(temperature=0, repetition_penalty=1.0, max_new_tokens=24)

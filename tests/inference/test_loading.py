@@ -96,3 +96,37 @@ def test_generation_config_supplies_sampling_defaults_and_eos(model_dir, tmp_pat
     _, _, info = load_for_chat(folder)
     assert info["generation"]["temperature"] == 0.3 and info["generation"]["top_p"] == 0.5
     assert 7 in info["stop_ids"]
+
+
+def test_trust_remote_code_is_passed_on_only_when_asked(model_dir, monkeypatch):
+    import transformers
+
+    seen: list[dict] = []
+    real = transformers.AutoConfig.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        seen.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(recording))
+    load_for_chat(model_dir)
+    assert seen and not any(call.get("trust_remote_code") for call in seen)
+    seen.clear()
+    load_for_chat(model_dir, trust_remote_code=True)
+    assert seen[0]["trust_remote_code"] is True
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_model_loads_in_bf16_and_generates(model_dir):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from moai_llm.inference import SamplingParams, generate_ids
+
+    model, tokenizer, info = load_for_chat(model_dir)
+    assert info["device"] == "cuda" and info["dtype"] == "bfloat16"
+    assert next(model.parameters()).dtype == torch.bfloat16
+    ids = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    out = list(generate_ids(model, ids, SamplingParams(temperature=0.8, max_new_tokens=8, seed=0)))
+    assert 1 <= len(out) <= 8
