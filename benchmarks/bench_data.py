@@ -125,19 +125,17 @@ def moai_packing(lengths, seq_len: int, algorithm: str) -> dict:
 
 
 def packing_section(tok_dir: Path, quick: bool) -> list[str]:
-    from transformers import AutoTokenizer
+    from moai_llm.data.encoding import Encoder, load_backend
+    from moai_llm.data.sft import ChatTemplate, render
 
-    from moai_llm.data.encoding import Encoder
-    from moai_llm.data.sft import render
-
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    enc = Encoder(tok)
+    enc = Encoder(load_backend(tok_dir))
+    template = ChatTemplate.from_dir(tok_dir)
     reviews = read_reviews(50_000 if quick else None)
     review_lens = [len(d) for i in range(0, len(reviews), 4096) for d in enc.documents(reviews[i:i + 4096])]
     scene_lens = [len(d) for d in enc.documents(shakespeare_scenes())]
     mix_lens = review_lens[:60_000] + scene_lens
     random.Random(0).shuffle(mix_lens)
-    rendered = [render(tok, c) for c in math_conversations()]
+    rendered = [render(template, c) for c in math_conversations()]
     sft_lens = [len(ids) for ids, _ in enc.with_loss_spans([t for t, _ in rendered], [s for _, s in rendered])]
     corpora = {"Korean reviews": review_lens, "long-tailed mix (60k reviews + Shakespeare scenes)": mix_lens,
                "SFT conversations (ko_math_qa, chat template)": sft_lens,

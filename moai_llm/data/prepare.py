@@ -139,22 +139,12 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 # ---------------------------------------------------------------- the build
 
 
-def _load_tokenizer(tokenizer_dir, seq_len: int, mode: str):
-    if mode == "pretrain":
-        from moai_llm.data.encoding import load_backend
+def _load_tokenizer(tokenizer_dir, seq_len: int):
+    from moai_llm.data.encoding import load_backend
 
-        tokenizer = load_backend(tokenizer_dir)
-    else:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        except Exception as exc:
-            raise MoaiInputError(f"{tokenizer_dir}: cannot load the tokenizer ({exc})") from exc
-        if not tokenizer.is_fast:
-            raise MoaiInputError(f"{tokenizer_dir}: a fast (Rust) tokenizer is needed", hint="the folder needs tokenizer.json")
-    limit = getattr(tokenizer, "model_max_length", None)
-    if limit and limit < 10**8 and seq_len > limit:
+    tokenizer = load_backend(tokenizer_dir)
+    limit = tokenizer.model_max_length
+    if isinstance(limit, int) and limit < 10**8 and seq_len > limit:
         raise MoaiInputError(f"--seq-len {seq_len}: longer than the tokenizer's model_max_length {limit}",
                              hint=f"use --seq-len {limit} or less")
     return tokenizer
@@ -215,7 +205,7 @@ def _pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[
             yield Doc(ids, None, index)
 
 
-def _sft_docs(source, index, bad, encoder, tokenizer, mapping, stats) -> Iterator[Doc]:
+def _sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[Doc]:
     from moai_llm.data.formats import to_messages
     from moai_llm.data.sft import render
 
@@ -230,7 +220,7 @@ def _sft_docs(source, index, bad, encoder, tokenizer, mapping, stats) -> Iterato
             bad.bad(where, str(exc).split(": ", 1)[-1])
             return None
         state["seen"] = True
-        return render(tokenizer, messages)
+        return render(template, messages)
 
     for batch in _batches(source, bad, pick):
         for ids, labels in encoder.with_loss_spans([t for t, _ in batch], [s for _, s in batch]):
@@ -251,11 +241,11 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
     # Fingerprints before reading: a file edited during the build then fails the next cache check.
     fingerprints = [src_mod.fingerprint(s, full=True) for s in srcs]
     seq_len, mode = settings["seq_len"], settings["mode"]
-    tokenizer = _load_tokenizer(tokenizer_dir, seq_len, mode)
+    tokenizer = _load_tokenizer(tokenizer_dir, seq_len)
     if mode == "sft":
-        from moai_llm.data.sft import check_template
+        from moai_llm.data.sft import ChatTemplate
 
-        check_template(tokenizer)
+        template = ChatTemplate.from_dir(tokenizer_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoder = Encoder(tokenizer)
     stats = _Stats(len(srcs), seq_len)
@@ -274,7 +264,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
             if mode == "pretrain":
                 docs = _pretrain_docs(source, index, bad, encoder, settings["text_column"], stats)
             else:
-                docs = _sft_docs(source, index, bad, encoder, tokenizer, settings["mapping"], stats)
+                docs = _sft_docs(source, index, bad, encoder, template, settings["mapping"], stats)
             for doc in docs:
                 n = len(doc.ids)
                 stats.document(index, n)
