@@ -100,8 +100,9 @@ def _answer_once(session: Any, text: str, info: dict, json_out: bool) -> None:
                     "model": info["path"], "device": info["device"], "dtype": info["dtype"],
                     "params": session.params.to_dict()})
         return
+    shown = terminal_text if sys.stdout.isatty() else str  # scripts get the raw answer
     for piece in session.ask(text):
-        sys.stdout.write(piece)
+        sys.stdout.write(shown(piece))
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
