@@ -219,7 +219,12 @@ def make_plan(
                                         reasons=r, warnings=warnings)
             candidates.append((trial, _max_micro(shape, trial, memory, gpu, share)))
     good = [c for c in candidates if c[1] >= target_micro]
-    chosen, max_micro = good[0] if good else max(candidates, key=lambda c: c[1])
+    if good:
+        chosen, max_micro = good[0]
+    elif any(m for _, m in candidates):
+        chosen, max_micro = max(candidates, key=lambda c: c[1])
+    else:  # nothing fits: plan the most frugal setup and say so
+        chosen, max_micro = candidates[-1]
     plan.strategy, plan.gradient_checkpointing = chosen.strategy, chosen.gradient_checkpointing
     _explain_strategy(plan, shape, memory, candidates, target_micro, overrides)
 
@@ -278,14 +283,21 @@ def _explain_strategy(plan, shape, memory, candidates, target_micro, overrides) 
         r["strategy"] = ("ddp: replicated weights, gradients and AdamW states "
                          f"({fmt_bytes(20 * shape.params)} with buckets) fit; least communication")
     else:
-        ddp_best = max(found.get(("ddp", False), 0), found.get(("ddp", True), 0))
-        why = ("replicated states do not fit" if ddp_best == 0 else
-               f"DDP reaches micro batch {ddp_best} only")
+        ckpt = plan.gradient_checkpointing
+        ddp_same = found.get(("ddp", ckpt), 0)
+        mine = found.get(("fsdp2", ckpt), 0)
+        if max(found.get(("ddp", False), 0), found.get(("ddp", True), 0)) == 0:
+            why = "replicated states do not fit"
+        else:
+            why = (f"DDP {'with' if ckpt else 'without'} checkpointing fits micro batch "
+                   f"{ddp_same} only (target {target_micro}), sharded states leave room for {mine}")
         r["strategy"] = (f"fsdp2: {why} (DDP needs {fmt_bytes(20 * shape.params)} for weights, "
                          f"gradients, AdamW and buckets of {fmt_bytes(memory)}); sharded over "
                          f"{plan.world_size} processes")
     if "gradient_checkpointing" in overrides:
         r["gradient_checkpointing"] = f"{plan.gradient_checkpointing} (set by you)"
+    elif max(found.values()) == 0:
+        r["gradient_checkpointing"] = f"{plan.gradient_checkpointing}: nothing fits either way"
     elif plan.gradient_checkpointing:
         off = found.get((plan.strategy, False), 0)
         r["gradient_checkpointing"] = (
