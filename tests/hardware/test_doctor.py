@@ -1,0 +1,108 @@
+"""`moai doctor`: facts, checks with fixes, the plan; exit 0 unless a check fails. And the checks
+themselves on facts that should fail or warn."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from moai_cli.app import app
+from moai_llm.hardware.checks import FAIL, PASS, WARN, run_checks
+from moai_llm.hardware.facts import GPUFacts
+from moai_llm.hardware.probe import simulate
+
+runner = CliRunner()
+
+
+def _status(checks, name):
+    return next(c for c in checks if c.name == name)
+
+
+def test_doctor_on_this_machine_exits_0(tmp_path):
+    result = runner.invoke(app, ["doctor", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "checks" in result.output and "overall" in result.output
+
+
+def test_doctor_json_simulated_8xa100_with_plan():
+    result = runner.invoke(app, ["doctor", "--simulate", "8xA100-80GB", "--model", "3b", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"]["parameters"] == 3_016_079_872
+    assert data["plan"]["nproc_per_node"] == 8 and data["plan"]["reasons"]["strategy"]
+    assert data["memory"]["peak_reserved"] < 80 * 2**30
+    assert data["facts"]["gpus"][0]["memory_total_mib"] == 81920
+    assert {c["name"] for c in data["checks"]} >= {"gpu", "driver", "flash-attn", "p2p", "disk", "plan-fits"}
+    assert data["status"] == "warn"  # flash-attn is not recorded as installed
+
+
+def test_doctor_models_lists_exact_parameter_counts():
+    result = runner.invoke(app, ["doctor", "--models", "--json"])
+    rows = {r["preset"]: r["parameters"] for r in json.loads(result.stdout)["models"]}
+    assert rows["2b"] == 2_013_018_880 and rows["seed-3b"] == 5_121_772_288
+    text = runner.invoke(app, ["doctor", "--models"]).output
+    assert "3,016,079,872" in text
+
+
+def test_doctor_shows_the_model_parameter_count_and_plan_reasons():
+    result = runner.invoke(app, ["doctor", "--simulate", "4xRTX4090-24GB", "--model", "2b"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2,013,018,880 parameters" in result.output
+    assert "NCCL_P2P_DISABLE" in result.output and "no P2P between any GPU pair" in result.output
+
+
+def test_doctor_exits_1_when_the_model_cannot_fit():
+    result = runner.invoke(app, ["doctor", "--simulate", "1xRTX4090-24GB", "--model", "seed-3b",
+                                 "--seq-len", "4096"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "does not fit" in result.output
+
+
+def test_doctor_bad_simulate_is_a_usage_error_without_traceback():
+    proc = subprocess.run(["moai", "doctor", "--simulate", "8xB999"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--simulate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_driver_too_old_for_torch_fails_and_minor_mismatch_warns():
+    facts = simulate("2xA100-80GB")
+    old = dataclasses.replace(facts, driver_version="470.82.01", driver_cuda_version="11.4")
+    check = _status(run_checks(old), "driver")
+    assert check.status == FAIL and ">= 550.54.14" in check.fix
+    minor = dataclasses.replace(facts, driver_version="535.104.05", driver_cuda_version="12.2")
+    assert _status(run_checks(minor), "driver").status == WARN
+    assert _status(run_checks(facts), "driver").status == PASS
+
+
+def test_gpus_without_cuda_torch_fail_and_blackwell_needs_cuda_12_8():
+    facts = dataclasses.replace(simulate("1xA40-48GB"), cuda_available=False, torch_cuda_version=None)
+    assert _status(run_checks(facts), "torch-cuda").status == FAIL
+    blackwell = dataclasses.replace(simulate("1xRTX5090-32GB"), torch_cuda_version="12.4")
+    assert _status(run_checks(blackwell), "arch").status == FAIL
+
+
+def test_flash_attn_p2p_mixed_gpus_and_disk():
+    facts = simulate("4xRTX4090-24GB")
+    checks = run_checks(facts, params=2_000_000_000)
+    assert _status(checks, "flash-attn").status == WARN
+    assert _status(checks, "p2p").status == WARN and "6 of 6" in _status(checks, "p2p").message
+    mixed = dataclasses.replace(facts, gpus=[*facts.gpus[:3], GPUFacts(3, "NVIDIA A40", 46068, 46068, "8.6")])
+    assert _status(run_checks(mixed), "mixed-gpus").status == WARN
+    tiny_disk = dataclasses.replace(facts, disk_free_bytes=10 * 2**30)
+    assert _status(run_checks(tiny_disk, params=2_000_000_000), "disk").status == FAIL
+    some_disk = dataclasses.replace(facts, disk_free_bytes=40 * 2**30)
+    assert _status(run_checks(some_disk, params=2_000_000_000), "disk").status == WARN
+    with_fa = dataclasses.replace(facts, flash_attn_version="2.7.4")
+    assert _status(run_checks(with_fa), "flash-attn").status == PASS
+
+
+@pytest.mark.parametrize("spec", ["8xA40-48GB", "1xH200-141GB", "2x8xH100-80GB"])
+def test_doctor_simulates_every_box_without_failing(spec):
+    result = runner.invoke(app, ["doctor", "--simulate", spec, "--model", "2b", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["plan"]["nnodes"] == (2 if spec.startswith("2x8") else 1)
