@@ -38,7 +38,7 @@ def chat(
     seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: GPU when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder when the model folder has none."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder when the model folder has none."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
     json_out: bool = typer.Option(False, "--json", help="With --prompt/stdin: print the answer and its statistics as JSON."),
 ) -> None:
@@ -130,6 +130,8 @@ def _interactive(session: Any) -> None:
         line = line.strip()
         if not line:
             continue
+        if line.lower() in ("exit", "quit", "q"):  # the seed's chat.py words for leaving
+            return
         if line.startswith("/"):
             result = session.handle_command(line)
             if result.exit:

@@ -38,7 +38,8 @@ def test_prompt_prints_the_answer_and_exits(model_dir):
 
 def test_stdin_is_the_message_and_json_carries_the_statistics(model_dir):
     result = runner.invoke(app, ["chat", "--model_path", str(model_dir), "--json", "--temperature", "0",
-                                 "--max_new_tokens", "12", "--top-k", "5", "--seed", "1"],
+                                 "--max_new_tokens", "12", "--top-k", "5", "--seed", "1",
+                                 "--tokenizer_path", str(model_dir)],
                            input="hello there\n")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
