@@ -112,7 +112,7 @@ def test_a_nan_step_is_skipped_and_training_goes_on(workdir, pretrain_args, base
     import torch
     from safetensors.torch import load_file, save_file
 
-    from moai_llm.data import prepare_dataset
+    from moai_llm.data import load_prepared, prepare_dataset
 
     poisoned = tmp_path / "poisoned"
     shutil.copytree(base_model, poisoned)
@@ -122,20 +122,24 @@ def test_a_nan_step_is_skipped_and_training_goes_on(workdir, pretrain_args, base
     save_file(weights, str(weights_file), metadata={"format": "pt"})
     docs = tmp_path / "docs.jsonl"
     with open(docs, "w") as fh:
-        # 20 short documents, one poisoned: ~20 rows, so 12 steps × 2 rows pass it once or twice
-        for i, line in enumerate((workdir / "docs.jsonl").read_text().splitlines()[:20]):
-            text = json.loads(line)["text"][:120]
+        # a few short documents, one poisoned: its rows come up once per epoch
+        for i, line in enumerate((workdir / "docs.jsonl").read_text().splitlines()[:12]):
+            text = json.loads(line)["text"][:100]
             fh.write(json.dumps({"text": ("<|im_start|>" if i == 7 else "") + text}) + "\n")
     prepare_dataset([str(docs)], workdir / "tok", 64, tmp_path / "data")
+    rows = load_prepared(tmp_path / "data")
+    poisoned_rows = sum(1 for r in rows["input_ids"] if 1 in r)
+    assert 1 <= poisoned_rows <= 2
+    steps = len(rows) // 2 + 1  # 2 rows per step: a whole epoch
     out = tmp_path / "skip"
-    args = pretrain_args(workdir, out, 12)
+    args = pretrain_args(workdir, out, steps)
     args[args.index("--dataset") + 1] = str(tmp_path / "data")
     result = _invoke(args + ["--pretrained-model", str(poisoned)])
     assert result.exit_code == 0, result.output
     assert "step skipped" in result.output
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     skipped = records[-1]["skipped_steps"]
-    assert 0 < skipped < 12
+    assert 1 <= skipped <= poisoned_rows
     final = load_file(str(out / "final_model" / "model.safetensors"))
     emb = final["model.embed_tokens.weight"]
     assert torch.isfinite(emb[2:]).all() and torch.isfinite(final["model.norm.weight"]).all()
