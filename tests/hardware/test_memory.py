@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from moai_llm.config import MoaiConfig, list_presets, parameter_count
+from moai_llm.hardware.measure import EMPTY_MODEL
 from moai_llm.hardware.memory import (
     ModelShape,
     activation_bytes_per_token_layer,
@@ -26,8 +27,6 @@ from moai_llm.hardware.memory import (
 SMALLISH = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=64, vocab_size=8000, tie_word_embeddings=False,
                 max_position_embeddings=1024)
-EMPTY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-             num_key_value_heads=1, head_dim=16, vocab_size=128, max_position_embeddings=1024)
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -89,8 +88,7 @@ def _measure(cases: list[dict], tmp_path: Path) -> list[dict]:
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    script = Path(__file__).with_name("measure_peak.py")
-    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "moai_llm.hardware.measure", str(path)], capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
@@ -101,7 +99,7 @@ def test_estimate_matches_measured_peak_on_cpu(tmp_path):
     """Two optimizer steps x two micro-batches of MoaiForCausalLM with AdamW and the fused loss
     in a forked child per case; peak RSS minus the peak of a near-empty model (the fixed cost
     of running a step: autograd engine, kernel workspaces)."""
-    cases = [dict(config=EMPTY, seq=16, micro=1, precision="fp32", ckpt=False)] + [
+    cases = [dict(config=EMPTY_MODEL, seq=16, micro=1, precision="fp32", ckpt=False)] + [
         dict(config=SMALLISH, seq=128, micro=m, precision=p, ckpt=c)
         for m, p, c in [(4, "fp32", False), (4, "fp32", True), (4, "bf16", False)]
     ]
