@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MOAI_MODES = ["default", "fast", "turbo", "ultrafast"]
-SP_KINDS = ["sp-bpe", "sp-unigram"]
+SP_KINDS = ["sp-bpe", "sp-bpe-lossless", "sp-unigram"]
 
 
 def corpora_dir() -> Path | None:
@@ -40,7 +40,9 @@ def corpora_dir() -> Path | None:
 
 
 def prepare(src: Path, work: Path, max_train_bytes: int | None) -> dict:
-    """train.txt (one line per review / verse line) and held-out line lists per language."""
+    """ko_train.txt (one review per line), en_train.txt, and held-out line lists per language.
+    Returns {"train": "ko_file,en_file", "held": {...}}: trainers get the two files as a user
+    would give them (`--input ko.txt --input en.txt`)."""
     ko_train, ko_held = [], []
     with open(src / "ko_movie_reviews.jsonl", encoding="utf-8") as f:
         for n, line in enumerate(f):
@@ -60,12 +62,10 @@ def prepare(src: Path, work: Path, max_train_bytes: int | None) -> dict:
             kept.append(t)
         ko_train = kept
         ko_held = ko_held[:2000]
-    train = work / "train.txt"
-    with open(train, "w", encoding="utf-8") as f:
-        for t in ko_train:
-            f.write(t + "\n")
-        f.write("\n".join(en_train) + "\n")
-    return {"train": str(train), "held": {"ko": ko_held, "en": en_held}}
+    ko_file, en_file = work / "ko_train.txt", work / "en_train.txt"
+    ko_file.write_text("".join(t + "\n" for t in ko_train), encoding="utf-8")
+    en_file.write_text("\n".join(en_train) + "\n", encoding="utf-8")
+    return {"train": f"{ko_file},{en_file}", "held": {"ko": ko_held, "en": en_held}}
 
 
 # ---- workers (each in its own process) ---------------------------------------------------
@@ -75,17 +75,17 @@ def worker(kind: str, train: str, out: str, vocab: int) -> dict:
     if kind in SP_KINDS:
         import sentencepiece as spm
 
+        lossless = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False,
+                    "byte_fallback": True} if kind.endswith("-lossless") else {}
         spm.SentencePieceTrainer.train(
-            input=train, model_prefix=os.path.join(out, "sp"), vocab_size=vocab,
-            model_type=kind.split("-")[1], num_threads=os.cpu_count(), minloglevel=2,
+            input=train.split(","), model_prefix=os.path.join(out, "sp"), vocab_size=vocab,
+            model_type=kind.split("-")[1], num_threads=os.cpu_count(), minloglevel=2, **lossless,
         )
     else:
         from moai_llm.tokenizer import train_tokenizer
-        from moai_llm.tokenizer.sources import iter_sources, resolve_inputs
+        from moai_llm.tokenizer.sources import resolve_inputs
 
-        sources = resolve_inputs([train])
-        train_tokenizer(iter_sources(sources), out, vocab_size=vocab, mode=kind,
-                        total_bytes=sum(s.size or 0 for s in sources))
+        train_tokenizer(resolve_inputs(train.split(",")), out, vocab_size=vocab, mode=kind)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
     return {"kind": kind, "seconds": seconds, "peak_mib": peak}
@@ -127,8 +127,9 @@ def evaluate(kind: str, out: str, held: dict[str, list[str]]) -> dict:
 
 
 def memory_check(train: str, work: Path) -> list[dict]:
-    """Default mode on 50 MB and on 500 MB (the 50 MB ten times, shuffled): peak RSS of each."""
-    lines = Path(train).read_text(encoding="utf-8").splitlines(keepends=True)
+    """Default mode on 50 MB and on 500 MB (the training lines repeated and shuffled): peak RSS
+    of each. Both files are deleted afterwards."""
+    lines = [ln for f in train.split(",") for ln in Path(f).read_text(encoding="utf-8").splitlines(keepends=True)]
     rng = random.Random(0)
     small, big = work / "50mb.txt", work / "500mb.txt"
     with open(small, "w", encoding="utf-8") as f:
@@ -156,7 +157,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="6 MB of training text, vocab 8k, 1 repetition")
     ap.add_argument("--memory", action="store_true", help="also compare peak memory on 50 MB vs 500 MB")
     ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--kinds", default=",".join(SP_KINDS[:1] + MOAI_MODES + SP_KINDS[1:]))
+    ap.add_argument("--kinds", default=",".join(SP_KINDS[:2] + MOAI_MODES + SP_KINDS[2:]))
     ap.add_argument("--worker"), ap.add_argument("--train"), ap.add_argument("--out"), ap.add_argument("--vocab", type=int)
     args = ap.parse_args()
     if args.worker:
@@ -172,7 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_tok_") as tmp:
         work = Path(tmp)
         data = prepare(src, work, 6_000_000 if args.quick else None)
-        mb = os.path.getsize(data["train"]) / 1e6
+        mb = sum(os.path.getsize(f) for f in data["train"].split(",")) / 1e6
         print(f"training text: {mb:.1f} MB, vocab {vocab}, {reps} repetition(s), cpus {os.cpu_count()}", flush=True)
         runs: dict[str, list[dict]] = {k: [] for k in kinds}
         for rep in range(reps):

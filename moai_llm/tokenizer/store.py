@@ -1,8 +1,8 @@
 """Saving and loading tokenizer folders: the transformers layout, written atomically.
 
 A folder holds tokenizer.json (the `tokenizers` pipeline), tokenizer_config.json (special
-tokens, `clean_up_tokenization_spaces: false`, the ChatML template inline for older readers)
-and chat_template.jinja (where transformers 5 looks first). It is built in a temporary folder
+tokens, no BOS, `clean_up_tokenization_spaces: false`, the ChatML template inline for older
+readers), special_tokens_map.json and chat_template.jinja (where transformers 5 looks first). It is built in a temporary folder
 beside the target and renamed into place, so a failure never leaves half a folder behind.
 
     >>> from moai_llm.tokenizer.store import load_tokenizer
@@ -19,26 +19,43 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.tokenizer.special import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, PAD
+from moai_llm.tokenizer.special import (
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    PAD,
+    SPECIAL_TOKENS,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
 
-def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    """The transformers view of a `tokenizers.Tokenizer` with moai's special tokens and template."""
-    from transformers import PreTrainedTokenizerFast
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=ENDOFTEXT,
-        pad_token=PAD,
-        clean_up_tokenization_spaces=False,
-        extra_special_tokens=[IM_START, IM_END],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+def tokenizer_config(tok: Tokenizer) -> dict:
+    """tokenizer_config.json for a moai tokenizer, written by hand: importing transformers to
+    write it costs seconds, which would be most of a `--turbo` run."""
+    decoder = {}
+    for name in SPECIAL_TOKENS:
+        decoder[str(tok.token_to_id(name))] = {
+            "content": name, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False, "special": True,
+        }
+    return {
+        "added_tokens_decoder": decoder,
+        "additional_special_tokens": [IM_START, IM_END],
+        "bos_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": ENDOFTEXT,
+        "errors": "replace",
+        "model_max_length": 131072,
+        "pad_token": PAD,
+        "split_special_tokens": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "unk_token": None,
+    }
 
 
 def save_tokenizer(tok: Tokenizer, output_dir: str | os.PathLike) -> Path:
@@ -46,9 +63,17 @@ def save_tokenizer(tok: Tokenizer, output_dir: str | os.PathLike) -> Path:
     there only once the new one is complete. Returns the folder."""
     out = Path(output_dir)
     with staging(out) as tmp:
-        wrap(tok).save_pretrained(tmp)
-        _portable_config(tmp)
+        tok.save(str(tmp / "tokenizer.json"))
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok))
+        _write_json(tmp / "special_tokens_map.json", {
+            "additional_special_tokens": [IM_START, IM_END], "eos_token": ENDOFTEXT, "pad_token": PAD,
+        })
+        (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 class staging:
@@ -69,17 +94,6 @@ class staging:
                 publish(self.tmp, self.out)
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _portable_config(folder: Path) -> None:
-    """Make tokenizer_config.json readable by older transformers and other tools: a standard
-    tokenizer class, no BOS, and the chat template inline."""
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg["chat_template"] = CHAT_TEMPLATE
-    cfg["bos_token"] = None
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def publish(tmp: Path, out: Path) -> None:
