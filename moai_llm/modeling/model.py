@@ -184,9 +184,13 @@ class MoaiForCausalLM(MoaiPreTrainedModel, GenerationMixin):
             return self._loss_fn
         return default_loss_fn(self.config.loss_chunk_size)
 
-    @loss_fn.setter
-    def loss_fn(self, fn: LossFn | None) -> None:
-        self._loss_fn = fn
+    def __setattr__(self, name: str, value) -> None:
+        if name == "loss_fn":
+            # Stored plainly even when the loss is an nn.Module (not registered as a submodule,
+            # so it never enters the state dict); None restores the default.
+            self.__dict__["_loss_fn"] = value
+            return
+        super().__setattr__(name, value)
 
     def forward(
         self,

@@ -196,3 +196,20 @@ def test_unpacked_forward_and_backward_compile_as_one_graph():
     logits = compiled(x).logits
     logits.sum().backward()
     assert (logits - eager).abs().max().item() <= 1e-5
+
+
+def test_an_nn_module_loss_can_be_assigned_and_stays_out_of_the_state_dict():
+    class HalfCE(torch.nn.Module):
+        def forward(self, hidden, weight, labels, num_items_in_batch=None):
+            logits = hidden @ weight.t()
+            return 0.5 * F.cross_entropy(logits, labels, ignore_index=-100)
+
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(tiny_config()).eval()
+    x = _ids(batch=1, seq=12)
+    with torch.no_grad():
+        default = model(x, labels=x).loss
+        model.loss_fn = HalfCE()
+        half = model(x, labels=x).loss
+    torch.testing.assert_close(half, default / 2, rtol=1e-5, atol=1e-5)
+    assert not any(k.startswith("loss_fn") for k in model.state_dict())
