@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from moai_llm.data import HierarchicalBalancePacker, best_fit_decreasing
-from moai_llm.data.packing import Doc, StreamPacker, balance_order, build_rows, split_long
+from moai_llm.data.packing import (
+    Doc,
+    StreamPacker,
+    balance_order,
+    build_rows,
+    fill_exact,
+    pack_bins,
+    split_long,
+)
 
 
 def long_tailed_lengths(n: int = 3000, seed: int = 0) -> np.ndarray:
@@ -90,3 +98,20 @@ def test_stream_packer_keeps_a_bounded_buffer_and_loses_no_document():
     rows += packer.finish()
     assert sum(len(d.ids) for r in rows for d in r) == seen
     assert seen / (len(rows) * 256) > 0.99
+
+
+def test_exact_fill_reaches_the_row_lower_bound_where_bfd_leaves_gaps():
+    # Conversations of 90-600 tokens: BFD leaves a gap under 90 in most rows.
+    lengths = np.random.default_rng(3).integers(90, 600, size=1500)
+    bound = -(-lengths.sum() // 2048)
+    assert len(best_fit_decreasing(lengths, 2048)) > bound
+    rows = fill_exact(lengths, 2048)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert max(lengths[r].sum() for r in rows) <= 2048
+    assert len(rows) == bound
+    assert len(pack_bins(lengths, 2048)) <= len(best_fit_decreasing(lengths, 2048))
+
+
+def test_pack_bins_keeps_bfd_when_rows_are_already_full():
+    lengths = np.random.default_rng(4).integers(2, 60, size=5000)
+    assert pack_bins(lengths, 2048) == best_fit_decreasing(lengths, 2048)
