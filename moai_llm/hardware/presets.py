@@ -344,7 +344,9 @@ def _environment(plan: Plan, facts: HardwareFacts, gpu: bool) -> None:
         r["NCCL_P2P_DISABLE"] = "unset: P2P available between every GPU pair"
     if not facts.infiniband:
         env["NCCL_IB_DISABLE"] = "1"
-        r["NCCL_IB_DISABLE"] = "1: no InfiniBand device in /sys/class/infiniband"
+        where = ("the recorded box has none" if facts.source.startswith("simulated")
+                 else "/sys/class/infiniband is empty")
+        r["NCCL_IB_DISABLE"] = f"1: no InfiniBand device ({where})"
         if plan.nnodes > 1:
             plan.warnings.append("several nodes without InfiniBand: gradients cross Ethernet "
                                  "sockets; expect slow steps")
