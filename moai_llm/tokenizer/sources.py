@@ -1,21 +1,18 @@
 """Text streams for tokenizer training: local files, folders, globs, hub datasets, languages.
 
-Everything is read lazily, one block or record at a time, so a 1 GB file never sits in memory
-(item 9). Plain text is yielded in blocks of about 64 KB of whole lines: newline and indentation
-runs stay inside the text, so the tokenizer learns them too. Records (jsonl/json/csv/parquet)
-yield their text column, or, when none is named and no usual one ("text", "content", ...) is
-present, all their string fields joined by newlines (instruction/answer data then trains too).
+Local files are found and read by the data layer (`moai_llm.data.sources`: the same file
+types, text-column rules and one-line errors as `moai data prepare`), with one difference for
+plain text: a tokenizer must see line breaks and indentation, so `.txt`/`.md` files are read
+here in blocks of about 64 KB of whole lines instead of one document per line. Everything is
+lazy, one block or record at a time, so a 1 GB file never sits in memory (item 9).
 
     >>> from moai_llm.tokenizer.sources import resolve_inputs, iter_sources
     >>> sources = resolve_inputs(["corpus/*.jsonl", "notes.txt"])
-    >>> total = sum(s.size or 0 for s in sources)
     >>> texts = iter_sources(sources)
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -25,9 +22,7 @@ from pathlib import Path
 from moai_llm.errors import MoaiInputError
 from moai_llm.progress import info
 
-TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ""}
-RECORD_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
-TEXT_COLUMNS = ("text", "content", "document", "body", "sentence", "passage")
+PLAIN_TEXT = {".txt", ".md", ".text"}
 BLOCK_CHARS = 64 * 1024
 
 # `--multilingual` on the hub: large, clean, well-known corpora with one config per language.
@@ -54,54 +49,33 @@ def iter_sources(sources: list[TextSource]) -> Iterator[str]:
         yield from source.open()
 
 
-def _expand(spec: str) -> list[Path]:
-    p = Path(spec).expanduser()
-    if any(ch in spec for ch in "*?["):
-        matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
-        files = [m for m in matches if m.is_file() and _readable_kind(m)]
-        if not files:
-            raise MoaiInputError(f"--input {spec}: the pattern matches no text file",
-                                 hint=f"supported: {', '.join(sorted(TEXT_SUFFIXES | RECORD_SUFFIXES - {''}))}")
-        return files
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and _readable_kind(f)
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        if not files:
-            raise MoaiInputError(f"--input {spec}: the folder holds no text files",
-                                 hint="put .txt/.jsonl/.json/.csv/.parquet files in it")
-        return files
-    if not p.exists():
-        raise MoaiInputError(f"--input {spec}: no such file or folder", hint="check the path")
-    return [p]
-
-
-def _readable_kind(path: Path) -> bool:
-    return path.suffix.lower() in TEXT_SUFFIXES | RECORD_SUFFIXES
-
-
 def resolve_inputs(specs: list[str], text_column: str | None = None) -> list[TextSource]:
-    """Local files, folders and globs → sources. Missing or empty files raise MoaiInputError."""
+    """Local files, folders and globs → one TextSource per file. Missing paths, empty files and
+    folders without text files raise MoaiInputError (before any training starts)."""
+    from moai_llm.data.sources import resolve_sources
+
     sources = []
     for spec in specs:
-        for path in _expand(spec):
-            size = path.stat().st_size
-            if size == 0:
-                raise MoaiInputError(f"--input {path}: the file is empty", hint="remove it or give another file")
-            sources.append(TextSource(str(path), size, _opener(path, text_column)))
+        for path in resolve_sources([spec])[0].files:
+            sources.append(TextSource(str(path), path.stat().st_size, _opener(path, text_column)))
     return sources
 
 
 def _opener(path: Path, column: str | None) -> Callable[[], Iterator[str]]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return lambda: _jsonl(path, column)
-    if suffix == ".json":
-        return lambda: _json(path, column)
-    if suffix == ".csv":
-        return lambda: _csv(path, column)
-    if suffix == ".parquet":
-        return lambda: _parquet(path, column)
-    return lambda: _text_blocks(path)
+    if path.suffix.lower() in PLAIN_TEXT:
+        return lambda: _text_blocks(path)
+    return lambda: _records(path, column)
+
+
+def _records(path: Path, column: str | None) -> Iterator[str]:
+    from moai_llm.data.sources import BadRows, Source, iter_records, text_column
+
+    name = None
+    for record, where in iter_records(Source(spec=str(path), files=[path]), BadRows(skip=False)):
+        name = name or text_column(record, where, column)
+        value = record.get(name)
+        if isinstance(value, str):
+            yield value
 
 
 def _text_blocks(path: Path) -> Iterator[str]:
@@ -118,77 +92,8 @@ def _text_blocks(path: Path) -> Iterator[str]:
             if block:
                 yield "".join(block)
     except UnicodeDecodeError as exc:
-        raise MoaiInputError(f"--input {path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                             hint="convert it to UTF-8") from None
-
-
-def record_text(record: object, column: str | None, where: str) -> str:
-    """The text of one record: its `column`, a usual text field, or all its string fields."""
-    if isinstance(record, str):
-        return record
-    if not isinstance(record, dict):
-        raise MoaiInputError(f"{where}: expected a JSON object or string, got {type(record).__name__}")
-    if column is not None:
-        if column not in record:
-            raise MoaiInputError(f"{where}: no column {column!r} (columns: {', '.join(map(str, record))})",
-                                 hint="pass --text-column with one of them")
-        value = record[column]
-        return value if isinstance(value, str) else ("" if value is None else str(value))
-    for name in TEXT_COLUMNS:
-        if isinstance(record.get(name), str):
-            return record[name]
-    parts = []
-    for value in record.values():
-        if isinstance(value, str):
-            parts.append(value)
-        elif isinstance(value, list):  # chat records: messages / conversations
-            parts.extend(str(m.get("content") or m.get("value") or "") for m in value if isinstance(m, dict))
-    return "\n".join(p for p in parts if p)
-
-
-def _jsonl(path: Path, column: str | None) -> Iterator[str]:
-    import orjson
-
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise MoaiInputError(f"--input {path}:{n}: not valid JSON ({exc})", hint="fix or remove that line") from None
-            yield record_text(record, column, f"{path}:{n}")
-
-
-def _json(path: Path, column: str | None) -> Iterator[str]:
-    import orjson
-
-    try:
-        data = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise MoaiInputError(f"--input {path}: not valid JSON ({exc})", hint="for one record per line use .jsonl") from None
-    if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}: the first list inside
-        data = next((v for v in data.values() if isinstance(v, list)), [data])
-    if not isinstance(data, list):
-        raise MoaiInputError(f"--input {path}: expected a list of records")
-    for n, record in enumerate(data):
-        yield record_text(record, column, f"{path}[{n}]")
-
-
-def _csv(path: Path, column: str | None) -> Iterator[str]:
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            yield record_text(row, column, f"{path}:{n}")
-
-
-def _parquet(path: Path, column: str | None) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=1024, columns=[column] if column and column in pf.schema_arrow.names else None):
-        for n, record in enumerate(batch.to_pylist()):
-            yield record_text(record, column, f"{path} row {n}")
+        raise MoaiInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                             hint="re-encode the file as UTF-8") from None
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -220,10 +125,15 @@ def hub_source(name: str, config: str | None = None, split: str = "train", text_
                              hint="check the name and --dataset-config, or use --input with local files") from None
 
     def texts() -> Iterator[str]:
+        from moai_llm.data.sources import text_column as pick
+
+        name = None
         for n, record in enumerate(ds):
             if max_samples is not None and n >= max_samples:
                 break
-            yield record_text(record, text_column, f"{label} record {n}")
+            name = name or pick(record, f"{label} record {n}", text_column)
+            if isinstance(record.get(name), str):
+                yield record[name]
 
     return TextSource(label, None, texts)
 
