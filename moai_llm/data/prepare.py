@@ -258,7 +258,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
             writer.add(row)
 
     cores = num_proc or os.cpu_count() or 1
-    with rust_parallelism(cores > 1), progress_bar(unit="tok") as bar:
+    with rust_parallelism(cores > 1), progress_bar(unit="tok", transient=True) as bar:
         task = bar.add_task("preparing", total=None, info="")
         for index, source in enumerate(srcs):
             if mode == "pretrain":
