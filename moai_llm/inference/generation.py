@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -48,7 +48,6 @@ class GenerationStats:
     ttft_s: float = 0.0               # start of the call to the first generated token
     total_s: float = 0.0
     stop_reason: str = ""             # "stop_token" | "max_new_tokens" | "context" | "interrupted"
-    _first: float = field(default=0.0, repr=False)
 
     @property
     def tokens_per_s(self) -> float:
