@@ -107,8 +107,13 @@ def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     (Short documents, e.g. reviews, fill BFD rows to the last token; conversations of a few
     hundred tokens do not.)
     """
-    bins = best_fit_decreasing(lengths, capacity)
+    return _exact_if_better(best_fit_decreasing(lengths, capacity), lengths, capacity)
+
+
+def _exact_if_better(bins: list[list[int]], lengths: Sequence[int], capacity: int) -> list[list[int]]:
     lengths = np.asarray(lengths, dtype=np.int64)
+    if not bins:
+        return bins
     gaps = capacity - np.array([int(lengths[b].sum()) for b in bins])
     many_gaps = gaps.sum() - gaps.max() > 0.005 * capacity * len(bins)  # the emptiest row aside
     if many_gaps and len(bins) > -(-int(lengths.sum()) // capacity) and len(lengths) <= _EXACT_MAX_ITEMS:
@@ -175,7 +180,8 @@ class HierarchicalBalancePacker:
                 if not by_free[f - n]:
                     bisect.insort(free_sizes, f - n)
                 by_free[f - n].append(b)
-        return balance_order(rows, lengths, self.num_bins)
+        # Exact fill is hierarchical too (longest first, then the gap), so it may replace level 2.
+        return balance_order(_exact_if_better(rows, lengths, self.max_seq_length), lengths, self.num_bins)
 
     def pack(self, sequences: Sequence[Sequence[int]]) -> list[list[Sequence[int]]]:
         rows = self.pack_indices([len(s) for s in sequences])
