@@ -3,6 +3,9 @@
 - `best_fit_decreasing(lengths, capacity)`: the classic bin-packing heuristic. Documents are
   placed longest first, each into the row whose free space fits it most tightly. On real
   corpora it fills >99.5% of row slots while splitting no document that fits in a row.
+- `fill_exact(lengths, capacity)`: rows built one at a time, the longest item and then the
+  subset of the others that fills the rest best (a bitset subset-sum). Used instead when BFD
+  leaves a gap in many rows, as conversations of a few hundred tokens make it do.
 - `HierarchicalBalancePacker(max_seq_length, num_bins)`: the seed's public packer. Long
   documents (more than half a row) are placed first, one per row, and the shorter ones fill the
   gaps best-fit (the hierarchy); the rows are then ordered so that every group of `num_bins`
