@@ -85,9 +85,10 @@ def _probe_gpus(facts: HardwareFacts) -> None:
 def _p2p_matrix(pynvml, handles) -> list[list[str]]:
     """nvmlDeviceGetP2PStatus for every pair: NVLink if the NVLink index is OK, else PCIe if
     reads are OK, else none (GeForce cards, chipsets that do not route P2P)."""
-    ok = pynvml.NVML_P2P_STATUS_OK
-    nvlink_idx = getattr(pynvml, "NVML_P2P_CAPS_INDEX_NVLINK", 2)
-    read_idx = getattr(pynvml, "NVML_P2P_CAPS_INDEX_READ", 0)
+    ok = getattr(pynvml, "NVML_P2P_STATUS_OK", 0)
+    # nvidia-ml-py defines NVML_P2P_CAPS_INDEX_READ as the tuple (0,) (a stray comma), which
+    # nvmlDeviceGetP2PStatus rejects: use NVML's numeric values (nvml.h) directly.
+    read_idx, nvlink_idx = 0, 2
     n = len(handles)
     matrix = [[P2P_SELF] * n for _ in range(n)]
     for i in range(n):
