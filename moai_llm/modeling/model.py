@@ -211,6 +211,8 @@ class MoaiForCausalLM(MoaiPreTrainedModel, GenerationMixin):
         `labels` are not shifted (the model shifts them); -100 marks positions without loss.
         `logits_to_keep=k` returns logits of the last k positions only (generation uses 1).
         """
+        if labels is not None and use_cache is None:
+            use_cache = False  # a loss pass (training or evaluation) never continues decoding
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
