@@ -93,8 +93,7 @@ def train(
         from moai_llm.tokenizer import train_tokenizer
         from moai_llm.tokenizer.train import MODES
 
-        if as_json:
-            set_quiet(True)
+        set_quiet(as_json)
         chosen = [name for name, on in (("fast", fast), ("turbo", turbo), ("ultrafast", ultrafast)) if on]
         if len(chosen) > 1:
             raise MoaiInputError(f"choose one speed mode, not {' and '.join('--' + c for c in chosen)}")
@@ -145,8 +144,7 @@ def extend(
         from moai_llm.tokenizer.extend import extend_tokenizer
         from moai_llm.tokenizer.sources import iter_sources, resolve_inputs
 
-        if as_json:
-            set_quiet(True)
+        set_quiet(as_json)
         out = output_folder(output_dir, model_prefix)
         _check_output(out)
         srcs = _sources(inputs, text_column, dataset, dataset_config, split, [], max_samples)
@@ -189,7 +187,11 @@ def compare(
     max_docs: int = typer.Option(2000, "--max-docs", help="Documents per text set."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
-    """Compression, byte fallback, round-trip and speed of tokenizers, per language."""
+    """Compression, byte fallback, round-trip and speed of tokenizers, per language.
+
+    Columns: characters and UTF-8 bytes per token, tokens per whitespace word, share of tokens
+    that are raw bytes / partial characters, share of texts that decode back exactly, encode
+    speed in MB/s."""
     with handle_errors():
         import itertools
 
@@ -219,8 +221,8 @@ def _print_compare(rows: list[dict]) -> None:
     for name in dict.fromkeys(r["path"] for r in rows):
         mine = [r for r in rows if r["path"] == name]
         table = Table(title=f"{name} ({mine[0]['vocab_size']} tokens)")
-        for col in ("text", "chars/token", "bytes/token", "tokens/word", "byte fallback", "round-trip", "encode MB/s"):
-            table.add_column(col, justify="left" if col == "text" else "right")
+        for col in ("text", "chars/tok", "bytes/tok", "tok/word", "fallback", "round-trip", "MB/s"):
+            table.add_column(col, justify="left" if col == "text" else "right", no_wrap=col == "text")
         for r in mine:
             table.add_row(r["set"], f"{r['chars_per_token']:.3f}", f"{r['bytes_per_token']:.3f}",
                           f"{r['tokens_per_word']:.3f}", f"{r['byte_fallback']:.2%}", f"{r['round_trip']:.1%}",

@@ -199,11 +199,19 @@ def _train_unigram(batches: Iterator[list[str]], vocab_size: int, show_progress:
     every piece, so unseen characters still encode (as bytes) and decode exactly."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
+    # The Unigram trainer needs a vocabulary holding every character it sees; the sample of this
+    # mode is small (about 2 MB), so it is held to count them. Extra pieces are cut below.
+    sample = list(batches)
+    alphabet: set[str] = set()
+    for batch in sample:
+        for text in batch:
+            alphabet.update(text)
     chars = Tokenizer(models.Unigram())
     chars.pre_tokenizer = pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False)
     # One EM sub-iteration and a faster shrink than the library's defaults: this is the speed mode.
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, show_progress=show_progress,
+    trainer = trainers.UnigramTrainer(vocab_size=max(vocab_size, len(alphabet) + 16), show_progress=show_progress,
                                       shrinking_factor=0.5, n_sub_iterations=1, max_piece_length=8)
+    batches = iter(sample)
     chars.train_from_iterator(batches, trainer=trainer)
     pieces = sorted(json.loads(chars.to_str())["model"]["vocab"], key=lambda p: -p[1])
     byte_syms = list(bytes_to_unicode().values())
