@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -185,7 +187,7 @@ def _batches(source: src_mod.Source, bad: src_mod.BadRows, pick) -> Iterator[lis
             yield batch
 
 
-def _pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[Doc]:
+def _pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[list[Doc]]:
     column: list[str] = []
 
     def pick(record, where):
@@ -201,11 +203,10 @@ def _pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[
         return text
 
     for texts in _batches(source, bad, pick):
-        for ids in encoder.documents(texts):
-            yield Doc(ids, None, index)
+        yield [Doc(ids, None, index) for ids in encoder.documents(texts)]
 
 
-def _sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[Doc]:
+def _sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[list[Doc]]:
     from moai_llm.data.formats import to_messages
     from moai_llm.data.sft import render
 
@@ -223,6 +224,7 @@ def _sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator
         return render(template, messages)
 
     for batch in _batches(source, bad, pick):
+        docs = []
         for ids, labels in encoder.with_loss_spans([t for t, _ in batch], [s for _, s in batch]):
             if len(ids) > stats.seq_len:  # a conversation never splits: keep its head, count the rest
                 stats.tokens_dropped += len(ids) - stats.seq_len
@@ -230,7 +232,44 @@ def _sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator
                 if (labels == -100).all():
                     stats.dropped_docs += 1
                     continue
-            yield Doc(ids, labels, index)
+            docs.append(Doc(ids, labels, index))
+        yield docs
+
+
+def _prefetched(batches: Iterator[list], depth: int = 2) -> Iterator[list]:
+    """Run a batch generator in a thread, `depth` batches ahead.
+
+    Reading and tokenizing the next batch (the Rust tokenizer releases the GIL) overlaps with
+    packing and writing this one; the bounded queue keeps memory bounded. Errors raised while
+    reading (a bad row) come out here, in the caller's thread.
+    """
+    done, stop = object(), threading.Event()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                q.put(batch)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="moai-data-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put() so the thread can see `stop`
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bool, num_proc, buffer_tokens) -> dict:
@@ -265,16 +304,21 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
                 docs = _pretrain_docs(source, index, bad, encoder, settings["text_column"], stats)
             else:
                 docs = _sft_docs(source, index, bad, encoder, template, settings["mapping"], stats)
-            for doc in docs:
-                n = len(doc.ids)
-                stats.document(index, n)
-                pieces = split_long(doc, seq_len)
-                if len(pieces) > 1:
-                    stats.docs_split += 1
-                    stats.tokens_cut += n - len(pieces[0].ids)
-                for piece in pieces:
-                    emit(packer.add(piece))
-                bar.advance(task, n)
+            for batch in _prefetched(docs):
+                tokens = 0
+                for doc in batch:
+                    n = len(doc.ids)
+                    tokens += n
+                    stats.document(index, n)
+                    if n > seq_len:
+                        pieces = split_long(doc, seq_len)
+                        stats.docs_split += 1
+                        stats.tokens_cut += n - len(pieces[0].ids)
+                        for piece in pieces:
+                            emit(packer.add(piece))
+                    else:
+                        emit(packer.add(doc))
+                bar.advance(task, tokens)
         emit(packer.finish())
         writer.close()
     real = sum(stats.tokens)
