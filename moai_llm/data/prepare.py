@@ -104,7 +104,7 @@ def prepare_dataset(
     with FileLock(str(out.parent / f".{out.name}.lock")):
         if not force and (hit := _cached(out, settings, tok_hash, srcs)):
             return hit  # another process built it while we waited
-        for stale in out.parent.glob(f".{out.name}.building-*"):  # left by a killed build
+        for stale in [*out.parent.glob(f".{out.name}.building-*"), *out.parent.glob(f".{out.name}.old-*")]:  # killed builds
             shutil.rmtree(stale, ignore_errors=True)
         tmp = out.parent / f".{out.name}.building-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
