@@ -326,7 +326,7 @@ def same_content(stored: dict[str, Any], source: Source) -> bool:
     """True when a source still has the content recorded in `stored` (a manifest entry)."""
     now = fingerprint(source)
     if source.is_hub or "files" not in stored:
-        return {k: v for k, v in now.items()} == {k: stored.get(k) for k in now}
+        return now == {k: stored.get(k) for k in now}
     if len(now["files"]) != len(stored["files"]) or now["weight"] != stored.get("weight"):
         return False
     for cur, old in zip(now["files"], stored["files"], strict=True):
