@@ -87,8 +87,19 @@ def worker(kind: str, train: str, out: str, vocab: int) -> dict:
 
         train_tokenizer(resolve_inputs(train.split(",")), out, vocab_size=vocab, mode=kind)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
-    return {"kind": kind, "seconds": seconds, "peak_mib": peak}
+    return {"kind": kind, "seconds": seconds, "peak_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss it starts afresh at exec,
+    so the parent's memory at fork is not counted)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_worker(kind: str, train: str, out: str, vocab: int) -> dict:
@@ -122,7 +133,8 @@ def evaluate(kind: str, out: str, held: dict[str, list[str]]) -> dict:
         ids = encode(lines)
         tokens = sum(len(x) for x in ids)
         same = sum(decode(x) == line for x, line in zip(ids, lines, strict=True))
-        scores[lang] = {"chars_per_token": sum(map(len, lines)) / tokens, "round_trip": same / len(lines)}
+        scores[lang] = {"chars_per_token": sum(map(len, lines)) / tokens, "round_trip": same / len(lines),
+                        "chars": sum(map(len, lines)), "tokens": tokens}
     return scores
 
 
@@ -179,6 +191,8 @@ def main() -> None:
         for rep in range(reps):
             order = kinds if rep % 2 == 0 else kinds[::-1]  # interleave A/B
             for kind in order:
+                if kind == "sp-unigram" and rep > 0:
+                    continue  # minutes per run: measured once
                 out = work / f"{kind}-{rep}"
                 out.mkdir()
                 r = run_worker(kind, data["train"], str(out), vocab)
@@ -201,17 +215,22 @@ def main() -> None:
 
 def report(rows: list[dict], mb: float, vocab: int, reps: int) -> None:
     base = {r["kind"]: r for r in rows}
-    sp = base.get("sp-bpe")
-    ref = base.get("default")
-    print("\n| trainer | train s | vs SP BPE | peak MiB | ko chars/tok | en chars/tok | ko round-trip | en round-trip | ko vs default |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    sp, ref = base.get("sp-bpe"), base.get("default")
+
+    def rel(r: dict, lang: str) -> str:
+        return f"{r[lang]['chars_per_token'] / ref[lang]['chars_per_token'] - 1:+.1%}" if ref else "-"
+
+    print("\n| trainer | train s | time vs SP BPE | peak MiB | ko chars/tok | en chars/tok | ko vs default "
+          "| en vs default | ko round-trip | en round-trip |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         speed = f"{r['seconds'] / sp['seconds']:.2f}x" if sp else "-"
-        rel = f"{r['ko']['chars_per_token'] / ref['ko']['chars_per_token'] - 1:+.1%}" if ref else "-"
         print(f"| {r['kind']} | {r['seconds']:.1f} | {speed} | {r['peak_mib']:.0f} | "
-              f"{r['ko']['chars_per_token']:.3f} | {r['en']['chars_per_token']:.3f} | "
-              f"{r['ko']['round_trip']:.1%} | {r['en']['round_trip']:.1%} | {rel} |")
-    print(f"\n(training text {mb:.1f} MB, vocab {vocab}, median of {reps} interleaved repetition(s))")
+              f"{r['ko']['chars_per_token']:.3f} | {r['en']['chars_per_token']:.3f} | {rel(r, 'ko')} | {rel(r, 'en')} | "
+              f"{r['ko']['round_trip']:.1%} | {r['en']['round_trip']:.1%} |")
+    print(f"\n(training text {mb:.1f} MB, vocab {vocab}, median time of {reps} interleaved repetition(s), "
+          f"sp-unigram once; held-out: {ref['ko']['chars'] if ref else '?'} ko chars, "
+          f"{ref['en']['chars'] if ref else '?'} en chars)")
 
 
 if __name__ == "__main__":

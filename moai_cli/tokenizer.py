@@ -81,8 +81,8 @@ def train(
     min_frequency: int = typer.Option(2, "--min-frequency", "--min_frequency", help="A pair is merged only if seen this often."),
     output_dir: str = typer.Option("tokenizers/moai", "--output-dir", "--output_dir", "-o", help="Output folder (or parent folder with --model-prefix)."),
     model_prefix: str = typer.Option(None, "--model-prefix", "--model_prefix", help="Name of the tokenizer folder inside --output-dir."),
-    fast: bool = typer.Option(False, "--fast", help="BPE on a 16 MB sample (see docs/tokenizer.md for measured cost)."),
-    turbo: bool = typer.Option(False, "--turbo", help="BPE on a 6 MB sample: as fast as SentencePiece BPE."),
+    fast: bool = typer.Option(False, "--fast", help="BPE on a 20 MB sample of the input (measured cost: docs/tokenizer.md)."),
+    turbo: bool = typer.Option(False, "--turbo", help="BPE on a 10 MB sample: trains faster than SentencePiece BPE on large inputs."),
     ultrafast: bool = typer.Option(False, "--ultrafast", help="Unigram on a 2 MB sample: fastest, least compression."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -71,8 +71,8 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "default": Mode("bpe", None, 2, "BPE on all of the input: best compression"),
-    "fast": Mode("bpe", 16 << 20, 2, "BPE on a 16 MB sample of the input"),
-    "turbo": Mode("bpe", 6 << 20, 2, "BPE on a 6 MB sample of the input"),
+    "fast": Mode("bpe", 20 << 20, 2, "BPE on a 20 MB sample of the input"),
+    "turbo": Mode("bpe", 10 << 20, 2, "BPE on a 10 MB sample of the input"),
     "ultrafast": Mode("unigram", 2 << 20, 2, "Unigram on a 2 MB sample of the input"),
 }
 # When sampling, a source (file, dataset, language) smaller than this is kept whole, so a small
