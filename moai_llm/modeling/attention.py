@@ -62,6 +62,11 @@ def resolve_attn_implementation(requested: str | None) -> str:
     return requested
 
 
+def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """flash-attn kernels run on CUDA in fp16/bf16 only (dtype: the matmul dtype under autocast)."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+
+
 @dataclass
 class AttentionPlan:
     """How every layer of one forward attends: backend plus mask / document boundaries."""
@@ -86,9 +91,7 @@ class AttentionPlan:
         """Decide backend and masking; `may_be_packed=False` (positions made by the model)
         skips the one data-dependent check, so that path traces without graph breaks."""
         device = position_ids.device
-        if backend == FLASH and not (
-            device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-        ):
+        if backend == FLASH and not flash_usable(device, dtype):
             backend = "sdpa"
         if attention_mask is not None and attention_mask.dim() == 4:
             # A ready-made 4D mask (e.g. from generate with a static cache): use it as given.
@@ -209,11 +212,9 @@ def flash_attention(
     scaling: float,
     dropout: float,
 ) -> torch.Tensor:
-    half = (torch.float16, torch.bfloat16)
-    if not (q.dtype in half and k.dtype == q.dtype and v.dtype == q.dtype):
-        # Under autocast q/k leave RoPE in fp32 (fp32 cos/sin); the kernel wants fp16/bf16.
-        dtype = v.dtype if v.dtype in half else torch.get_autocast_dtype("cuda")
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    if v.dtype in (torch.float16, torch.bfloat16) and q.dtype != v.dtype:
+        # Under autocast q/k leave QK-norm and RoPE in fp32; the kernel wants v's fp16/bf16.
+        q, k = q.to(v.dtype), k.to(v.dtype)
     # flash-attn wants [B, T, H, D] and handles GQA natively.
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if plan.cu_seqlens is not None:

@@ -28,7 +28,7 @@ DOC_LENGTHS = (7, 12, 9)
 def _model(backend: str, yarn: bool = False) -> MoaiForCausalLM:
     torch.manual_seed(0)
     model = MoaiForCausalLM(tiny_config(yarn=yarn, attn_implementation=backend)).eval()
-    if backend == "flash_attention_2":
+    if backend == "flash_attention_2" and flash_attn_available():
         model = model.to("cuda", torch.bfloat16)
     return model
 
@@ -115,3 +115,69 @@ def test_auto_resolves_to_an_available_backend():
     assert resolve_attn_implementation("eager") == "eager"
     model = MoaiForCausalLM(tiny_config(attn_implementation="eager"))
     assert model.config._attn_implementation == "eager"
+
+
+def _reference_flash_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+    """flash_attn_func semantics ([B, T, H, D], native GQA) written with SDPA, for CPU tests."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        is_causal=causal, scale=softmax_scale, enable_gqa=True,
+    )  # fmt: skip
+    return out.transpose(1, 2)
+
+
+def _reference_flash_varlen(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0,
+                            softmax_scale=None, causal=False):  # fmt: skip
+    """flash_attn_varlen_func semantics: [total, H, D] tokens, documents given by cu_seqlens."""
+    assert cu_q.dtype == torch.int32 and torch.equal(cu_q, cu_k)
+    assert max_q == int((cu_q[1:] - cu_q[:-1]).max())
+    out = torch.empty_like(q)
+    bounds = cu_q.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        out[start:end] = _reference_flash_func(
+            q[None, start:end], k[None, start:end], v[None, start:end], 0.0, softmax_scale, causal
+        )[0]
+    return out
+
+
+@pytest.fixture
+def flash_glue_on_cpu(monkeypatch):
+    """Route the flash-attn backend to reference kernels so moai's glue (cu_seqlens, layouts,
+    GQA, decoding) runs on a CPU-only machine."""
+    from moai_llm.modeling import attention
+
+    calls = []
+
+    def record(fn):
+        return lambda *a, **kw: calls.append(fn.__name__) or fn(*a, **kw)
+
+    monkeypatch.setattr(attention, "flash_attn_func", record(_reference_flash_func))
+    monkeypatch.setattr(attention, "flash_attn_varlen_func", record(_reference_flash_varlen))
+    monkeypatch.setattr(attention, "flash_usable", lambda device, dtype: True)
+    return calls
+
+
+def test_flash_backend_glue_packs_documents_like_each_document_alone(flash_glue_on_cpu):
+    model = _model("flash_attention_2")
+    sdpa = _model("sdpa")
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randint(0, 128, (2, 28), generator=gen)
+    positions = torch.stack([torch.cat([torch.arange(n) for n in DOC_LENGTHS]), torch.arange(28)])
+    plan = AttentionPlan.build(
+        "flash_attention_2", positions, None, q_len=28, past_len=0, dtype=torch.float32
+    )
+    assert plan.backend == "flash_attention_2"
+    assert plan.cu_seqlens.tolist() == [0, 7, 19, 28, 56] and plan.max_seqlen == 28
+    with torch.no_grad():
+        flash = model(rows, position_ids=positions).logits
+        reference = sdpa(rows, position_ids=positions).logits
+    assert (flash - reference).abs().max().item() <= 1e-4
+    assert flash_glue_on_cpu == ["_reference_flash_varlen"] * 2  # one call per layer
+
+
+def test_flash_backend_glue_generates_like_sdpa(flash_glue_on_cpu):
+    model, sdpa = _model("flash_attention_2"), _model("sdpa")
+    prompt = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(6))
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(prompt, **kw), sdpa.generate(prompt, **kw))
+    assert flash_glue_on_cpu and set(flash_glue_on_cpu) == {"_reference_flash_func"}
