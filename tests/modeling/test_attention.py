@@ -33,6 +33,11 @@ def _model(backend: str, yarn: bool = False) -> MoaiForCausalLM:
     return model
 
 
+def _tolerance(backend: str, logits: torch.Tensor) -> float:
+    """1e-4 in fp32; on the GPU flash-attn runs in bf16 (8-bit mantissa): 2% of the logit scale."""
+    return 1e-4 if backend != "flash_attention_2" else 2e-2 * logits.float().abs().max().item()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("yarn", [False, True], ids=["rope", "yarn"])
 def test_packed_documents_equal_each_document_alone(backend, yarn):
@@ -45,7 +50,7 @@ def test_packed_documents_equal_each_document_alone(backend, yarn):
     with torch.no_grad():
         together = model(packed, position_ids=positions).logits
         alone = torch.cat([model(d).logits for d in docs], dim=1)
-    tol = 1e-4 if backend != "flash_attention_2" else 2e-2
+    tol = _tolerance(backend, alone)
     assert (together.float() - alone.float()).abs().max().item() <= tol
     # Without the restarts the same row is one long document and the logits differ.
     with torch.no_grad():
@@ -64,7 +69,7 @@ def test_packed_rows_in_a_batch_keep_their_own_boundaries(backend):
         batched = model(rows, position_ids=positions).logits
         first = torch.cat([model(rows[:1, :8]).logits, model(rows[:1, 8:]).logits], dim=1)
         second = model(rows[1:]).logits
-    tol = 1e-4 if backend != "flash_attention_2" else 2e-2
+    tol = _tolerance(backend, second)
     assert (batched[:1].float() - first.float()).abs().max().item() <= tol
     assert (batched[1:].float() - second.float()).abs().max().item() <= tol
 
