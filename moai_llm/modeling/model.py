@@ -150,9 +150,8 @@ class MoaiModel(MoaiPreTrainedModel):
         )
         cos, sin = self.rotary_emb(position_ids, inputs_embeds.dtype)
         hidden = inputs_embeds
-        layer_cache = cache if use_cache else None
         for layer in self.layers:
-            hidden = layer(hidden, cos, sin, plan=plan, cache=layer_cache, use_cache=use_cache)
+            hidden = layer(hidden, cos, sin, plan=plan, cache=cache, use_cache=use_cache)
         hidden = self.norm(hidden)
         return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache if use_cache else None)
 

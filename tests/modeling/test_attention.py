@@ -186,3 +186,15 @@ def test_flash_backend_glue_generates_like_sdpa(flash_glue_on_cpu):
     kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
     assert torch.equal(model.generate(prompt, **kw), sdpa.generate(prompt, **kw))
     assert flash_glue_on_cpu and set(flash_glue_on_cpu) == {"_reference_flash_func"}
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_prefill_in_chunks_onto_the_cache_equals_one_pass(backend):
+    model = _model(backend, yarn=True)
+    x = torch.randint(0, 128, (2, 40), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        whole = model(x, use_cache=False).logits
+        first = model(x[:, :25], use_cache=True)
+        rest = model(x[:, 25:], cache=first.cache, use_cache=True)
+    assert rest.cache.get_seq_length() == 40
+    assert (torch.cat([first.logits, rest.logits], 1) - whole).abs().max().item() <= 1e-4
