@@ -44,7 +44,7 @@ def flash_attn_available() -> bool:
 
 
 def resolve_attn_implementation(requested: str | None) -> str:
-    """ "auto"/None -> flash_attention_2 when usable, else sdpa; explicit names are checked.
+    """Map "auto"/None to flash_attention_2 when usable, else sdpa; check explicit names.
 
     resolve_attn_implementation("auto")   # "sdpa" on a CPU machine
     """
