@@ -213,3 +213,15 @@ def test_an_nn_module_loss_can_be_assigned_and_stays_out_of_the_state_dict():
         half = model(x, labels=x).loss
     torch.testing.assert_close(half, default / 2, rtol=1e-5, atol=1e-5)
     assert not any(k.startswith("loss_fn") for k in model.state_dict())
+
+
+def test_left_padded_batch_generation_equals_transformers(tmp_path):
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    stock = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    x = torch.randint(4, 128, (2, 10), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(x)
+    mask[0, :3], x[0, :3] = 0, 0
+    kw = dict(attention_mask=mask, max_new_tokens=16, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(x, **kw), stock.generate(x, **kw))
