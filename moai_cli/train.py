@@ -107,6 +107,7 @@ def pretrain(
     seed: int = typer.Option(None, "--seed"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     nproc: int = typer.Option(None, "--nproc", "--nproc-per-node", help="Processes (GPUs) on this node; several → torchrun."),
+    strategy: str = typer.Option(None, "--strategy", help="Several processes: ddp or fsdp2 (default: the plan's choice)."),
     hardware: str = typer.Option(None, "--preset", help="Hardware preset for the plan: auto (probe this machine)."),
     simulate: str = typer.Option(None, "--simulate", help="Plan for COUNTxNAME hardware (e.g. 8xA100-80GB); implies --dry-run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and launch command; train nothing."),
@@ -132,7 +133,7 @@ def pretrain(
                      seq_len=seq_len, precision="bf16" if bf16 else ("fp32" if fp32 else None),
                      gradient_checkpointing=True if gc_seed else gradient_checkpointing,
                      save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
-                     logging_steps=logging_steps, seed=seed, nproc=nproc,
+                     logging_steps=logging_steps, seed=seed, nproc=nproc, strategy=strategy,
                      hardware=hardware, simulate=simulate, nnodes=nnodes, node_rank=node_rank,
                      master_addr=master_addr, master_port=master_port, rdzv_endpoint=rdzv_endpoint)
         _run("pretrain", flags, config, resume, extra, dry_run, as_json, seed_mode)

@@ -215,6 +215,8 @@ def make_run_plan(s: TrainSettings, config: Any, decisions: dict[str, str]):
         overrides["precision"] = s.precision
     if s.nnodes and s.nnodes > 1:
         overrides["nnodes"] = s.nnodes
+    if s.strategy:
+        overrides["strategy"] = s.strategy
     try:
         from moai_llm.hardware.presets import make_plan
         from moai_llm.hardware.probe import probe, simulate

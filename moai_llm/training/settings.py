@@ -69,6 +69,7 @@ class TrainSettings:
     tensorboard: bool = True
     # launch
     nproc: int | None = None
+    strategy: str | None = None            # ddp | fsdp2 (several processes); None = the plan's
     hardware: str = "auto"                 # auto | a hardware preset name
     simulate: str | None = None            # "COUNTxNAME"
     nnodes: int = 1
@@ -209,6 +210,7 @@ def validate(s: TrainSettings) -> None:
         (s.save_total_limit >= 1, "--save-total-limit must be at least 1"),
         (s.precision in ("auto", "bf16", "fp32"), "--precision must be auto, bf16 or fp32"),
         (s.nproc is None or s.nproc >= 1, "--nproc must be at least 1"),
+        (s.strategy in (None, "ddp", "fsdp2", "single"), "--strategy must be ddp or fsdp2"),
     ]
     for ok, message in checks:
         if not ok:
