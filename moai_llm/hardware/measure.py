@@ -41,8 +41,10 @@ def _config(spec: dict[str, Any] | str, chunk: int):
 
 
 def measure(config_spec: dict[str, Any] | str, seq: int, micro: int, precision: str = "fp32",
-            ckpt: bool = False, device: str = "cpu", chunk: int = 4096) -> dict[str, Any]:
-    """Peak bytes of training steps in THIS process (see module docstring)."""
+            ckpt: bool = False, device: str = "cpu", chunk: int = 4096,
+            packed: bool = False) -> dict[str, Any]:
+    """Peak bytes of training steps in THIS process (see module docstring). `packed`: two
+    documents per row (position_ids restart mid-row), as in packed pretraining data."""
     import psutil
     import torch
 
@@ -61,11 +63,16 @@ def measure(config_spec: dict[str, Any] | str, seq: int, micro: int, precision: 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     gen = torch.Generator().manual_seed(0)
+    pos = None
+    if packed:
+        half = seq // 2
+        pos = torch.cat([torch.arange(half), torch.arange(seq - half)])[None].expand(micro, seq)
+        pos = pos.to(device)
     for _step in range(2):
         for _micro in range(2):
             ids = torch.randint(4, config.vocab_size, (micro, seq), generator=gen).to(device)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = model(input_ids=ids, labels=ids, position_ids=pos).loss
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -109,7 +116,8 @@ def run_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for case in cases:
         args = (case["config"], case["seq"], case["micro"], case.get("precision", "fp32"),
-                case.get("ckpt", False), case.get("device", "cpu"), case.get("chunk", 4096))
+                case.get("ckpt", False), case.get("device", "cpu"), case.get("chunk", 4096),
+                case.get("packed", False))
         result = measure(*args) if args[5] == "cuda" else _in_child(args)
         out.append({**case, **result})
     return out

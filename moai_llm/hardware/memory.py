@@ -13,10 +13,15 @@ Activations are counted tensor by tensor from the Qwen3 decoder layer as transfo
 moai run it (what autograd saves for backward), per token, with H hidden, q = heads*head_dim,
 kv = kv_heads*head_dim, I intermediate, nh heads:
 
-    bf16 autocast: 26H + 12q + 10kv + 8I + 4nh   (residual stream stays fp32: embeddings are
-                   fp32 and bf16 + fp32 promotes; each of q/k/v/gate/up casts its input again)
-    fp32:          24H + 20q + 16kv + 16I + 4nh
+    bf16 autocast: 26H + 10q + 10kv + 8I + 8nh + 4nkv + 8   (the residual stream stays fp32:
+                   embeddings are fp32 and bf16 + fp32 promotes; each of q/k/v/gate/up casts
+                   its input to bf16 again)
+    fp32:          24H + 16q + 16kv + 16I + 8nh + 4nkv + 8
     checkpointing: 4H per layer (the fp32 layer input) + one layer recomputed during backward
+
+These are exact for MoaiDecoderLayer on CPU (tests/hardware/test_memory.py counts the bytes
+autograd saves with saved_tensors_hooks); CUDA's SDPA/flash kernels save the same q, k, v,
+output and logsumexp.
 
 Attention is SDPA/flash: the saved state is q, k, v, output and a logsumexp per head, no
 seq_len^2 term. The loss is moai's fused linear cross-entropy (losses.py): it keeps grad_hidden
@@ -105,30 +110,57 @@ class ModelShape:
         return f"{size} params (H {self.hidden}, {self.layers} layers, vocab {self.vocab})"
 
 
-def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16") -> int:
-    """Bytes autograd keeps per token for one decoder layer without checkpointing."""
-    h, q, kv, i, nh = shape.hidden, shape.q, shape.kv, shape.intermediate, shape.heads
+ATTENTION_KINDS = ("sdpa", "sdpa-packed", "flash")
+
+
+def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
+                                     attention: str = "sdpa", seq_len: int = 0) -> int:
+    """Bytes autograd keeps per token for one decoder layer without checkpointing.
+
+    attention: "sdpa" (rows without document boundaries: causal SDPA, native GQA),
+    "sdpa-packed" (packed rows without flash-attn: a block-diagonal mask, which makes moai
+    repeat k/v for every query head and SDPA keep a float copy of the mask, seq_len values per
+    token), "flash" (flash-attn installed, bf16: its fused RMSNorm keeps q/k in bf16 and the
+    kernel saves q, k, v, out and logsumexp; varlen for packed rows adds nothing — derived from
+    the code, not yet measured on a GPU).
+    """
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+    h, q, kv, i = shape.hidden, shape.q, shape.kv, shape.intermediate
+    stats = 8 * shape.heads + 4 * shape.kv_heads + 8  # logsumexp and RMSNorm rstd per token
+    e = 2 if precision == "bf16" else 4  # bytes per element of the matmul dtype
     if precision == "bf16":
-        return 26 * h + 12 * q + 10 * kv + 8 * i + 4 * nh
-    return 24 * h + 20 * q + 16 * kv + 16 * i + 4 * nh
+        if attention == "flash":
+            return 26 * h + 6 * q + 6 * kv + 8 * i + stats
+        base = 26 * h + 10 * q + 10 * kv + 8 * i + stats
+    else:
+        base = 24 * h + 16 * q + 16 * kv + 16 * i + stats
+    if attention == "sdpa-packed":
+        base += 2 * e * (q - kv) + e * seq_len
+    return base
 
 
 def saved_activation_bytes(shape: ModelShape, tokens: int, precision: str = "bf16",
-                           checkpointing: bool = False) -> int:
+                           checkpointing: bool = False, attention: str = "sdpa",
+                           seq_len: int = 0) -> int:
     """Activations autograd holds at the end of forward for `tokens` tokens (micro batch x seq
     len): every layer's saved tensors (or, with checkpointing, each layer's fp32 input), plus
-    the final norm and the token ids."""
+    the final norm, the token ids and (packed rows with SDPA) the boolean document mask."""
     outer = (8 * shape.hidden + 8) * tokens  # final norm input + normalised, token ids (int64)
+    if attention == "sdpa-packed":
+        outer += seq_len * tokens  # bool [B, 1, T, T]
     if checkpointing:
         return shape.layers * 4 * shape.hidden * tokens + outer
-    return shape.layers * activation_bytes_per_token_layer(shape, precision) * tokens + outer
+    per_layer = activation_bytes_per_token_layer(shape, precision, attention, seq_len)
+    return shape.layers * per_layer * tokens + outer
 
 
 def backward_working_bytes(shape: ModelShape, tokens: int, precision: str = "bf16",
-                           checkpointing: bool = False) -> int:
+                           checkpointing: bool = False, attention: str = "sdpa",
+                           seq_len: int = 0) -> int:
     """Transient memory of backward: one layer's gradients (and its recomputed activations with
     checkpointing)."""
-    layer = activation_bytes_per_token_layer(shape, precision) * tokens
+    layer = activation_bytes_per_token_layer(shape, precision, attention, seq_len) * tokens
     return 2 * layer if checkpointing else layer
 
 
@@ -201,12 +233,14 @@ def estimate(
     world_size: int = 1,
     device: str = "cuda",
     expandable_segments: bool = True,
+    attention: str = "sdpa",
 ) -> MemoryEstimate:
     """Peak memory of one process training `config` at micro batch x seq_len tokens.
 
     strategy "ddp" adds gradient-sized bucket copies (DDP's default, gradient_as_bucket_view
     off); "fsdp2" divides weights, gradients and AdamW states by world_size and adds the
-    all-gathered units (root + two decoder layers, params + fp32 gradients).
+    all-gathered units (root + two decoder layers, params + fp32 gradients). `attention`: see
+    `activation_bytes_per_token_layer`.
     """
     shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
     p, tokens = shape.params, micro_batch * seq_len
@@ -226,8 +260,9 @@ def estimate(
     # Peak = saved activations + what the loss keeps + the larger of the two transients (a
     # chunk of logits at the end of forward, one layer's gradients during backward): they never
     # coexist. The larger one is reported under its own name.
-    saved = saved_activation_bytes(shape, tokens, precision, gradient_checkpointing)
-    working = backward_working_bytes(shape, tokens, precision, gradient_checkpointing)
+    saved = saved_activation_bytes(shape, tokens, precision, gradient_checkpointing, attention, seq_len)
+    working = backward_working_bytes(shape, tokens, precision, gradient_checkpointing, attention,
+                                     seq_len)
     kept, chunk = loss_bytes(shape, tokens, loss_chunk_size, precision)
     act = saved + (working if working > chunk else 0)
     loss = kept + (chunk if chunk >= working else 0)
@@ -244,7 +279,9 @@ def estimate(
             "params": p, "tokens": tokens, "precision": precision, "strategy": strategy,
             "world_size": world_size, "gradient_checkpointing": gradient_checkpointing,
             "loss_chunk_size": loss_chunk_size,
-            "activation_bytes_per_token_layer": activation_bytes_per_token_layer(shape, precision),
+            "attention": attention,
+            "activation_bytes_per_token_layer": activation_bytes_per_token_layer(
+                shape, precision, attention, seq_len),
         },
     )
 

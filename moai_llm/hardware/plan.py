@@ -32,6 +32,7 @@ class Plan:
     backend: str = "gloo"  # torch.distributed backend: "nccl" | "gloo"
     seq_len: int = 1024  # tokens per sequence
     tf32: bool = False  # allow TF32 matmuls (Ampere and newer)
+    attention: str = "sdpa"  # "flash" (flash-attn installed, CUDA, bf16) | "sdpa"
     predicted_peak_bytes: int | None = None  # memory model's peak per process at this plan
     device_memory_bytes: int | None = None  # usable memory per process (GPU total or RAM share)
     hardware: str = ""  # one-line summary of the facts the plan was made from

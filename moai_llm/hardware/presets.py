@@ -86,7 +86,14 @@ def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> Mem
         shape, plan.seq_len, micro or plan.micro_batch_size, precision=plan.precision,
         gradient_checkpointing=plan.gradient_checkpointing, loss_chunk_size=plan.loss_chunk_size,
         strategy=plan.strategy, world_size=plan.world_size, device=plan.device,
+        attention=plan_attention(plan),
     )
+
+
+def plan_attention(plan: Plan) -> str:
+    """The attention path training will take, for the memory model: flash-attn when the plan
+    found it usable, else SDPA over packed rows (pretraining rows hold several documents)."""
+    return "flash" if plan.attention == "flash" else "sdpa-packed"
 
 
 def _max_micro(shape, plan: Plan, memory: int, gpu: bool, cap: int) -> int:
@@ -185,6 +192,14 @@ def make_plan(
         plan.precision = "fp32"
         r["precision"] = "fp32 on CPU (bf16 autocast on CPU is slower on most CPUs)"
     plan.tf32 = gpu and cc >= 8
+    if gpu and plan.precision == "bf16" and facts.flash_attn_version:
+        plan.attention = "flash"
+        r["attention"] = (f"flash-attn {facts.flash_attn_version}: varlen kernels for packed "
+                          "rows, no mask")
+    else:
+        plan.attention = "sdpa"
+        r["attention"] = ("sdpa: packed rows get a block-diagonal mask (k/v repeated per head, "
+                          "a seq_len x seq_len mask per layer; counted in the memory estimate)")
     if gpu:
         r["tf32"] = ("on: TF32 matmuls for the fp32 parts (Ampere and newer)" if plan.tf32
                      else "off: TF32 needs compute capability >= 8.0")

@@ -48,6 +48,54 @@ def test_parameter_count_matches_a_real_model():
         assert ModelShape.from_config(config).params == real
 
 
+def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False, batch: int = 3,
+                           seq: int = 50) -> float:
+    """Bytes autograd keeps for backward of one MoaiDecoderLayer, per token: every saved tensor
+    counted once by storage, minus parameters, their bf16 casts and the shared cos/sin."""
+    import torch
+
+    from moai_llm.modeling import MoaiForCausalLM
+    from moai_llm.modeling.attention import AttentionPlan
+
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(MoaiConfig(**layer_cfg, num_hidden_layers=1, vocab_size=100))
+    weight_shapes = {tuple(p.shape) for p in model.parameters()}
+    weight_shapes |= {s[::-1] for s in weight_shapes}  # mm saves weight.t()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    pos = torch.arange(seq)[None].expand(batch, seq)
+    if packed:  # two documents per row: SDPA gets a block-diagonal mask
+        pos = torch.cat([torch.arange(20), torch.arange(seq - 20)])[None].expand(batch, seq)
+    cos, sin = model.model.rotary_emb(pos, torch.float32)
+    shared = {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}
+    plan = AttentionPlan.build("sdpa", pos, attention_mask=None, q_len=seq, past_len=0,
+                               dtype=torch.float32)
+    x = torch.randn(batch, seq, layer_cfg["hidden_size"], requires_grad=True)
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr not in shared and tuple(t.shape) not in weight_shapes:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        model.model.layers[0](x, cos, sin, plan)
+    return sum(saved.values()) / (batch * seq)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("heads,kv_heads,inter", [(4, 2, 768), (8, 2, 512)])
+def test_activation_formula_is_exact_for_one_decoder_layer(precision, heads, kv_heads, inter, packed):
+    layer = dict(hidden_size=256, intermediate_size=inter, num_attention_heads=heads,
+                 num_key_value_heads=kv_heads, head_dim=64)
+    shape = ModelShape.from_config({**layer, "num_hidden_layers": 1, "vocab_size": 100})
+    attention = "sdpa-packed" if packed else "sdpa"
+    expected = activation_bytes_per_token_layer(shape, precision, attention, seq_len=50)
+    assert _saved_bytes_per_token(layer, precision, packed) == expected
+
+
 def test_static_memory_is_16_bytes_per_parameter_and_shards_with_fsdp2():
     cfg = MoaiConfig.from_preset("2b")
     p = ModelShape.from_config(cfg).params
