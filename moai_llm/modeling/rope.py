@@ -15,8 +15,8 @@ The rotation uses the half-split layout (`rotate_half`) of HF/Qwen checkpoints, 
 trained here run unchanged in transformers, vLLM and llama.cpp.
 
     rope = MoaiRotaryEmbedding(config)
-    cos, sin = rope(position_ids, dtype=torch.bfloat16)     # [B, T, head_dim] each
-    q, k = apply_rotary_pos_emb(q, k, cos, sin)              # q, k: [B, heads, T, head_dim]
+    cos, signed_sin = rope(position_ids, dtype=torch.bfloat16)  # [B, T, head_dim] each
+    q, k = apply_rotary_pos_emb(q, k, cos, signed_sin)          # q, k: [B, heads, T, head_dim]
 """
 
 from __future__ import annotations
@@ -122,23 +122,29 @@ class MoaiRotaryEmbedding(nn.Module):
     def forward(
         self, position_ids: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) [B, T, head_dim] for `apply_rotary_pos_emb`."""
         # fp32 angles: bf16 positions past 256 would round to the wrong token.
         with torch.autocast(device_type=position_ids.device.type, enabled=False):
             freqs = position_ids[..., None].float() * self.inv_freq.float()
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos = emb.cos() * self.attention_scaling
-            sin = emb.sin() * self.attention_scaling
+            cos = freqs.cos() * self.attention_scaling
+            sin = freqs.sin() * self.attention_scaling
+            cos = torch.cat((cos, cos), dim=-1)
+            # The sign of rotate_half lives in the table, so applying RoPE is a roll (see below).
+            sin = torch.cat((-sin, sin), dim=-1)
         return cos.to(dtype), sin.to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def apply_rotary_pos_emb(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q [B, Hq, T, D] and k [B, Hkv, T, D] by cos/sin [B, T, D]."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    """Rotate q [B, Hq, T, D] and k [B, Hkv, T, D] by the tables [B, T, D] of the embedding.
+
+    Equal to HF's `x * cos + rotate_half(x) * sin` with rotate_half(x) = cat(-x2, x1): rolling
+    x by D/2 gives cat(x2, x1) and the table holds cat(-sin, sin). One roll instead of two
+    slices, a negation and a cat, forward and backward.
+    """
+    cos, signed_sin = cos.unsqueeze(1), signed_sin.unsqueeze(1)
+    half = q.shape[-1] // 2
+    q_out = q * cos + torch.roll(q, half, dims=-1) * signed_sin
+    k_out = k * cos + torch.roll(k, half, dims=-1) * signed_sin
+    return q_out, k_out

@@ -40,3 +40,13 @@ def test_gradients_match_reference():
     ref(x2).square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_no_grad_and_grad_paths_agree_and_weight_only_grads_work():
+    ours, _ = _pair()
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        plain = ours(x)
+    torch.testing.assert_close(ours(x), plain, rtol=1e-6, atol=1e-6)
+    ours(x).sum().backward()  # input without grad: only the weight gets one
+    assert ours.weight.grad is not None and ours.weight.grad.shape == (64,)

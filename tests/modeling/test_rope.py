@@ -73,3 +73,15 @@ def test_rotation_preserves_norms_and_relative_positions():
         return (qi[:, :2] * kj).sum()
 
     assert score(5, 3).item() == pytest.approx(score(12, 10).item(), rel=1e-4)
+
+
+def test_applying_rope_equals_transformers_bit_for_bit():
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
+    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb as hf_apply
+
+    cfg = tiny_config(yarn=True)
+    positions = torch.arange(96)[None].expand(2, -1)
+    q, k = torch.randn(2, 4, 96, 16), torch.randn(2, 2, 96, 16)
+    ours = apply_rotary_pos_emb(q, k, *MoaiRotaryEmbedding(cfg)(positions, torch.float32))
+    ref = hf_apply(q, k, *Qwen3RotaryEmbedding(cfg)(q, positions))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
