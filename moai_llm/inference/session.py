@@ -79,11 +79,14 @@ class ChatSession:
 
     def _fit(self, user_message: dict) -> list[int]:
         """Prompt ids for the history plus `user_message`, dropping oldest turns until the
-        prompt leaves room for the answer within the context length."""
+        prompt leaves room for the answer (max_new_tokens, at most half the context)."""
         while True:
             ids = self.prompt_ids(self.messages + [user_message])
             limit = self.context_length
-            if not limit or len(ids) + self.params.max_new_tokens <= limit or not self.turns:
+            # room kept for the answer; at most half the context, so a large --max-new-tokens on a
+            # short-context model does not wipe the whole history at every turn
+            reserve = min(self.params.max_new_tokens, (limit or 0) // 2)
+            if not limit or len(ids) + reserve <= limit or not self.turns:
                 break
             # drop the oldest user turn and the assistant answer that followed it
             drop = 2 if len(self.turns) > 1 and self.turns[1]["role"] == "assistant" else 1

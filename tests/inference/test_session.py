@@ -97,3 +97,13 @@ def test_an_answer_stopped_early_keeps_what_was_shown(loaded):
     shown = next(answer) + next(answer)
     answer.close()  # what the CLI does on Ctrl-C
     assert session.turns[-1] == {"role": "assistant", "content": shown.strip()}
+
+
+def test_a_large_answer_budget_keeps_at_most_half_the_context_free(loaded):
+    session, notes = _session(loaded, params=SamplingParams(temperature=0, max_new_tokens=4))
+    "".join(session.ask("first"))
+    session.params.max_new_tokens = 10_000  # far beyond the 256-token context
+    "".join(session.ask("second"))
+    assert [m["content"] for m in session.turns if m["role"] == "user"] == ["first", "second"]
+    assert notes == []
+    assert session.last_stats.stop_reason in ("context", "stop_token")
