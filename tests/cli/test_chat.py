@@ -70,3 +70,14 @@ def test_a_vocabulary_mismatch_exits_2(model_dir, tmp_path):
     result = runner.invoke(app, ["chat", str(folder), "--prompt", "hi"])
     assert result.exit_code == 2
     assert "vocabulary mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_run_folder_without_final_model_uses_its_newest_checkpoint_and_says_so(model_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    for step in (5, 12):
+        shutil.copytree(model_dir, run / "checkpoints" / f"step-{step}")
+    result = runner.invoke(app, ["chat", str(run), "--prompt", "hi", "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    assert "checkpoints/step-12" in result.stderr.replace("\n", "")
