@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import typer
@@ -43,7 +44,7 @@ def chat(
     json_out: bool = typer.Option(False, "--json", help="With --prompt/stdin: print the answer and its statistics as JSON."),
 ) -> None:
     """Chat with a model: streaming answers, multi-turn history, /help for commands."""
-    with handle_errors():
+    with handle_errors(), _quiet_if(json_out):
         path = model_dir or model_path
         if not path:
             fail("no model given", "moai chat MODEL_DIR (a final_model/, a run folder or a Qwen3 directory)")
@@ -54,8 +55,6 @@ def chat(
             text = sys.stdin.read().strip()
             if not text:
                 fail("stdin is empty", "pipe a message in, or pass --prompt")
-        if json_out:
-            set_quiet(True)
         if json_out and text is None:
             fail("--json needs a message", "pass --prompt TEXT or pipe text on stdin")
         _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
@@ -77,6 +76,20 @@ def chat(
         say(f"[bold]moai chat[/] · {info['path']} · {info['parameters']:,} parameters · "
             f"{info['device']} {info['dtype']} · /help for commands, Ctrl-D to leave")
         _interactive(session)
+
+
+@contextlib.contextmanager
+def _quiet_if(quiet: bool) -> Iterator[None]:
+    """Silence progress/info for --json (stdout must stay pure JSON), then restore the previous
+    setting: the flag is process-wide, and tests call several commands in one process."""
+    from moai_llm.progress import is_quiet
+
+    before = is_quiet()
+    set_quiet(before or quiet)
+    try:
+        yield
+    finally:
+        set_quiet(before)
 
 
 def _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> None:
