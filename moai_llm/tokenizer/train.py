@@ -7,7 +7,8 @@ Why these choices:
   SentencePiece does) and rewritten as an equivalent byte-level BPE (`bytelevel.py`): the
   compression of character-level BPE, with bytes as the fallback for rare characters.
 - The pre-tokenizer splits like Llama-3 (letters with one leading non-letter, digits in groups
-  of up to three with an optional leading space, punctuation runs, whitespace runs), so tokens never cross words.
+  of up to three with an optional leading space, punctuation runs, whitespace runs), so
+  tokens never cross words.
 - Special tokens come first (ids 0..3, `special.py`), then the 256 bytes, then merges.
 - Texts stream in bounded batches: memory follows the number of distinct words, not input size.
 
@@ -54,8 +55,8 @@ MIN_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + every byte
 # Texts reach the Rust trainer in batches (fewer Python→Rust crossings), bounded in count and
 # size so memory stays flat whatever the input size.
 BATCH_TEXTS, BATCH_CHARS = 1000, 4 << 20
-COVERAGE = 0.9995  # share of characters (in the first PEEK_BYTES) the alphabet must cover
-PEEK_BYTES = 2 << 20
+COVERAGE = 0.9995  # share of characters (in the first PEEK_CHARS) the alphabet must cover
+PEEK_CHARS = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def new_tokenizer(model: object | None = None) -> Tokenizer:
 
 
 def _peek_alphabet(batches: Iterator[list[str]]) -> tuple[list[str], Iterator[list[str]]]:
-    """Characters by frequency in the first PEEK_BYTES of the stream, cut at COVERAGE; and the
+    """Characters by frequency in the first PEEK_CHARS of the stream, cut at COVERAGE; and the
     stream again, unconsumed."""
     head: list[list[str]] = []
     counts: Counter[str] = Counter()
@@ -158,7 +159,7 @@ def _peek_alphabet(batches: Iterator[list[str]]) -> tuple[list[str], Iterator[li
         for text in batch:
             counts.update(text)
             size += len(text)
-        if size >= PEEK_BYTES:
+        if size >= PEEK_CHARS:
             break
     total, covered, alphabet = sum(counts.values()), 0, []
     for ch, n in counts.most_common():
