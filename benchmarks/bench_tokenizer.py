@@ -144,17 +144,16 @@ def memory_check(train: str, work: Path) -> list[dict]:
     lines = [ln for f in train.split(",") for ln in Path(f).read_text(encoding="utf-8").splitlines(keepends=True)]
     rng = random.Random(0)
     small, big = work / "50mb.txt", work / "500mb.txt"
-    with open(small, "w", encoding="utf-8") as f:
-        size = 0
-        while size < 50_000_000:
-            for ln in lines:
-                f.write(ln)
-                size += len(ln.encode())
-    with open(big, "w", encoding="utf-8") as f:
-        for _ in range(10):
-            rng.shuffle(lines)
-            f.writelines(lines)
-            f.writelines(lines[: len(lines) // 10])  # 10 × (train + 10%) ≈ 500 MB
+    for path, target in ((small, 50_000_000), (big, 500_000_000)):
+        with open(path, "w", encoding="utf-8") as f:
+            size = 0
+            while size < target:  # the training lines again and again, reshuffled each pass
+                rng.shuffle(lines)
+                for ln in lines:
+                    f.write(ln)
+                    size += len(ln.encode())
+                    if size >= target:
+                        break
     rows = []
     for path in (small, big):
         r = run_worker("default", str(path), str(work / f"mem-{path.stem}"), 32000)
