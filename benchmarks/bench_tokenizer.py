@@ -11,6 +11,7 @@ the default mode on 50 MB and on 500 MB (the 50 MB repeated and shuffled; delete
     python benchmarks/bench_tokenizer.py            # full: ~45 MB, vocab 32k, 2 repetitions
     python benchmarks/bench_tokenizer.py --quick    # 6 MB, vocab 8k, 1 repetition
     python benchmarks/bench_tokenizer.py --memory   # adds the 50 MB vs 500 MB memory check
+    python benchmarks/bench_tokenizer.py --memory-only
 
 Reference text: ../shared/corpora relative to the repo root, or $MOAI_SHARED_CORPORA.
 """
@@ -167,6 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="6 MB of training text, vocab 8k, 1 repetition")
     ap.add_argument("--memory", action="store_true", help="also compare peak memory on 50 MB vs 500 MB")
+    ap.add_argument("--memory-only", action="store_true", help="only the 50 MB vs 500 MB memory check")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--kinds", default=",".join(SP_KINDS[:2] + MOAI_MODES + SP_KINDS[2:]))
     ap.add_argument("--worker"), ap.add_argument("--train"), ap.add_argument("--out"), ap.add_argument("--vocab", type=int)
@@ -186,6 +188,8 @@ def main() -> None:
         data = prepare(src, work, 6_000_000 if args.quick else None)
         mb = sum(os.path.getsize(f) for f in data["train"].split(",")) / 1e6
         print(f"training text: {mb:.1f} MB, vocab {vocab}, {reps} repetition(s), cpus {os.cpu_count()}", flush=True)
+        if args.memory_only:
+            kinds, args.memory = [], True
         runs: dict[str, list[dict]] = {k: [] for k in kinds}
         for rep in range(reps):
             order = kinds if rep % 2 == 0 else kinds[::-1]  # interleave A/B
@@ -202,7 +206,8 @@ def main() -> None:
             score = evaluate(kind, str(work / f"{kind}-0"), data["held"])
             rows.append({"kind": kind, "seconds": statistics.median(r["seconds"] for r in runs[kind]),
                          "peak_mib": max(r["peak_mib"] for r in runs[kind]), **score})
-        report(rows, mb, vocab, reps)
+        if rows:
+            report(rows, mb, vocab, reps)
         if args.memory:
             mem = memory_check(data["train"], work)
             print("\nmemory, default mode, vocab 32000:")
