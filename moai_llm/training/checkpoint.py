@@ -89,11 +89,32 @@ def remove_stale_temps(output_dir: str | Path) -> None:
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def write_model_dir(target: Path, model: Any, tokenizer: Any, generation_config: Any = None) -> None:
-    """A Qwen3 model directory (config.json, model.safetensors, tokenizer) into `target`."""
-    model.save_pretrained(target, safe_serialization=True)
-    if tokenizer is not None:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
+                   "tokenizer.model")
+
+
+def save_tokenizer(tokenizer: Any, target: Path) -> None:
+    """Copy a tokenizer folder's files byte for byte (so data prepared with the original still
+    matches its hash), or save a tokenizer object."""
+    if isinstance(tokenizer, (str, Path)):
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer) / name
+            if src.is_file():
+                shutil.copyfile(src, target / name)
+    elif tokenizer is not None:
         tokenizer.save_pretrained(target)
+
+
+def write_model_dir(target: Path, model: Any, tokenizer: Any, generation_config: Any = None,
+                    model_state: dict[str, torch.Tensor] | None = None) -> None:
+    """A Qwen3 model directory (config.json, model.safetensors, tokenizer) into `target`.
+    `tokenizer` is a tokenizer folder (copied) or object (saved)."""
+    if model_state is not None:
+        model.save_pretrained(target, state_dict=model_state, safe_serialization=True)
+    else:
+        model.save_pretrained(target, safe_serialization=True)
+    save_tokenizer(tokenizer, target)
     if generation_config is not None:
         generation_config.save_pretrained(target)
 
@@ -142,14 +163,7 @@ def save_checkpoint(
     _barrier()
     torch.save(rng_state(), tmp_name / f"rng-rank{rank}.pt")
     if rank == 0:
-        if model_state is not None:
-            model.save_pretrained(tmp_name, state_dict=model_state, safe_serialization=True)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp_name)
-            if generation_config is not None:
-                generation_config.save_pretrained(tmp_name)
-        else:
-            write_model_dir(tmp_name, model, tokenizer, generation_config)
+        write_model_dir(tmp_name, model, tokenizer, generation_config, model_state)
         torch.save(optimizer_state, tmp_name / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp_name / "scheduler.pt")
         # trainer_state.json last: its presence marks a complete folder.
@@ -217,12 +231,7 @@ def write_final_model(output_dir: str | Path, model: Any, tokenizer: Any, genera
     output_dir = Path(output_dir)
     final = output_dir / "final_model"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final_model-", dir=output_dir))
-    if model_state is not None:
-        model.save_pretrained(tmp, state_dict=model_state, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        generation_config.save_pretrained(tmp)
-    else:
-        write_model_dir(tmp, model, tokenizer, generation_config)
+    write_model_dir(tmp, model, tokenizer, generation_config, model_state)
     if final.exists():
         old = output_dir / ".old-final_model"
         shutil.rmtree(old, ignore_errors=True)

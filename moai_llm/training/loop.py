@@ -186,7 +186,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     def checkpoint(step: int) -> None:
         sd = full_model_state(ddp_model, plan)
         opt_state = optimizer_state_for_save(ddp_model, optimizer, plan)
-        save_checkpoint(run_dir, step, unwrap(model), tokenizer, opt_state, scheduler,
+        save_checkpoint(run_dir, step, unwrap(model), settings.tokenizer, opt_state, scheduler,
                         {**state, "global_batch": global_batch, "world_size": dist.world},
                         keep=settings.save_total_limit, rank=dist.rank, generation_config=gen_config,
                         model_state=sd)
@@ -283,7 +283,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     final = None
     sd = full_model_state(ddp_model, plan)
     if dist.main:
-        final = write_final_model(run_dir, unwrap(model), tokenizer, gen_config, model_state=sd)
+        final = write_final_model(run_dir, unwrap(model), settings.tokenizer, gen_config, model_state=sd)
     metrics.close()
     if dist.main:
         plot_loss(run_dir)

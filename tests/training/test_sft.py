@@ -66,3 +66,18 @@ def test_sft_without_a_model_is_refused(workdir, tmp_path):
     result = CliRunner().invoke(app, ["sft", "--tokenizer", str(workdir / "tok"),
                                       "--dataset", str(workdir / "qa.jsonl"), "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--pretrained-model" in result.output
+
+
+def test_sft_accepts_data_prepared_with_the_original_tokenizer(workdir, pretrained, tmp_path):
+    """Checkpoints and final_model carry the tokenizer files byte for byte, so data prepared with
+    the tokenizer folder the model was trained with is recognised as matching."""
+    from moai_llm.data import prepare_dataset
+
+    prepare_dataset([str(workdir / "qa.jsonl")], workdir / "tok", 128, tmp_path / "sft-data", mode="sft")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (pretrained / name).read_bytes() == (workdir / "tok" / name).read_bytes()
+    result = CliRunner().invoke(app, ["sft", "--pretrained-model", str(pretrained), "--dataset",
+                                      str(tmp_path / "sft-data"), "-o", str(tmp_path / "sft"),
+                                      "--max-steps", "1", "--batch-size", "2",
+                                      "--gradient-accumulation-steps", "1"])
+    assert result.exit_code == 0, result.output
