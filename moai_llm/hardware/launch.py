@@ -174,6 +174,15 @@ def _say(message: str) -> None:
     warn(message)
 
 
+def _release_cuda_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _run_once(
     plan: Plan,
     worker_args: Sequence[str],
@@ -189,6 +198,7 @@ def _run_once(
         try:
             result = in_process(plan)
         except FirstStepOOM:
+            _release_cuda_memory()  # the failed attempt's tensors must not shrink the retry
             return EXIT_FIRST_STEP_OOM, True
         finally:
             for key, value in saved.items():
