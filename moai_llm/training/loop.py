@@ -89,21 +89,24 @@ def _autocast(device: torch.device, precision: str):
 
 
 def evaluate(model, reader: RowReader, rows: range, micro: int, dist: DistInfo, precision: str) -> float:
-    """Mean loss over held-out rows (each process takes every world-th micro-batch)."""
+    """Mean loss per labelled token over held-out rows. Every process runs the same number of
+    forwards (FSDP2 needs all of them in each one); padding chunks count zero."""
     model.eval()
     total = count = 0.0
     chunks = [list(rows[i:i + micro]) for i in range(0, len(rows), micro)]
+    per_rank = -(-len(chunks) // dist.world)
+    mine = chunks[dist.rank * per_rank:(dist.rank + 1) * per_rank]
+    mine = [(c, True) for c in mine] + [(chunks[0], False)] * (per_rank - len(mine))
     with torch.no_grad():
-        for chunk in chunks[dist.rank::dist.world]:
+        for chunk, counts in mine:
             b = {k: v.to(dist.device) for k, v in reader.read(np.asarray(chunk)).items()}
             n = int((b["labels"][:, 1:] != -100).sum())
-            if n == 0:
-                continue
             with _autocast(dist.device, precision):
                 out = model(input_ids=b["input_ids"], position_ids=b["position_ids"],
-                            labels=b["labels"], num_items_in_batch=n)
-            total += float(out.loss) * n
-            count += n
+                            labels=b["labels"], num_items_in_batch=max(n, 1))
+            if counts and n:
+                total += float(out.loss) * n
+                count += n
     model.train()
     total, count = dist.all_sum([total, count])
     return total / max(count, 1)

@@ -55,7 +55,6 @@ class TrainSettings:
     gradient_accumulation_steps: int | None = None
     precision: str = "auto"                # auto | bf16 | fp32
     gradient_checkpointing: bool | None = None
-    compile: bool = False
     # bookkeeping
     save_steps: int = 500
     save_total_limit: int = 3
@@ -211,6 +210,8 @@ def validate(s: TrainSettings) -> None:
         (s.precision in ("auto", "bf16", "fp32"), "--precision must be auto, bf16 or fp32"),
         (s.nproc is None or s.nproc >= 1, "--nproc must be at least 1"),
         (s.strategy in (None, "ddp", "fsdp2", "single"), "--strategy must be ddp or fsdp2"),
+        (s.hardware in (None, "auto"), "--preset: only `auto` (probe this machine); use --simulate "
+                                       "COUNTxNAME to plan for other hardware"),
     ]
     for ok, message in checks:
         if not ok:
