@@ -84,6 +84,12 @@ def _gpu_checks(facts: HardwareFacts) -> list[Check]:
         checks.append(Check("arch", FAIL, f"compute capability {facts.gpus[0].compute_capability} "
                             f"(Blackwell) needs torch built for CUDA >= 12.8, got {facts.torch_cuda_version}",
                             "pip install torch --index-url https://download.pytorch.org/whl/cu128"))
+    missing = _unsupported_archs(facts)
+    if missing:
+        checks.append(Check("arch", FAIL, f"torch {facts.torch_version} has no kernels for compute "
+                            f"capability {', '.join(missing)} (built for {' '.join(facts.torch_arch_list)})",
+                            "install a torch build that lists that architecture (newer CUDA "
+                            "wheels from https://download.pytorch.org/whl/)"))
     if min(g.cc_major for g in facts.gpus) < 8:
         checks.append(Check("bf16", WARN, "a GPU below compute capability 8.0: no bf16, training "
                             "runs in fp32 (2x memory for activations, slower)",
@@ -117,6 +123,29 @@ def _gpu_checks(facts: HardwareFacts) -> list[Check]:
         checks.append(Check("nccl", WARN, "NCCL version unknown: multi-GPU runs need NCCL",
                             "install a CUDA build of torch (it ships NCCL)"))
     return checks
+
+
+def _unsupported_archs(facts: HardwareFacts) -> list[str]:
+    """Compute capabilities of the GPUs that torch's compiled kernels cannot run: an sm_XY
+    binary runs on X.Y and newer minors of major X; compute_XY (PTX) JIT-compiles for >= X.Y."""
+    if not facts.torch_arch_list:
+        return []
+    missing = []
+    for cc in sorted({g.compute_capability for g in facts.gpus if g.compute_capability}):
+        major, minor = (int(x) for x in cc.split(".")[:2])
+        ok = False
+        for arch in facts.torch_arch_list:
+            kind, _, num = arch.partition("_")
+            if not num.isdigit() or len(num) < 2:
+                continue
+            a_major, a_minor = int(num[:-1]), int(num[-1])
+            if kind == "sm" and a_major == major and a_minor <= minor:
+                ok = True
+            if kind == "compute" and (a_major, a_minor) <= (major, minor):
+                ok = True
+        if not ok:
+            missing.append(cc)
+    return missing
 
 
 def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | None = None) -> list[Check]:

@@ -57,6 +57,7 @@ class HardwareFacts:
     torch_version: str | None = None
     torch_cuda_version: str | None = None  # CUDA torch was built with (None: CPU build)
     cuda_available: bool = False  # torch.cuda.is_available()
+    torch_arch_list: list[str] = field(default_factory=list)  # torch.cuda.get_arch_list()
     nccl_version: str | None = None
     flash_attn_version: str | None = None  # None: not installed
     cpu_cores: int = 1  # cores this process may use (affinity)

@@ -117,6 +117,11 @@ def _probe_software(facts: HardwareFacts) -> None:
     facts.torch_version = torch.__version__
     facts.torch_cuda_version = torch.version.cuda
     facts.cuda_available = bool(torch.cuda.is_available())
+    if torch.version.cuda:
+        try:
+            facts.torch_arch_list = list(torch.cuda.get_arch_list())
+        except Exception as exc:
+            facts.notes.append(f"torch CUDA architectures unreadable ({type(exc).__name__})")
     if facts.cuda_available:
         try:
             v = torch.cuda.nccl.version()

@@ -86,6 +86,18 @@ def test_gpus_without_cuda_torch_fail_and_blackwell_needs_cuda_12_8():
     assert _status(run_checks(blackwell), "arch").status == FAIL
 
 
+def test_torch_without_kernels_for_the_gpu_fails():
+    facts = simulate("1xRTX5090-32GB")
+    old_build = dataclasses.replace(facts, torch_cuda_version="12.8",
+                                    torch_arch_list=["sm_50", "sm_80", "sm_86", "sm_90"])
+    check = _status(run_checks(old_build), "arch")
+    assert check.status == FAIL and "12.0" in check.message
+    a40 = dataclasses.replace(simulate("1xA40-48GB"), torch_arch_list=["sm_80", "sm_90"])
+    assert not [c for c in run_checks(a40) if c.name == "arch"]  # sm_80 binaries run on 8.6
+    ptx = dataclasses.replace(facts, torch_arch_list=["sm_90", "compute_90"])
+    assert not [c for c in run_checks(ptx) if c.name == "arch"]
+
+
 def test_flash_attn_p2p_mixed_gpus_and_disk():
     facts = simulate("4xRTX4090-24GB")
     checks = run_checks(facts, params=2_000_000_000)
