@@ -12,6 +12,7 @@ each, slash commands, Ctrl-C stops an answer, Ctrl-D leaves); one answer and exi
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -41,6 +42,7 @@ def chat(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder when the model folder has none."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice; on a busy machine 1 can be faster)."),
     json_out: bool = typer.Option(False, "--json", help="With --prompt/stdin: print the answer and its statistics as JSON."),
 ) -> None:
     """Chat with a model: streaming answers, multi-turn history, /help for commands."""
@@ -59,6 +61,17 @@ def chat(
             fail("--json needs a message", "pass --prompt TEXT or pipe text on stdin")
         _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
 
+        # Decoding runs one token at a time: many tiny parallel regions. OpenMP's default
+        # spin-waiting makes them crawl when other processes hold the cores (measured in
+        # benchmarks/results/chat.md: 33M model on a busy 2-core CPU, 1-2 tok/s spinning vs 20
+        # sleeping). Read when torch loads, which this command does first, just below.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if threads is not None:
+            if threads < 1:
+                fail("--threads must be ≥ 1")
+            import torch
+
+            torch.set_num_threads(threads)
         from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
         from moai_llm.progress import info as say
         from moai_llm.progress import warn

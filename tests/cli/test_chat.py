@@ -57,6 +57,8 @@ def test_bad_input_exits_2_with_one_clear_line(model_dir, tmp_path):
     assert result.exit_code == 2 and "no model given" in result.stderr
     result = runner.invoke(app, ["chat", str(model_dir), "--prompt", "hi", "--top-p", "1.5"])
     assert result.exit_code == 2 and "--top-p" in result.stderr
+    result = runner.invoke(app, ["chat", str(model_dir), "--prompt", "hi", "--threads", "0"])
+    assert result.exit_code == 2 and "--threads" in result.stderr
 
 
 def test_a_vocabulary_mismatch_exits_2(model_dir, tmp_path):
