@@ -54,3 +54,20 @@ def test_dry_run_prints_the_torchrun_command_and_trains_nothing(workdir, pretrai
     assert "torchrun" in result.output and "moai_llm.training.worker" in result.output
     assert "--nproc_per_node 2" in result.output
     assert (out / "run.yaml").is_file() and not (out / "checkpoints").exists()
+
+
+def test_multi_node_flags_reach_torchrun(workdir, pretrain_args, tmp_path):
+    from typer.testing import CliRunner
+
+    from moai_cli.app import app
+
+    out = tmp_path / "nodes"
+    result = CliRunner().invoke(app, pretrain_args(workdir, out, 5) + [
+        "--nproc", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+        "--master-port", "29555", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "--nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 29555" in result.output
+    import yaml
+
+    plan = yaml.safe_load((out / "run.yaml").read_text())["plan"]
+    assert plan["world_size"] == 4 and plan["global_batch"] == 8  # 2 micro × 1 accumulation × 4
