@@ -107,8 +107,8 @@ def main() -> int:
     cases = CASES[:2] if args.quick else CASES
     worst = 0.0
     for preset, seq, micro, precision, ckpt, packed in cases:
-        attention = ("flash" if flash and precision == "bf16" else
-                     "sdpa-packed" if packed else "sdpa")
+        attention = ("flash" if flash and precision == "bf16" else "sdpa-math"
+                     if precision == "fp32" else "sdpa-packed" if packed else "sdpa")
         est = estimate(MoaiConfig.from_preset(preset), seq, micro, precision=precision,
                        gradient_checkpointing=ckpt, loss_chunk_size=CHUNK, device="cuda",
                        attention=attention)

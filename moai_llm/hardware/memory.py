@@ -111,7 +111,7 @@ class ModelShape:
         return f"{size} params (H {self.hidden}, {self.layers} layers, vocab {self.vocab})"
 
 
-ATTENTION_KINDS = ("sdpa", "sdpa-packed", "flash")
+ATTENTION_KINDS = ("sdpa", "sdpa-packed", "flash", "sdpa-math")
 
 
 def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
@@ -123,7 +123,10 @@ def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
     repeat k/v for every query head and SDPA keep a float copy of the mask, seq_len values per
     token), "flash" (flash-attn installed, bf16: its fused RMSNorm keeps q/k in bf16 and the
     kernel saves q, k, v, out and logsumexp; varlen for packed rows adds nothing — derived from
-    the code, not yet measured on a GPU).
+    the code, not yet measured on a GPU), "sdpa-math" (fp32 on CUDA with GQA: no fused kernel
+    takes fp32 + enable_gqa, so SDPA falls back to its math path, which keeps the attention
+    probabilities, heads x seq_len x 4 bytes per token, and repeated k/v — an assumption not
+    yet measured on a GPU, made so fp32 plans err on the safe side).
     """
     if attention not in ATTENTION_KINDS:
         raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
@@ -138,6 +141,8 @@ def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
         base = 16 * h + 12 * q + 12 * kv + 16 * i + stats
     if attention == "sdpa-packed":
         base += 2 * e * (q - kv) + e * seq_len
+    if attention == "sdpa-math":
+        base += 2 * e * (q - kv) + e * shape.heads * seq_len
     return base
 
 

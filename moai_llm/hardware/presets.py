@@ -92,8 +92,13 @@ def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> Mem
 
 def plan_attention(plan: Plan) -> str:
     """The attention path training will take, for the memory model: flash-attn when the plan
-    found it usable, else SDPA over packed rows (pretraining rows hold several documents)."""
-    return "flash" if plan.attention == "flash" else "sdpa-packed"
+    found it usable, SDPA's math path for fp32 on CUDA, else SDPA over packed rows (pretraining
+    rows hold several documents)."""
+    if plan.attention == "flash":
+        return "flash"
+    if plan.device == "cuda" and plan.precision == "fp32":
+        return "sdpa-math"
+    return "sdpa-packed"
 
 
 def _max_micro(shape, plan: Plan, memory: int, gpu: bool, cap: int) -> int:
