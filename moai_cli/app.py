@@ -11,6 +11,7 @@ import os
 import typer
 
 from moai_cli import chat, data, doctor, quickstart, tokenizer, train
+from moai_llm.progress import set_quiet
 
 app = typer.Typer(
     name="moai",
@@ -28,6 +29,8 @@ def _root(
 ) -> None:
     if verbose:
         os.environ["MOAI_VERBOSE"] = "1"
+    # Each invocation starts loud; a previous in-process `--json` command may have silenced output.
+    set_quiet(False)
 
 
 app.add_typer(tokenizer.app, name="tokenizer", help="Train, extend and compare tokenizers.")

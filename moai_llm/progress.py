@@ -84,9 +84,9 @@ def progress_bar(unit: str = "it", transient: bool = False) -> Progress:
 def info(message: str) -> None:
     """A line of information for a person (stderr); silent when quiet."""
     if not _quiet:
-        console.print(message)
+        console.print(message, soft_wrap=True, highlight=False)
 
 
 def warn(message: str) -> None:
     """A warning for a person (stderr, yellow); printed even when quiet."""
-    console.print(f"[yellow]warning:[/] {message}")
+    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
