@@ -144,6 +144,7 @@ def _render_plan(plan, est, model_name: str) -> None:
         "global_batch": f"{plan.global_batch} ({plan.tokens_per_step:,} tokens/step)",
         "gradient_checkpointing": plan.gradient_checkpointing,
         "loss_chunk_size": plan.loss_chunk_size, "tf32": plan.tf32, "backend": plan.backend,
+        "attention": plan.attention,
         "memory": fmt_bytes(plan.predicted_peak_bytes or 0),
     }
     for key, reason in plan.reasons.items():
