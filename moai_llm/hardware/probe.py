@@ -56,6 +56,7 @@ def _probe_gpus(facts: HardwareFacts) -> None:
         if cuda:
             facts.driver_cuda_version = f"{cuda // 1000}.{(cuda % 1000) // 10}"
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        handles = _visible_handles(pynvml, handles, facts)
         for i, h in enumerate(handles):
             mem = _nvml_call(pynvml.nvmlDeviceGetMemoryInfo, h)
             cc = _nvml_call(pynvml.nvmlDeviceGetCudaComputeCapability, h)
@@ -80,6 +81,34 @@ def _probe_gpus(facts: HardwareFacts) -> None:
         facts.p2p = _p2p_matrix(pynvml, handles)
     finally:
         _nvml_call(pynvml.nvmlShutdown)
+
+
+def _visible_handles(pynvml, handles: list, facts: HardwareFacts) -> list:
+    """The GPUs torch will see: CUDA_VISIBLE_DEVICES as indices (NVML order) or GPU UUIDs, in
+    the order given. MIG instances and unparsable values leave the list unfiltered (noted)."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return handles
+    items = [x.strip() for x in raw.split(",") if x.strip()]
+    chosen = []
+    for item in items:
+        if item.lstrip("-").isdigit():
+            index = int(item)
+            if index < 0 or index >= len(handles):
+                break  # CUDA stops at the first invalid entry
+            chosen.append(handles[index])
+        elif item.startswith("GPU-"):
+            match = [h for h in handles
+                     if _str(_nvml_call(pynvml.nvmlDeviceGetUUID, h, default="")).startswith(item)]
+            if not match:
+                break
+            chosen.append(match[0])
+        else:
+            facts.notes.append(f"CUDA_VISIBLE_DEVICES={raw}: not indices or GPU UUIDs "
+                               "(MIG?); listing every GPU NVML reports")
+            return handles
+    facts.notes.append(f"CUDA_VISIBLE_DEVICES={raw}: {len(chosen)} of {len(handles)} GPUs visible")
+    return chosen
 
 
 def _p2p_matrix(pynvml, handles) -> list[list[str]]:

@@ -47,12 +47,15 @@ def fake_pynvml(names: list[str], p2p: dict[tuple[int, int, int], int], links: i
     m.nvmlDeviceGetP2PStatus = p2p_status
     m.nvmlDeviceGetMaxPcieLinkGeneration = lambda h: 4
     m.nvmlDeviceGetMaxPcieLinkWidth = lambda h: 16
+    m.nvmlDeviceGetUUID = lambda h: f"GPU-{h:08d}-aaaa"
     m.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=f"00000000:{h + 7:02X}:00.0".encode())
     return m
 
 
 @pytest.fixture
 def nvml(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
     def install(module):
         monkeypatch.setitem(sys.modules, "pynvml", module)
     return install
@@ -90,3 +93,20 @@ def test_driver_not_loaded_is_a_note(nvml, tmp_path):
     nvml(m)
     facts = probe(tmp_path)
     assert facts.gpus == [] and any("no NVIDIA driver" in n for n in facts.notes)
+
+
+@pytest.mark.parametrize("visible,expected_bus", [
+    ("2,0", ["00000000:09:00.0", "00000000:07:00.0"]),
+    ("GPU-00000001", ["00000000:08:00.0"]),
+    ("", []),
+    ("1,7,2", ["00000000:08:00.0"]),  # CUDA stops at the first invalid index
+])
+def test_cuda_visible_devices_limits_and_orders_the_gpus(nvml, monkeypatch, tmp_path, visible,
+                                                        expected_bus):
+    nvml(fake_pynvml(["NVIDIA A40"] * 3, {(2, 0, 0): 0, (0, 2, 0): 0}, links=0))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    facts = probe(tmp_path)
+    assert [g.pci_bus_id for g in facts.gpus] == expected_bus
+    assert [g.index for g in facts.gpus] == list(range(len(expected_bus)))
+    if visible == "2,0":
+        assert facts.p2p == [["self", "pcie"], ["pcie", "self"]]
