@@ -33,6 +33,7 @@ class Plan:
     seq_len: int = 1024  # tokens per sequence
     tf32: bool = False  # allow TF32 matmuls (Ampere and newer)
     attention: str = "sdpa"  # "flash" (flash-attn installed, CUDA, bf16) | "sdpa"
+    dist_timeout_s: int = 1800  # init_process_group(timeout=...): collectives waiting on a save
     predicted_peak_bytes: int | None = None  # memory model's peak per process at this plan
     device_memory_bytes: int | None = None  # usable memory per process (GPU total or RAM share)
     hardware: str = ""  # one-line summary of the facts the plan was made from

@@ -348,6 +348,8 @@ def _environment(plan: Plan, facts: HardwareFacts, gpu: bool) -> None:
     if plan.world_size == 1:
         return
     r["backend"] = "nccl: GPU collectives"
+    r["dist_timeout_s"] = (f"{plan.dist_timeout_s}: init_process_group timeout; ranks wait in a "
+                           "collective while rank 0 writes a checkpoint (default 600 s)")
     env["TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC"] = NCCL_HEARTBEAT_S
     r["TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC"] = (f"{NCCL_HEARTBEAT_S}: rank 0 saving a checkpoint "
                                              "must not look like a hang (default 480 s)")
