@@ -168,6 +168,9 @@ def make_plan(
     if "nproc_per_node" in overrides:
         plan.nproc_per_node = int(overrides["nproc_per_node"])
         r["nproc_per_node"] = f"{plan.nproc_per_node} (set by you)"
+        if gpu and plan.nproc_per_node > facts.gpu_count:
+            warnings.append(f"{plan.nproc_per_node} processes for {facts.gpu_count} GPUs: "
+                            "processes would share a GPU")
     elif gpu:
         plan.nproc_per_node = facts.gpu_count
         r["nproc_per_node"] = f"{facts.gpu_count}: one process per GPU"
