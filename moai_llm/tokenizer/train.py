@@ -27,8 +27,8 @@ import itertools
 import json
 import os
 import random
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,8 +100,11 @@ def _sampled(texts: Iterable[str] | list[TextSource], mode: Mode, total_bytes: i
     rng = random.Random(seed)
     if isinstance(texts, list) and texts and isinstance(texts[0], TextSource):
         rates = _keep_rates([s.size for s in texts], budget) if budget else [1.0] * len(texts)
-        for source, rate in zip(texts, rates, strict=True):
-            yield from (t for t in source.open() if rate >= 1.0 or rng.random() < rate)
+
+        def opener(source: TextSource, rate: float) -> Callable[[], Iterator[str]]:
+            return lambda: (t for t in source.open() if rate >= 1.0 or rng.random() < rate)
+
+        yield from _round_robin([opener(s, r) for s, r in zip(texts, rates, strict=True)])
         return
     if budget is None:
         yield from texts
@@ -116,6 +119,21 @@ def _sampled(texts: Iterable[str] | list[TextSource], mode: Mode, total_bytes: i
         taken += len(text.encode("utf-8", "surrogatepass"))
         if taken >= budget:
             return
+
+
+def _round_robin(openers: list[Callable[[], Iterator[str]]], window: int = 16) -> Iterator[str]:
+    """Texts of several sources alternating (up to `window` open at once). BPE counts do not
+    depend on order, but the alphabet is chosen from the first PEEK_CHARS characters, which must
+    see every language of `--multilingual ko en ja zh`, not only the first one."""
+    pending, active = deque(openers), deque()
+    while pending or active:
+        while pending and len(active) < window:
+            active.append(iter(pending.popleft()()))
+        it = active.popleft()
+        for text in it:
+            yield text
+            active.append(it)
+            break
 
 
 def _batched(texts: Iterable[str]) -> Iterator[list[str]]:

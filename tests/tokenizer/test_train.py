@@ -124,3 +124,34 @@ def test_retraining_replaces_the_folder_whole(tmp_path):
     assert not (out / "stale.txt").exists()
     assert len(load_tokenizer(out)) == 320
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+
+
+def test_sources_are_interleaved_so_every_language_reaches_the_alphabet(tmp_path, monkeypatch):
+    import random
+
+    from moai_llm.tokenizer import train as train_module
+    from moai_llm.tokenizer.sources import TextSource
+
+    # Only the first batch (1000 texts) chooses the alphabet here; Chinese is the second source.
+    monkeypatch.setattr(train_module, "PEEK_CHARS", 300)
+    rng = random.Random(0)
+    ko_chars = [chr(0xAC00 + 7 * i) for i in range(60)]
+    zh_chars = [chr(0x4E00 + 13 * i) for i in range(60)]
+
+    def texts(chars):
+        return ["".join(rng.choice(chars) for _ in range(8)) + " " for _ in range(1500)]
+
+    ko, zh = texts(ko_chars), texts(zh_chars)
+    sources = [TextSource("ko", None, lambda: iter(ko)), TextSource("zh", None, lambda: iter(zh))]
+    tok = load_tokenizer(train_tokenizer(sources, tmp_path / "t", vocab_size=1000))
+    assert all(len(tok.encode(ch)) == 1 for ch in ko_chars + zh_chars)
+
+
+def test_sampling_modes_keep_small_sources_whole():
+    from moai_llm.tokenizer.train import KEEP_WHOLE_BYTES, _keep_rates
+
+    big, small = 100 * KEEP_WHOLE_BYTES, KEEP_WHOLE_BYTES // 2
+    rates = _keep_rates([big, small, None], budget=10 * KEEP_WHOLE_BYTES)
+    assert rates[1] == 1.0 and rates[2] == 1.0
+    assert rates[0] == pytest.approx(10 / 100.5, rel=1e-3)
+    assert _keep_rates([small], budget=KEEP_WHOLE_BYTES) == [1.0]
