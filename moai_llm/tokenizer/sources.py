@@ -108,15 +108,33 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+def _go_offline() -> None:
+    """Switch the hub libraries to offline mode (they read the variables at import, so the
+    already-imported modules are switched too)."""
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    if "huggingface_hub" in sys.modules:
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        import datasets.config
+
+        datasets.config.HF_HUB_OFFLINE = True
+        datasets.config.HF_DATASETS_OFFLINE = True
+
+
 def hub_source(name: str, config: str | None = None, split: str = "train", text_column: str | None = None,
                max_samples: int | None = None) -> TextSource:
     """A hub dataset, streamed (nothing is downloaded whole). Fails with one line when the name
     is unknown or the hub cannot be reached; a dataset already in the local cache still works."""
-    import datasets
-
     label = f"{name}" + (f" ({config})" if config else "")
     if not hub_reachable():
-        os.environ["HF_DATASETS_OFFLINE"] = "1"  # use the cache, don't wait for network timeouts
+        _go_offline()  # use the local cache only: no minute of network retries before failing
+    import datasets
+
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as exc:  # unknown name, bad config, offline: all are bad input here
