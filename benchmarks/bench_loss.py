@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--chunks", default="1024,512", help="fused chunk sizes to measure")
     parser.add_argument("--seed-chunk", type=int, default=1024, help="chunk of the seed's method")
+    parser.add_argument("--methods", default="full,seed,moai-logits,fused",
+                        help="subset to run (full is always run: it is the reference)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=1024, help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=None, help="tokens (default 4 x 1024)")
@@ -137,8 +139,10 @@ def main() -> None:
     args.tokens = args.tokens or (2048 if args.quick else 4096)
     args.hidden = args.hidden or (1024 if args.quick else 3840)
     args.vocab = args.vocab or (32_000 if args.quick else 122_000)
+    chosen = set(args.methods.split(",")) | {"full"}
     methods = [("full", 0), ("seed", args.seed_chunk), ("moai-logits", args.seed_chunk)]
     methods += [("fused", int(c)) for c in args.chunks.split(",")]
+    methods = [m for m in methods if m[0] in chosen]
     logits_gib = args.tokens * args.vocab * 4 / GiB
     print(f"tokens {args.tokens}, hidden {args.hidden}, vocab {args.vocab}, fp32 "
           f"(logits alone: {logits_gib:.2f} GiB); {args.rounds} interleaved rounds; "
