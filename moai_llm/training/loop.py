@@ -266,7 +266,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                           "grad_norm": round(grad_value, 6), "tokens_per_s": round(tps, 1),
                           "tokens": tokens_total, "samples": state["samples_consumed"],
                           "skipped_steps": state["skipped_steps"],
-                          "elapsed_s": round(now - t_start, 2)}
+                          "elapsed_s": round(now - t_start, 2), "cpu_s": round(time.process_time(), 2)}
                 if peak:
                     record["mfu"] = round(tps * fpt / (peak * dist.world), 4)
                 metrics.log(done, record)
