@@ -71,11 +71,15 @@ def _records(path: Path, column: str | None) -> Iterator[str]:
     from moai_llm.data.sources import BadRows, Source, iter_records, text_column
 
     name = None
-    for record, where in iter_records(Source(spec=str(path), files=[path]), BadRows(skip=False)):
-        name = name or text_column(record, where, column)
-        value = record.get(name)
-        if isinstance(value, str):
-            yield value
+    try:
+        for record, where in iter_records(Source(spec=str(path), files=[path]), BadRows(skip=False)):
+            name = name or text_column(record, where, column)
+            value = record.get(name)
+            if isinstance(value, str):
+                yield value
+    except MoaiInputError as exc:  # same message; a hint with this command's flags
+        hint = "pass --text-column NAME" if "column;" in str(exc) or "no column" in str(exc) else "fix or remove that row"
+        raise MoaiInputError(str(exc), hint=hint) from None
 
 
 def _text_blocks(path: Path) -> Iterator[str]:
