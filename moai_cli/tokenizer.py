@@ -84,9 +84,13 @@ def train(
     fast: bool = typer.Option(False, "--fast", help="BPE on a 20 MB sample of the input (measured cost: docs/tokenizer.md)."),
     turbo: bool = typer.Option(False, "--turbo", help="BPE on a 10 MB sample: trains faster than SentencePiece BPE on large inputs."),
     ultrafast: bool = typer.Option(False, "--ultrafast", help="Unigram on a 2 MB sample: fastest, least compression."),
+    base_tokenizer: str = typer.Option(None, "--base-tokenizer", "--base_tokenizer", help="Extend this tokenizer instead of training from scratch (same as `moai tokenizer extend`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train a byte-level BPE tokenizer (ChatML special tokens, lossless round-trip)."""
+    """Train a byte-level BPE tokenizer (ChatML special tokens, lossless round-trip).
+
+    With --base-tokenizer (the seed's way to extend), the input is domain text and the base
+    tokenizer is extended to --vocab-size, as `moai tokenizer extend` does."""
     with handle_errors():
         from moai_llm.errors import MoaiInputError
         from moai_llm.progress import is_quiet
@@ -102,6 +106,17 @@ def train(
         _check_output(out)
         srcs = _sources(inputs, text_column, dataset, dataset_config, split,
                         _langs(multilingual, langs), max_samples_per_lang)
+        if base_tokenizer:
+            from moai_llm.tokenizer.extend import extend_tokenizer
+            from moai_llm.tokenizer.train import sampled
+
+            report = extend_tokenizer(base_tokenizer, sampled(srcs, mode), out, vocab_size,
+                                      min_frequency=min_frequency, heldout=_default_heldout())
+            if as_json:
+                print_json(report)
+            else:
+                _print_extend(report)
+            return
         size = sum(s.size or 0 for s in srcs)
         start = time.perf_counter()
         train_tokenizer(srcs, out, vocab_size=vocab_size, min_frequency=min_frequency, mode=mode,

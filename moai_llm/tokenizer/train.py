@@ -42,7 +42,7 @@ from moai_llm.tokenizer.store import load_tokenizer, save_tokenizer
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["MODES", "load_tokenizer", "new_tokenizer", "train_tokenizer"]
+__all__ = ["MODES", "load_tokenizer", "new_tokenizer", "sampled", "train_tokenizer"]
 
 # Llama-3's split pattern with two changes: its case-insensitive contractions spelled out
 # (same splits, ~1.5x faster in the regex engine) and numbers may take one leading space like
@@ -134,6 +134,11 @@ def _round_robin(openers: list[Callable[[], Iterator[str]]], window: int = 16) -
             yield text
             active.append(it)
             break
+
+
+def sampled(texts: Iterable[str] | list[TextSource], mode: str = "default", seed: int = 0) -> Iterator[str]:
+    """The texts `mode` would train on (extension applies the speed modes' sampling this way)."""
+    return _sampled(texts, MODES[mode], None, seed)
 
 
 def _batched(texts: Iterable[str]) -> Iterator[list[str]]:

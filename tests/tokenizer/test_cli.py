@@ -137,6 +137,26 @@ def test_extend_table_output(base_dir, corpus, tmp_path):
     assert "held-out lines unchanged" in result.output and "700 → 750" in result.output
 
 
+def test_seed_extension_through_train_with_base_tokenizer(base_dir, corpus):
+    # the seed extended with `train_tokenizer.py --base_tokenizer ... --vocab_size N --turbo`
+    out = base_dir.parent / "seed-ext"
+    result = run("train", "--base_tokenizer", base_dir, "--input", corpus / "finance.jsonl", "--vocab_size", 760,
+                 "--turbo", "--output_dir", base_dir.parent, "--model_prefix", "seed-ext", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["vocab_size"] == 760 and report["base_vocab_size"] == 700
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_seed_quickstart_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("train", "--multilingual", "ko", "en", "--vocab_size", 32000, "--max_samples_per_lang", 5000,
+                 "--turbo", "--output_dir", "tokenizers/test")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tokenizers" / "test" / "tokenizer.json").is_file()
+    assert "only" in result.output  # the small embedded corpora cannot fill 32k tokens: it says so
+
+
 @pytest.mark.parametrize("case", ["smaller-vocab", "not-bpe"])
 def test_extend_bad_input_exit_2_nothing_written(base_dir, corpus, tmp_path, case):
     base = base_dir
