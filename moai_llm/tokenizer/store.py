@@ -50,7 +50,6 @@ def tokenizer_config(tok: Tokenizer) -> dict:
         "clean_up_tokenization_spaces": False,
         "eos_token": ENDOFTEXT,
         "errors": "replace",
-        "model_max_length": 131072,
         "pad_token": PAD,
         "split_special_tokens": False,
         "tokenizer_class": "PreTrainedTokenizerFast",
