@@ -159,21 +159,22 @@ def extend_tokenizer(
         raise MoaiInputError(f"--vocab-size {vocab_size} is not larger than the base tokenizer's {base_size} tokens",
                              hint=f"give a size above {base_size}")
     words: Counter[str] = Counter()
-    domain_heldout: list[str] = []
+    domain_heldout: list[str] = []  # every 10th text: measures the gain on unseen domain text
+    first: list[str] = []  # fewer than 10 texts: the gain is measured on the learned ones
     n_texts = 0
-    for n, text in enumerate(texts):
+    for text in texts:
         if not text:
             continue
         n_texts += 1
-        if n % 10 == 9 and len(domain_heldout) < 5000:  # every 10th text measures the gain
+        if n_texts % 10 == 0 and len(domain_heldout) < 5000:
             domain_heldout.append(text)
             continue
+        if len(first) < 100:
+            first.append(text)
         norm = base_tok.normalizer.normalize_str(text) if base_tok.normalizer else text
         words.update(piece for piece, _ in base_tok.pre_tokenizer.pre_tokenize_str(norm))
-    if n_texts == 0:
+    if n_texts == 0 or not words:
         raise MoaiInputError("no domain text: every input was empty", hint="check --input / --dataset")
-    if not words:  # fewer than 10 texts: measure on what was learned from
-        raise MoaiInputError("too little domain text to learn from", hint="give more text")
     segmented: Counter[tuple[str, ...]] = Counter()
     for word, count in words.items():
         segmented[tuple(t.value for t in base_tok.model.tokenize(word))] += count
@@ -208,7 +209,8 @@ def extend_tokenizer(
     if final_size < vocab_size:
         report["reason"] = (f"only {len(new_tokens)} new tokens occur at least {min_frequency} times in the "
                             f"domain text; give more domain text or lower --min-frequency")
-    measure = domain_heldout or [t for t in words][:5000]
+    measure = domain_heldout or first
+    report["domain_measured_on"] = "held-out domain texts" if domain_heldout else "the domain texts learned from"
     report["domain_chars_per_token_base"] = _chars_per_token(base_tok, measure)
     report["domain_chars_per_token"] = _chars_per_token(new_tok, measure)
     report["domain_compression_gain"] = report["domain_chars_per_token"] / report["domain_chars_per_token_base"] - 1
