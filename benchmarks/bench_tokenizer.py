@@ -208,6 +208,8 @@ def main() -> None:
                          "peak_mib": max(r["peak_mib"] for r in runs[kind]), **score})
         if rows:
             report(rows, mb, vocab, reps)
+        if "default" in kinds and "sp-bpe-lossless" in kinds:
+            first_word_gap(work, data["held"]["ko"])
         if args.memory:
             mem = memory_check(data["train"], work)
             print("\nmemory, default mode, vocab 32000:")
@@ -215,6 +217,20 @@ def main() -> None:
                 print(f"  {r['input_mb']:6.0f} MB input: {r['seconds']:6.1f} s, peak {r['peak_mib']:.0f} MiB")
             print(f"  peak ratio 500 MB / 50 MB: {mem[1]['peak_mib'] / mem[0]['peak_mib']:.2f}x "
                   f"(input ratio {mem[1]['input_mb'] / mem[0]['input_mb']:.1f}x)")
+
+
+def first_word_gap(work: Path, lines: list[str]) -> None:
+    """How much of the Korean gap to lossless SentencePiece is the first word of each line
+    (SentencePiece's dummy prefix encodes it like a mid-sentence word)."""
+    sp_enc, _ = encoder("sp-bpe-lossless", str(work / "sp-bpe-lossless-0"))
+    moai_enc, _ = encoder("default", str(work / "default-0"))
+    firsts = [line.split(" ")[0] for line in lines]
+    total = {k: sum(map(len, enc(lines))) for k, enc in (("sp", sp_enc), ("moai", moai_enc))}
+    first = {k: sum(map(len, enc(firsts))) for k, enc in (("sp", sp_enc), ("moai", moai_enc))}
+    spaced = sum(map(len, moai_enc([" " + w for w in firsts])))
+    print(f"\nko held-out tokens: SP lossless {total['sp']}, moai default {total['moai']} "
+          f"(gap {total['moai'] - total['sp']}); first words of lines: SP {first['sp']}, moai {first['moai']} "
+          f"(gap {first['moai'] - first['sp']}; moai with a space in front: {spaced})")
 
 
 def report(rows: list[dict], mb: float, vocab: int, reps: int) -> None:
