@@ -47,7 +47,7 @@ def prepare(
     system_prompt: str = typer.Option(None, "--system-prompt", "--system_prompt", help="SFT: system message for records without one."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
     packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
-    num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Tokenizer threads (default: every core)."),
+    num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Rust tokenizer threads (default: all cores when there are more than 2; a reader thread overlaps tokenizing with packing)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:

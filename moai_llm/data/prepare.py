@@ -296,8 +296,10 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
         for row in build_rows(rows, seq_len, pad_id):
             writer.add(row)
 
-    cores = num_proc or os.cpu_count() or 1
-    with rust_parallelism(cores > 1), progress_bar(unit="tok", transient=True) as bar:
+    # The reader thread already keeps two cores busy (tokenizing | packing); the Rust tokenizer's
+    # own threads only pay off beyond that (see encoding.py for the measurement).
+    rust_threads = num_proc > 1 if num_proc else (os.cpu_count() or 1) > 2
+    with rust_parallelism(rust_threads), progress_bar(unit="tok", transient=True) as bar:
         task = bar.add_task("preparing", total=None, info="")
         for index, source in enumerate(srcs):
             if mode == "pretrain":
