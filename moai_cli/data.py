@@ -48,6 +48,7 @@ def prepare(
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
     packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
     num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Rust tokenizer threads (default: all cores when there are more than 2; a reader thread overlaps tokenizing with packing)."),
+    max_positions: int = typer.Option(None, "--max-positions", help="The model's context length (max_position_embeddings): refuse longer rows."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -61,7 +62,7 @@ def prepare(
         manifest = prepare_dataset(
             inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
             mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
-            dataset=dataset, dataset_config=dataset_config, split=split, force=force,
+            dataset=dataset, dataset_config=dataset_config, split=split, max_positions=max_positions, force=force,
         )
         if json_out:
             print_json(manifest)

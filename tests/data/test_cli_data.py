@@ -41,6 +41,7 @@ def test_prepare_then_inspect_with_seed_aliases_and_json(tmp_path, tokenizer_dir
     (b'{"review": "x"}\n', ["--text-column", "body"], "no column 'body'; columns found: review"),
     (b'{"text": "   "}\n', [], "no usable documents"),
     (b'{"text": "ok"}\n', ["--seq-len", "2"], "--seq-len 2"),
+    (b'{"text": "ok"}\n', ["--max-positions", "32"], "--seq-len 64: a row must hold at least 8 tokens and at most the model's 32"),
     (b'{"text": "ok"}\n', ["--mode", "sft"], "no SFT schema recognised; columns found: text"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, tokenizer_dir, content, extra, expected):
