@@ -99,9 +99,17 @@ def prepare_dataset(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
         raise MoaiInputError(f"{out}: exists and is not a prepared dataset", hint="choose another --output-dir")
     out.parent.mkdir(parents=True, exist_ok=True)
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
-    with FileLock(str(out.parent / f".{out.name}.lock")):
+    lock = FileLock(str(out.parent / f".{out.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        from moai_llm.progress import info
+
+        info(f"waiting for another process that is preparing {out}")
+        lock.acquire()
+    try:
         if not force and (hit := _cached(out, settings, tok_hash, srcs)):
             return hit  # another process built it while we waited
         for stale in [*out.parent.glob(f".{out.name}.building-*"), *out.parent.glob(f".{out.name}.old-*")]:  # killed builds
@@ -115,6 +123,8 @@ def prepare_dataset(
             _swap_into_place(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.release()
     return {**manifest, "cache_hit": False}
 
 
