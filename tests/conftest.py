@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,3 +22,14 @@ def _one_thread():
         return
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _loud_by_default():
+    """`--json` commands run in-process (CliRunner) silence the library's output process-wide;
+    every test starts with it on again, as every real `moai` process does."""
+    from moai_llm.progress import set_quiet
+
+    set_quiet(False)
+    yield
+    set_quiet(False)
