@@ -7,10 +7,7 @@ import json
 import subprocess
 import sys
 
-import pytest
 
-
-@pytest.mark.slow
 def test_quickstart_tiny_runs_every_stage(tmp_path):
     import os
 
@@ -31,7 +28,6 @@ def test_quickstart_tiny_runs_every_stage(tmp_path):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.slow
 def test_quickstart_json_report(tmp_path):
     from typer.testing import CliRunner
 
