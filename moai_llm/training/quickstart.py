@@ -8,7 +8,7 @@
 then say where everything went and what to run next. Every stage goes through the same code
 as `moai tokenizer train`, `moai pretrain`, `moai sft` and `moai chat`.
 
-    >>> report = run_quickstart("moai-quickstart")          # ~3 min on a 2-core CPU
+    >>> report = run_quickstart("moai-quickstart")          # ~70 s on an idle 2-core CPU
     >>> report = run_quickstart("qs", tiny=True)             # seconds: tests
 """
 
@@ -31,9 +31,9 @@ class QuickstartSizes:
     vocab_size: int = 8000
     seq_len: int = 256
     micro_batch: int = 4
-    pretrain_steps: int = 100
+    pretrain_steps: int = 250
     pretrain_lr: float = 3e-3
-    sft_steps: int = 30
+    sft_steps: int = 60
     sft_lr: float = 1e-3
     answer_tokens: int = 48
 
