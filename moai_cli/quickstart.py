@@ -15,8 +15,8 @@ def quickstart(
     output_dir: str = typer.Option("moai-quickstart", "--output-dir", "--output_dir", "-o",
                                    help="Where every stage writes."),
     tiny: bool = typer.Option(False, "--tiny", help="The tiny preset and a few steps (seconds; for tests)."),
-    max_steps: int = typer.Option(None, "--max-steps", "--max_steps", help="Pretraining steps (default 250)."),
-    sft_steps: int = typer.Option(None, "--sft-steps", help="SFT steps (default 60)."),
+    max_steps: int = typer.Option(None, "--max-steps", "--max_steps", help="Pretraining steps (default 500)."),
+    sft_steps: int = typer.Option(None, "--sft-steps", help="SFT steps (default 250)."),
     question: str = typer.Option(None, "--question", "-q", help="The question to ask at the end."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

@@ -135,10 +135,11 @@ class TextStream:
         return piece
 
     def flush(self) -> str:
-        """Whatever is still held back at the end (only an unfinished byte sequence)."""
+        """Whatever is still held back at the end. An unfinished UTF-8 character (the answer was
+        cut by the token limit mid-character) is dropped rather than shown as U+FFFD."""
         full_text = self._decode(self.ids[self._prefix:])
         prefix_text = self._decode(self.ids[self._prefix:self._read])
-        piece = full_text[len(prefix_text):]
+        piece = full_text[len(prefix_text):].rstrip("\ufffd")
         self._prefix = self._read = len(self.ids)
         self.text += piece
         return piece

@@ -31,9 +31,9 @@ class QuickstartSizes:
     vocab_size: int = 8000
     seq_len: int = 256
     micro_batch: int = 4
-    pretrain_steps: int = 250
+    pretrain_steps: int = 500
     pretrain_lr: float = 3e-3
-    sft_steps: int = 60
+    sft_steps: int = 250
     sft_lr: float = 1e-3
     answer_tokens: int = 48
 
