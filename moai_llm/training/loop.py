@@ -199,6 +199,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     bar = progress_bar(unit="step") if (dist.main and show_progress) else contextlib.nullcontext()
     t_start = time.perf_counter()
     window_tokens, window_t0 = 0, time.perf_counter()
+    window_loss, window_steps = 0.0, 0  # logged loss = mean over the logging window, as Trainer does
     last_loss, tokens_total = float("nan"), 0
     with bar as progress:
         task = progress.add_task(settings.mode, total=settings.max_steps, completed=start_step,
@@ -235,6 +236,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                 optimizer.step()
                 state["consecutive_nan"] = 0
                 last_loss = loss_value
+                window_loss, window_steps = window_loss + loss_value, window_steps + 1
             else:
                 state["skipped_steps"] += 1
                 state["consecutive_nan"] += 1
@@ -262,7 +264,9 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_t0, 1e-9)
                 window_tokens, window_t0 = 0, now
-                record = {"loss": round(loss_value, 6), "lr": scheduler.get_last_lr()[0],
+                mean_loss = window_loss / window_steps if window_steps else loss_value
+                window_loss, window_steps = 0.0, 0
+                record = {"loss": round(mean_loss, 6), "lr": scheduler.get_last_lr()[0],
                           "grad_norm": round(grad_value, 6), "tokens_per_s": round(tps, 1),
                           "tokens": tokens_total, "samples": state["samples_consumed"],
                           "skipped_steps": state["skipped_steps"],
