@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from moai_llm.atomic import replace_dir
 from moai_llm.data import sources as src_mod
 from moai_llm.data.packing import Doc, StreamPacker, build_rows, split_long
 from moai_llm.data.store import FORMAT, ShardWriter, read_manifest, write_manifest
@@ -120,7 +121,7 @@ def prepare_dataset(
             manifest = _build(srcs, tokenizer_dir, settings, tok_hash, tmp, skip_bad_rows, num_proc, buffer_tokens)
             manifest["output_dir"] = str(out)
             write_manifest(tmp, manifest)
-            _swap_into_place(tmp, out)
+            replace_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
@@ -136,16 +137,6 @@ def _cached(out: Path, settings: dict, tok_hash: str, srcs: list[src_mod.Source]
     if len(stored) != len(srcs) or not all(src_mod.same_content(s["fingerprint"], src) for s, src in zip(stored, srcs, strict=True)):
         return None
     return {**manifest, "cache_hit": True}
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the build

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
 
 FORMAT = "moai-prepared/1"
@@ -82,9 +83,7 @@ class ShardWriter:
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    os.replace(tmp, folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:

@@ -16,12 +16,12 @@ slash commands of `moai chat` so that they can be tested without a terminal.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
 from moai_llm.inference.generation import GenerationStats, SamplingParams, stream_generate
 
@@ -186,11 +186,7 @@ def plain_prompt(messages: list[dict]) -> str:
 
 def save_messages(messages: list[dict], path: str | Path) -> Path:
     """Write `messages` as a JSON list (temp file + rename, so a failed write leaves nothing)."""
-    path = Path(path).expanduser()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(messages, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(path).expanduser(), json.dumps(messages, ensure_ascii=False, indent=2) + "\n")
 
 
 def _default_stop_ids(tokenizer: Any) -> list[int]:

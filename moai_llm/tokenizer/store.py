@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moai_llm.atomic import replace_dir
 from moai_llm.errors import MoaiInputError
 from moai_llm.tokenizer.special import (
     CHAT_TEMPLATE,
@@ -97,13 +98,7 @@ class staging:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished folder `tmp` to `out`, replacing a previous folder whole."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from moai_llm.atomic import replace_dir
 from moai_llm.errors import MoaiInputError
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -169,11 +170,7 @@ def save_checkpoint(
         # trainer_state.json last: its presence marks a complete folder.
         (tmp_name / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
         _fsync_dir(tmp_name)
-        if final.exists():  # the same step saved again (a resumed run): replace it whole
-            old = root / f".old-step-{step}"
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp_name, final)
+        replace_dir(tmp_name, final)  # the same step saved again (a resumed run) is replaced whole
         for stale in list_checkpoints(output_dir)[:-keep]:
             trash = root / f".old-{stale.name}"
             os.replace(stale, trash)  # rename first: a half-deleted step-N would look complete
@@ -232,10 +229,4 @@ def write_final_model(output_dir: str | Path, model: Any, tokenizer: Any, genera
     final = output_dir / "final_model"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final_model-", dir=output_dir))
     write_model_dir(tmp, model, tokenizer, generation_config, model_state)
-    if final.exists():
-        old = output_dir / ".old-final_model"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+    return replace_dir(tmp, final)

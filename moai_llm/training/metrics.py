@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from moai_llm.atomic import write_text_atomic
+
 # Dense bf16 peak FLOP/s of common accelerators, for MFU (model FLOPs / peak).
 PEAK_BF16_FLOPS = {
     "H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
@@ -49,9 +51,7 @@ class MetricsWriter:
         if resume_step is not None and self.path.is_file():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (open for the whole run)

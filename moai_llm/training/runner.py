@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
 from moai_llm.training.settings import TrainSettings
 
@@ -313,11 +314,7 @@ def prepare_run(s: TrainSettings, reasons: dict[str, str], argv: list[str] | Non
 
 
 def write_run_yaml(out: Path, spec: dict[str, Any]) -> Path:
-    path = out / RUN_YAML
-    tmp = out / (RUN_YAML + ".tmp")
-    tmp.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out / RUN_YAML, yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
 
 
 def read_run_yaml(path: str | Path) -> dict[str, Any]:
