@@ -8,8 +8,14 @@ interleaved runs each): single-threaded Rust plus that overlap 3.0-4.9 s, Rust o
 Pretraining documents get the end-of-text id appended; conversations are tokenized with
 character offsets so that labels can be set from the character spans that carry loss.
 
-    >>> enc = Encoder(load_backend("tokenizer/"))
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tok = train_tokenizer(["hello world", "the quick brown fox"] * 20, d / "tok", vocab_size=300)
+    >>> enc = Encoder(load_backend(tok))
     >>> docs = enc.documents(["one text", "another"])      # list of int32 arrays, eos appended
+    >>> len(docs), docs[0].dtype, int(docs[0][-1]) == enc.eos_id
+    (2, dtype('int32'), True)
 """
 
 from __future__ import annotations

@@ -4,9 +4,24 @@
 the first n rows into segments (document, loss-carrying or not, padding) so that a person can
 see exactly which text the model learns from.
 
-    >>> info = summary("prepared/")
-    >>> info["packing_efficiency"], histogram_lines(info["doc_length_histogram"])
-    >>> decoded_rows("prepared/", 1)[0][0]      # {"doc": 0, "loss": False, "text": "<|im_start|>user\\n..."}
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tok = train_tokenizer(["hello world", "the quick brown fox"] * 20, d / "tok", vocab_size=300)
+    >>> import json
+    >>> from moai_llm.data.prepare import prepare_dataset
+    >>> rows = [{"text": t} for t in ["hello world", "the quick brown fox"] * 10]
+    >>> _ = (d / "corpus.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+    >>> _ = prepare_dataset([str(d / "corpus.jsonl")], tok, 64, d / "prepared")
+    >>> info = summary(d / "prepared")
+    >>> info["num_documents"], 0 < info["packing_efficiency"] <= 1
+    (20, True)
+    >>> print("\\n".join(histogram_lines(info["doc_length_histogram"])))  # doctest: +ELLIPSIS
+          1-...
+    >>> decoded_rows(d / "prepared", 1)[0][0]  # doctest: +ELLIPSIS
+    {'doc': 0, 'loss': True, 'text': '...<|endoftext|>'}
+
+(In an SFT dataset a row starts {"doc": 0, "loss": False, "text": "<|im_start|>user\\n..."}.)
 """
 
 from __future__ import annotations

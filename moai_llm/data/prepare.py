@@ -13,8 +13,20 @@ place when complete, so an interrupted run leaves nothing that looks complete; a
 a lock file next to the output folder makes concurrent callers (processes or nodes on a shared
 filesystem) build once: the others wait, then find the cache.
 
-    >>> manifest = prepare_dataset(["corpus.jsonl"], "tokenizer/", 2048, "prepared/")
-    >>> manifest["packing_efficiency"]
+A tiny build (a real one uses a real corpus and e.g. `seq_len=2048`):
+
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tok = train_tokenizer(["hello world", "the quick brown fox"] * 20, d / "tok", vocab_size=300)
+    >>> import json
+    >>> rows = [{"text": t} for t in ["hello world", "the quick brown fox"] * 10]
+    >>> _ = (d / "corpus.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+    >>> manifest = prepare_dataset([str(d / "corpus.jsonl")], tok, 64, d / "prepared")
+    >>> manifest["num_documents"], manifest["cache_hit"], 0 < manifest["packing_efficiency"] <= 1
+    (20, False, True)
+    >>> prepare_dataset([str(d / "corpus.jsonl")], tok, 64, d / "prepared")["cache_hit"]  # same call: cached
+    True
 """
 
 from __future__ import annotations

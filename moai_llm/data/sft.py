@@ -11,7 +11,11 @@ The template is compiled with jinja2's sandbox exactly as transformers' `apply_c
 does (trim_blocks, lstrip_blocks, raise_exception, tojson), read straight from the tokenizer
 folder: preparing SFT data then needs neither transformers nor torch (seconds per run).
 
-    >>> template = ChatTemplate.from_dir("tokenizer/")
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tok = train_tokenizer(["hello world", "the quick brown fox"] * 20, d / "tok", vocab_size=300)
+    >>> template = ChatTemplate.from_dir(tok)       # a tokenizer folder with a ChatML template
     >>> text, spans = render(template, [{"role": "user", "content": "hi"},
     ...                                 {"role": "assistant", "content": "hello"}])
     >>> [text[s:e] for s, e in spans]

@@ -7,9 +7,14 @@ come out one at a time with their location ("reviews.jsonl:17") so that a bad ro
 by file and line; `skip_bad_rows=True` counts and skips bad rows instead. JSON is parsed with
 orjson. Fingerprints (size, mtime and content hashes) tell the cache whether a file changed.
 
-    >>> srcs = resolve_sources(["data/*.jsonl"], weights=[1.0])
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "reviews.jsonl").write_text('{"text": "good"}\\n{"text": "bad"}\\n')
+    >>> srcs = resolve_sources([str(d / "*.jsonl")], weights=[1.0])
     >>> for record, where in iter_records(srcs[0], BadRows(skip=False)):
-    ...     pass
+    ...     print(record, where.rsplit("/", 1)[-1])
+    {'text': 'good'} reviews.jsonl:1
+    {'text': 'bad'} reviews.jsonl:2
 """
 
 from __future__ import annotations

@@ -7,8 +7,22 @@
 `load_prepared(dir)` memory-maps the shards as one `datasets.Dataset`, so a training process
 holds only the pages it reads.
 
-    >>> ds = load_prepared("prepared/")
-    >>> ds[0]["input_ids"][:4]
+A tiny folder built by `prepare_dataset`, then loaded:
+
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tok = train_tokenizer(["hello world", "the quick brown fox"] * 20, d / "tok", vocab_size=300)
+    >>> import json
+    >>> rows = [{"text": t} for t in ["hello world", "the quick brown fox"] * 10]
+    >>> _ = (d / "corpus.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+    >>> from moai_llm.data.prepare import prepare_dataset
+    >>> _ = prepare_dataset([str(d / "corpus.jsonl")], tok, 64, d / "prepared")
+    >>> ds = load_prepared(d / "prepared")
+    >>> ds[0]["input_ids"][:4]  # doctest: +ELLIPSIS
+    [..., ..., ..., ...]
+    >>> len(ds[0]["input_ids"]) == len(ds[0]["labels"]) == 64
+    True
 """
 
 from __future__ import annotations
