@@ -9,7 +9,18 @@ corpora by default, or the user's files), `compare_tokenizers` reports:
 - round_trip: share of texts with decode(encode(text)) == text;
 - encode_mb_s: encode throughput in MB of UTF-8 per second (batch encode, this machine).
 
-    >>> rows = compare_tokenizers(["tokenizers/a", "tokenizers/b"], {"ko": ko_texts})
+    >>> import itertools, tempfile, pathlib
+    >>> from moai_llm import corpora
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> ko_texts = list(itertools.islice(corpora.iter_texts("ko", split="heldout"), 20))
+    >>> a = train_tokenizer(ko_texts, d / "a", vocab_size=300)
+    >>> b = train_tokenizer(ko_texts, d / "b", vocab_size=600)
+    >>> rows = compare_tokenizers([d / "a", d / "b"], {"ko": ko_texts})
+    >>> [(r["tokenizer"], r["set"], r["round_trip"]) for r in rows]
+    [('a', 'ko', 1.0), ('b', 'ko', 1.0)]
+    >>> rows[1]["chars_per_token"] > rows[0]["chars_per_token"]
+    True
 """
 
 from __future__ import annotations

@@ -14,8 +14,15 @@ New tokens are concatenations of existing byte-level tokens, never re-encoded st
 "double-encoded" junk (e.g. 'Ã«Ä¯' spelled out again as bytes) cannot appear. Any byte-level BPE
 `tokenizer.json` works (GPT-2, Llama-3, Qwen, moai); others are refused with a reason.
 
-    >>> report = extend_tokenizer("tokenizers/base", domain_texts, "tokenizers/finance", vocab_size=33000)
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> base = train_tokenizer(["hello world, this is general text"] * 50, d / "base", vocab_size=300)
+    >>> domain_texts = ["the bond yield rose while equity dividends fell"] * 50
+    >>> report = extend_tokenizer(d / "base", domain_texts, d / "finance", vocab_size=310,
+    ...                           heldout=["hello world"])
     >>> report["vocab_size"], report["heldout_unchanged"]
+    (310, 1.0)
 """
 
 from __future__ import annotations

@@ -5,8 +5,17 @@ Mean initialisation keeps the new tokens' logits near the average of the existin
 loss does not jump when an extended tokenizer's new ids first appear (random rows would make
 them either never or always predicted). A tied lm_head stays tied to the grown embedding.
 
+    >>> import tempfile, pathlib
+    >>> from moai_llm.config import MoaiConfig
+    >>> from moai_llm.modeling import MoaiForCausalLM
+    >>> from moai_llm.tokenizer import load_tokenizer, train_tokenizer
     >>> from moai_llm.tokenizer.model_vocab import grow_embeddings
+    >>> model = MoaiForCausalLM(MoaiConfig.from_preset("tiny", vocab_size=256))
+    >>> path = train_tokenizer(["hello world"] * 20, pathlib.Path(tempfile.mkdtemp()) / "tok", vocab_size=300)
+    >>> tokenizer = load_tokenizer(path)
     >>> grew = grow_embeddings(model, len(tokenizer))   # True if rows were added
+    >>> grew, model.get_input_embeddings().weight.shape[0] == len(tokenizer) == model.config.vocab_size
+    (True, True)
 """
 
 from __future__ import annotations

@@ -6,9 +6,16 @@ plain text: a tokenizer must see line breaks and indentation, so `.txt`/`.md` fi
 here in blocks of about 64 KB of whole lines instead of one document per line. Everything is
 lazy, one block or record at a time, so a 1 GB file never sits in memory (item 9).
 
+    >>> import json, tempfile, pathlib
     >>> from moai_llm.tokenizer.sources import resolve_inputs, iter_sources
-    >>> sources = resolve_inputs(["corpus/*.jsonl", "notes.txt"])
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "corpus").mkdir()
+    >>> _ = (d / "corpus" / "a.jsonl").write_text(json.dumps({"text": "first document"}) + "\\n")
+    >>> _ = (d / "notes.txt").write_text("a line\\nanother line\\n")
+    >>> sources = resolve_inputs([f"{d}/corpus/*.jsonl", f"{d}/notes.txt"])
     >>> texts = iter_sources(sources)
+    >>> list(texts)
+    ['first document', 'a line\\nanother line\\n']
 """
 
 from __future__ import annotations

@@ -5,8 +5,13 @@ tokens, no BOS, `clean_up_tokenization_spaces: false`, the ChatML template inlin
 readers), special_tokens_map.json and chat_template.jinja (where transformers 5 looks first). It is built in a temporary folder
 beside the target and renamed into place, so a failure never leaves half a folder behind.
 
+    >>> import tempfile, pathlib
+    >>> from moai_llm.tokenizer import train_tokenizer
     >>> from moai_llm.tokenizer.store import load_tokenizer
-    >>> tok = load_tokenizer("tokenizers/mine")
+    >>> mine = train_tokenizer(["hello world"] * 20, pathlib.Path(tempfile.mkdtemp()) / "mine", vocab_size=300)
+    >>> tok = load_tokenizer(mine)
+    >>> sorted(p.name for p in mine.iterdir())  # doctest: +ELLIPSIS
+    [...'tokenizer.json', 'tokenizer_config.json']
 """
 
 from __future__ import annotations
@@ -104,7 +109,12 @@ def publish(tmp: Path, out: Path) -> None:
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
     """Load a tokenizer folder (moai's or any transformers one) as a fast tokenizer.
 
-        >>> tok = load_tokenizer("tokenizers/mine")
+        >>> import tempfile, pathlib
+        >>> from moai_llm.tokenizer import train_tokenizer
+        >>> mine = train_tokenizer(["hello world"] * 20, pathlib.Path(tempfile.mkdtemp()) / "mine", vocab_size=300)
+        >>> tok = load_tokenizer(mine)
+        >>> tok.decode(tok("hello world")["input_ids"])
+        'hello world'
     """
     from transformers import AutoTokenizer
 

@@ -16,7 +16,8 @@ Speed modes (`MODES`) trade compression for time by sampling the input; their me
 is in docs/tokenizer.md (`benchmarks/bench_tokenizer.py`).
 
     >>> from moai_llm.tokenizer import train_tokenizer, load_tokenizer
-    >>> path = train_tokenizer(["hello world"] * 100, "/tmp/tok", vocab_size=300)
+    >>> import tempfile, pathlib
+    >>> path = train_tokenizer(["hello world"] * 100, pathlib.Path(tempfile.mkdtemp()) / "tok", vocab_size=300)
     >>> load_tokenizer(path).decode(load_tokenizer(path)("hello")["input_ids"])
     'hello'
 """
@@ -273,7 +274,12 @@ def train_tokenizer(
     known) spreads sampling over all of it. Returns the folder. Raises MoaiInputError for an
     empty input or a bad size; nothing is written then.
 
-        >>> train_tokenizer(open("corpus.txt"), "tokenizers/mine", vocab_size=32000, mode="turbo")
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "corpus.txt").write_text("hello world\\nhello moai\\n" * 50, encoding="utf-8")
+        >>> with open(d / "corpus.txt", encoding="utf-8") as f:
+        ...     train_tokenizer(f, d / "mine", vocab_size=300, mode="turbo")  # doctest: +ELLIPSIS
+        PosixPath('.../mine')
     """
     if mode not in MODES:
         raise MoaiInputError(f"unknown mode {mode!r}", hint=f"choose one of {', '.join(MODES)}")
