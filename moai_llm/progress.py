@@ -3,11 +3,15 @@
 Library code shows progress through `progress_bar()`; the CLI silences it with `set_quiet()`
 (`--json` output must stay machine-readable).
 
-    >>> from moai_llm.progress import progress_bar
+    >>> from moai_llm.progress import progress_bar, set_quiet
+    >>> set_quiet(True)                      # what the CLI does for --json; nothing is drawn
     >>> with progress_bar() as bar:
-    ...     task = bar.add_task("tokenizing", total=3)
+    ...     task = bar.add_task("tokenizing", total=3, info="")   # every task sets `info`
     ...     for _ in range(3):
     ...         bar.advance(task)
+    >>> bar.tasks[0].completed
+    3
+    >>> set_quiet(False)
 """
 
 from __future__ import annotations

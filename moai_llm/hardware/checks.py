@@ -1,8 +1,14 @@
 """Pass / warn / fail checks of a machine (facts) and a plan, each with a fix; `moai doctor`
 renders them.
 
+    >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.checks import run_checks
-    >>> [c.status for c in run_checks(simulate("4xRTX4090-24GB"), plan, params=2_013_018_880)]
+    >>> from moai_llm.hardware.presets import make_plan
+    >>> from moai_llm.hardware.simulate import simulate
+    >>> facts = simulate("4xRTX4090-24GB")
+    >>> plan = make_plan(facts, MoaiConfig.from_preset("2b"), seq_len=1024)
+    >>> {c.name: c.status for c in run_checks(facts, plan, params=2_013_018_880)}  # doctest: +ELLIPSIS
+    {'gpu': 'pass', 'driver': 'pass', ..., 'p2p': 'warn', ..., 'plan-fits': 'pass'}
 
 A failure means training will not work as planned (driver too old for torch's CUDA, the model
 does not fit, no disk for one checkpoint); a warning means it works, slower or at a risk (no

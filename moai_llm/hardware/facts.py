@@ -4,9 +4,10 @@ Facts are data, not decisions: `presets.make_plan` and `moai doctor` read them. 
 through `to_dict` / `from_dict`, so a machine's facts can be saved (`moai doctor --json`) and
 planned for elsewhere.
 
+    >>> from moai_llm.hardware.facts import GPUFacts, HardwareFacts
     >>> f = HardwareFacts(gpus=[GPUFacts(0, "NVIDIA A40", 46068, 46068, "8.6")])
     >>> HardwareFacts.from_dict(f.to_dict()).gpus[0].memory_total_bytes
-    48305405952
+    48305799168
 """
 
 from __future__ import annotations

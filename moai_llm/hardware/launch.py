@@ -1,8 +1,20 @@
 """Run a plan: in this process for one process, `torchrun` for several, on one node or many.
 
+    >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.launch import launch, describe
-    >>> describe(plan, ["--run-yaml", "out/run.yaml"])["command_line"]   # what --dry-run prints
+    >>> from moai_llm.hardware.presets import make_plan
+    >>> from moai_llm.hardware.simulate import simulate
+    >>> tiny = MoaiConfig.from_preset("tiny")
+    >>> plan = make_plan(simulate("1xA100-80GB"), tiny, seq_len=128)
+    >>> describe(plan, ["--run-yaml", "out/run.yaml"])["command_line"]   # doctest: +ELLIPSIS
+    '...python... -m moai_llm.training.worker --run-yaml out/run.yaml'
+    >>> plan8 = make_plan(simulate("8xA100-80GB"), tiny, seq_len=128)
+    >>> describe(plan8, ["--run-yaml", "out/run.yaml"])["command_line"]  # doctest: +ELLIPSIS
+    '...torchrun --nproc_per_node 8 --nnodes 1 ... -m moai_llm.training.worker --run-yaml out/run.yaml'
+    >>> def train_fn(plan):                  # stands in for the trainer: gets the plan, env set
+    ...     return 0
     >>> launch(plan, ["--run-yaml", "out/run.yaml"], in_process=train_fn)  # 0 on success
+    0
 
 - One process: the plan's environment is applied to `os.environ` and `in_process(plan)` is
   called (no second interpreter, no port, debuggable). Without `in_process` the worker module

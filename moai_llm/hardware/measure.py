@@ -1,9 +1,17 @@
 """Measure the peak memory of real training steps, to check the memory model (memory.py).
 
-    >>> from moai_llm.hardware.measure import run_cases
-    >>> run_cases([{"config": {...}, "seq": 128, "micro": 4, "precision": "fp32", "ckpt": False}])
-    [{"peak_bytes": ..., ...}]
-    python -m moai_llm.hardware.measure CASES.json      # one JSON line per case
+    >>> from moai_llm.hardware.measure import EMPTY_MODEL, measure, run_cases
+    >>> measure(EMPTY_MODEL, seq=16, micro=1)   # doctest: +ELLIPSIS
+    {'peak_bytes': ..., 'reserved_bytes': ..., 'baseline_bytes': ...}
+
+`measure` runs in this process (above: a near-empty model, fast). `run_cases` forks one child
+process per CPU case (seconds each), so it is not run here; the call and its result look like:
+
+    >>> run_cases([{"config": "tiny", "seq": 128, "micro": 4, "precision": "fp32",
+    ...             "ckpt": False}])   # doctest: +SKIP
+    [{'config': 'tiny', 'seq': 128, 'micro': 4, ..., 'peak_bytes': ..., 'reserved_bytes': ..., ...}]
+
+From a shell: `python -m moai_llm.hardware.measure CASES.json` (one JSON line per case).
 
 A case trains MoaiForCausalLM (fp32 master weights, autocast when bf16, fused AdamW, the
 model's own fused chunked loss via `labels=`) for two optimizer steps of two micro-batches: the

@@ -4,7 +4,10 @@
     >>> from moai_llm.hardware.probe import simulate
     >>> from moai_llm.config import MoaiConfig
     >>> plan = make_plan(simulate("8xA100-80GB"), MoaiConfig.from_preset("3b"), seq_len=1024)
-    >>> plan.micro_batch_size, plan.gradient_accumulation_steps, plan.reasons["strategy"]
+    >>> plan.micro_batch_size, plan.gradient_accumulation_steps
+    (8, 8)
+    >>> plan.reasons["strategy"]             # doctest: +ELLIPSIS
+    'fsdp2: DDP without checkpointing fits micro batch 1 only (target 4), ...'
 
 Every decision is made here, once, from the memory model (memory.py) and the facts, and
 carries a one-line reason. The user's explicit choices arrive as `overrides` and win.

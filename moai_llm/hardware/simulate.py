@@ -2,8 +2,10 @@
 
     >>> from moai_llm.hardware.simulate import simulate, list_hardware
     >>> f = simulate("8xA40-48GB")
-    >>> f.p2p[0][1], f.p2p[0][7]          # ("pcie", "none"): one socket vs across sockets
-    >>> simulate("2x8xH100-80GB").nnodes  # 2
+    >>> f.p2p[0][1], f.p2p[0][7]          # one socket vs across sockets
+    ('pcie', 'none')
+    >>> simulate("2x8xH100-80GB").nnodes
+    2
 
 Spec: `[NODESx]COUNTxNAME`. NAME is a preset file stem or alias, case-insensitive.
 """

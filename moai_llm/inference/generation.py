@@ -11,10 +11,29 @@
   at any stop id (<|im_end|>, <|endoftext|>, eos), never emits special tokens, and fills a
   `GenerationStats` (tokens, time to first token, decode tokens/s) as it goes.
 
-    >>> stats = GenerationStats()                                      # doctest: +SKIP
-    >>> for text in stream_generate(model, tokenizer, ids, SamplingParams(temperature=0),
-    ...                             stop_ids=[2], stats=stats):
-    ...     print(text, end="", flush=True)
+    A tiny random model and tokenizer (its answers are nonsense, the loop is the real one):
+
+    >>> import pathlib, tempfile, torch
+    >>> from transformers import AutoTokenizer
+    >>> from moai_llm.config import MoaiConfig
+    >>> from moai_llm.modeling import MoaiForCausalLM
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> from moai_llm.inference.generation import GenerationStats, SamplingParams, stream_generate
+    >>> texts = ["hello world", "안녕하세요 세계", "a small example"] * 20
+    >>> tokenizer = AutoTokenizer.from_pretrained(
+    ...     train_tokenizer(texts, pathlib.Path(tempfile.mkdtemp()), vocab_size=300))
+    >>> _ = torch.manual_seed(0)
+    >>> model = MoaiForCausalLM(MoaiConfig.from_preset("tiny", vocab_size=len(tokenizer))).eval()
+    >>> ids = tokenizer("hello")["input_ids"]
+    >>> stats, answer = GenerationStats(), ""
+    >>> params = SamplingParams(temperature=0, max_new_tokens=8)   # greedy
+    >>> for text in stream_generate(model, tokenizer, ids, params,
+    ...                             stop_ids=[tokenizer.eos_token_id], stats=stats):
+    ...     answer += text            # a chat UI prints each piece: print(text, end="", flush=True)
+    >>> "\ufffd" in answer               # every piece is complete text
+    False
+    >>> stats.tokens <= 8, stats.stop_reason in ("stop_token", "max_new_tokens")
+    (True, True)
 """
 
 from __future__ import annotations
