@@ -64,6 +64,18 @@ class RateColumn(TextColumn):
         return Text(f"{speed:.1f} {self.unit}/s", style="progress.data.speed")
 
 
+class InfoColumn(TextColumn):
+    """Free text a task carries in its `info` field (loss, tokens/s); empty when it has none."""
+
+    def __init__(self):
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        from rich.text import Text
+
+        return Text(str(task.fields.get("info", "")))
+
+
 def progress_bar(unit: str = "it", transient: bool = False) -> Progress:
     """A rich Progress with rate and ETA; disabled when quiet or when stderr is not a TTY-less pipe
     and the caller asked for quiet."""
@@ -77,7 +89,7 @@ def progress_bar(unit: str = "it", transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
+        InfoColumn(),
         console=console,
         disable=_quiet,
         transient=transient,
