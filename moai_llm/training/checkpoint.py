@@ -8,10 +8,22 @@ tokenizer + generation_config.json) plus the trainer state needed to continue ex
 `checkpoints/.tmp-step-N-*` and renamed into place, so a crash (even SIGKILL) leaves either
 the whole checkpoint or nothing; stale temp folders are removed on the next start.
 
+    >>> import pathlib, tempfile, torch
+    >>> from moai_llm import corpora
+    >>> from moai_llm.config import MoaiConfig
+    >>> from moai_llm.modeling import MoaiForCausalLM
+    >>> from moai_llm.tokenizer import load_tokenizer, train_tokenizer
+    >>> from moai_llm.training.schedule import build_scheduler, make_schedule
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "out"
+    >>> texts = list(corpora.iter_texts("en"))[:50]
+    >>> tok = load_tokenizer(train_tokenizer(texts, out.parent / "tok", vocab_size=300, show_progress=False))
+    >>> m = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
+    >>> opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    >>> sched = build_scheduler(opt, make_schedule("wsd", 1000))
     >>> path = save_checkpoint(out, step=100, model=m, tokenizer=tok, optimizer_state=opt.state_dict(),
     ...                        scheduler=sched, state={"samples_consumed": 6400}, keep=3)
-    >>> latest_checkpoint(out)
-    PosixPath('out/checkpoints/step-100')
+    >>> latest_checkpoint(out)  # doctest: +ELLIPSIS
+    PosixPath('.../out/checkpoints/step-100')
 """
 
 from __future__ import annotations

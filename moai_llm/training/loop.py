@@ -14,7 +14,31 @@ What one optimizer step does:
    fp32), syncing gradients only on the last one,
 4. clip, check the loss is finite (else skip the step and warn), AdamW step, schedule step.
 
-    >>> result = train(settings, plan, run_dir)   # called by the worker / launch
+The worker / `launch_run` calls it with the settings and plan of a prepared run.yaml:
+
+    >>> import json, pathlib, tempfile
+    >>> from moai_llm import corpora
+    >>> from moai_llm.hardware.plan import Plan
+    >>> from moai_llm.progress import set_quiet
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> from moai_llm.training.runner import prepare_run
+    >>> from moai_llm.training.settings import TrainSettings, resolve_settings
+    >>> set_quiet(True)
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> texts = list(corpora.iter_texts("en"))[:50]
+    >>> tok = train_tokenizer(texts, d / "tok", vocab_size=300, show_progress=False)
+    >>> _ = (d / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\\n" for t in texts))
+    >>> s, reasons = resolve_settings("pretrain", flags={
+    ...     "model": "tiny", "tokenizer": str(tok), "dataset": [str(d / "docs.jsonl")],
+    ...     "output_dir": str(d / "run"), "max_steps": 2, "seq_len": 64, "micro_batch_size": 2,
+    ...     "gradient_accumulation_steps": 1, "nproc": 1})
+    >>> spec = prepare_run(s, reasons)
+    >>> settings, plan = TrainSettings.from_dict(spec["settings"]), Plan.from_dict(spec["plan"])
+    >>> run_dir = settings.output_dir
+    >>> result = train(settings, plan, run_dir, spec["model_config"], show_progress=False)
+    >>> result["step"], result["skipped_steps"]
+    (2, 0)
+    >>> set_quiet(False)
 """
 
 from __future__ import annotations

@@ -4,9 +4,15 @@ Only rank 0 writes. metrics.jsonl has one JSON object per logged step (`step`, `
 `grad_norm`, `tokens_per_s`, `mfu` on GPU, ...); a resumed run first drops the lines after
 its checkpoint so the file reads as one clean run.
 
+    >>> import pathlib, tempfile
+    >>> run_dir = pathlib.Path(tempfile.mkdtemp())
     >>> w = MetricsWriter(run_dir)
     >>> w.log(10, {"loss": 3.2, "lr": 1e-4})
-    >>> w.close(); plot_loss(run_dir)
+    >>> w.log(20, {"loss": 2.9, "lr": 1e-4})
+    >>> w.close(); plot_loss(run_dir).name
+    'loss.png'
+    >>> read_metrics(run_dir)[-1]
+    {'step': 20, 'loss': 2.9, 'lr': 0.0001}
 """
 
 from __future__ import annotations

@@ -9,8 +9,16 @@
 - Several processes: DDP, or FSDP2 (`fully_shard` per decoder layer, then the root) when the
   plan says so.
 
+    >>> import torch
+    >>> from moai_llm.config import MoaiConfig
+    >>> from moai_llm.training.settings import resolve_settings
+    >>> settings, _ = resolve_settings("pretrain", flags={"model": "tiny"})
+    >>> model_config = MoaiConfig.from_preset("tiny").to_dict()
+    >>> tokenizer = plan = None    # the tokenizer is needed only for --pretrained-model; plan: run.yaml's
     >>> model = build_model(settings, model_config, tokenizer, plan)
     >>> optimizer = build_optimizer(model, settings, torch.device("cpu"))
+    >>> type(model).__name__, optimizer_kind(optimizer) in ("fused", "foreach")
+    ('MoaiForCausalLM', True)
 """
 
 from __future__ import annotations

@@ -8,8 +8,18 @@
 then say where everything went and what to run next. Every stage goes through the same code
 as `moai tokenizer train`, `moai pretrain`, `moai sft` and `moai chat`.
 
-    >>> report = run_quickstart("moai-quickstart")          # ~70 s on an idle 2-core CPU
-    >>> report = run_quickstart("qs", tiny=True)             # seconds: tests
+The full run is `run_quickstart("moai-quickstart")` (a few minutes on an idle 2-core CPU);
+`tiny=True` is the seconds-long version the tests use, here cut to two steps per stage:
+
+    >>> import pathlib, tempfile
+    >>> from moai_llm.progress import set_quiet
+    >>> set_quiet(True)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "qs"
+    >>> report = run_quickstart(out, tiny=True, pretrain_steps=2, sft_steps=2)  # doctest: +ELLIPSIS
+    ...
+    >>> pathlib.Path(report["final_model"]).is_dir(), sorted(report["timings"])[-1]
+    (True, 'total_s')
+    >>> set_quiet(False)
 """
 
 from __future__ import annotations

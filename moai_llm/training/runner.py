@@ -7,8 +7,27 @@ special tokens (and agree with a pretrained model's ids), a prepared dataset mus
 made with this tokenizer, and `--resume` must find a checkpoint. Raw sources are prepared
 (DATA's `prepare_dataset`, cached) into `<output>/data` here, in this process.
 
+    >>> import json, pathlib, tempfile
+    >>> from moai_llm import corpora
+    >>> from moai_llm.progress import set_quiet
+    >>> from moai_llm.tokenizer import train_tokenizer
+    >>> from moai_llm.training.settings import resolve_settings
+    >>> set_quiet(True)
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> texts = list(corpora.iter_texts("en"))[:50]
+    >>> tok = train_tokenizer(texts, d / "tok", vocab_size=300, show_progress=False)
+    >>> _ = (d / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\\n" for t in texts))
+    >>> settings, reasons = resolve_settings("pretrain", flags={
+    ...     "model": "tiny", "tokenizer": str(tok), "dataset": [str(d / "docs.jsonl")],
+    ...     "output_dir": str(d / "run"), "max_steps": 1, "seq_len": 64, "micro_batch_size": 2,
+    ...     "gradient_accumulation_steps": 1, "nproc": 1})
     >>> spec = prepare_run(settings, reasons)      # returns the run.yaml contents
-    >>> code = launch_run(spec)                    # 0 on success
+    >>> (d / "run" / "run.yaml").is_file(), spec["plan"]["strategy"]
+    (True, 'single')
+    >>> code, result = launch_run(spec, show_progress=False)   # 0 on success
+    >>> code, result["step"]
+    (0, 1)
+    >>> set_quiet(False)
 """
 
 from __future__ import annotations

@@ -5,7 +5,13 @@ to `min_lr_ratio` (cosine or linear shape). Lengths are steps (int >= 1) or frac
 run (float < 1), so `warmup: 0.01` and `warmup: 20` both work, as in WSD papers and the seed.
 The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly.
 
-    >>> sched = build_scheduler(opt, "wsd", total_steps=1000, warmup=0.01, decay=0.2)
+    >>> import torch
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched = build_scheduler(opt, make_schedule("wsd", total_steps=1000, warmup=0.01, decay=0.2))
+    >>> for _ in range(10):
+    ...     opt.step(); sched.step()
+    >>> sched.get_last_lr()     # warmup (10 steps) done: the stable phase
+    [1.0]
 """
 
 from __future__ import annotations
