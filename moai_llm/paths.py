@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# presets/ sits at the repository root (DESIGN.md); `pip install -e .` keeps it next to the package.
-PRESETS_DIR = PACKAGE_DIR.parent / "presets"
+# presets/ sits at the repository root (DESIGN.md); moai_llm/presets is a link to it, which a
+# built wheel turns into a copy inside the package, so a non-editable install finds it too.
+PRESETS_DIR = PACKAGE_DIR / "presets"
 CORPORA_DIR = PACKAGE_DIR / "corpora"
 
 
