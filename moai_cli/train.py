@@ -73,6 +73,19 @@ def _run(mode: str, flags: dict[str, Any], config: str | None, resume: bool, ext
     console.print(f"next:    {next_cmd}")
 
 
+# Parameters of `pretrain`/`sft` that are not settings (or need translating into one).
+_NOT_SETTINGS = {"config", "resume", "dry_run", "as_json", "seed_mode", "extra", "bf16", "fp32", "gc_seed"}
+
+
+def _flags(args: dict) -> dict:
+    """The command's parameters as settings overrides (None = not given on the command line)."""
+    flags = {k: v for k, v in args.items() if k not in _NOT_SETTINGS}
+    flags["dataset"] = list(args["dataset"]) if args["dataset"] else None
+    flags["precision"] = "bf16" if args["bf16"] else ("fp32" if args["fp32"] else None)
+    flags["gradient_checkpointing"] = True if args["gc_seed"] else args["gradient_checkpointing"]
+    return flags
+
+
 def pretrain(
     model: str = typer.Option(None, "--model", "-m", help="Model preset: tiny, small, 0.5b, 2b, 3b, seed-3b."),
     model_config: str = typer.Option(None, "--model-config", "--model_config", help="A model config file (JSON/YAML)."),
@@ -122,20 +135,7 @@ def pretrain(
 ) -> None:
     """Pretrain a model: `moai pretrain --model small --tokenizer TOK --dataset DATA -o OUT`."""
     with handle_errors():
-        flags = dict(model=model, model_config=model_config, pretrained_model=pretrained_model,
-                     tokenizer=tokenizer, dataset=list(dataset) if dataset else None,
-                     dataset_config=dataset_config, dataset_split=dataset_split, output_dir=output_dir,
-                     max_steps=max_steps, learning_rate=learning_rate, min_lr_ratio=min_lr_ratio,
-                     lr_scheduler=lr_scheduler, warmup=warmup, stable=stable, decay=decay,
-                     weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                     micro_batch_size=micro_batch_size,
-                     gradient_accumulation_steps=gradient_accumulation_steps, global_batch=global_batch,
-                     seq_len=seq_len, precision="bf16" if bf16 else ("fp32" if fp32 else None),
-                     gradient_checkpointing=True if gc_seed else gradient_checkpointing,
-                     save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
-                     logging_steps=logging_steps, seed=seed, nproc=nproc, strategy=strategy,
-                     hardware=hardware, simulate=simulate, nnodes=nnodes, node_rank=node_rank,
-                     master_addr=master_addr, master_port=master_port, rdzv_endpoint=rdzv_endpoint)
+        flags = _flags(locals())
         _run("pretrain", flags, config, resume, extra, dry_run, as_json, seed_mode)
 
 
@@ -181,16 +181,5 @@ def sft(
     """Fine-tune a model on chat data (loss on assistant turns only):
     `moai sft --pretrained-model OUT/final_model --dataset qa.jsonl -o SFT`."""
     with handle_errors():
-        flags = dict(pretrained_model=pretrained_model, tokenizer=tokenizer,
-                     dataset=list(dataset) if dataset else None, dataset_config=dataset_config,
-                     dataset_split=dataset_split, output_dir=output_dir, max_steps=max_steps,
-                     learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup=warmup,
-                     weight_decay=weight_decay, micro_batch_size=micro_batch_size,
-                     gradient_accumulation_steps=gradient_accumulation_steps, global_batch=global_batch,
-                     seq_len=seq_len, precision="bf16" if bf16 else ("fp32" if fp32 else None),
-                     gradient_checkpointing=True if gc_seed else gradient_checkpointing,
-                     save_steps=save_steps, save_total_limit=save_total_limit, eval_steps=eval_steps,
-                     logging_steps=logging_steps, seed=seed, nproc=nproc, simulate=simulate,
-                     nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
-                     master_port=master_port, rdzv_endpoint=rdzv_endpoint)
+        flags = _flags(locals())
         _run("sft", flags, config, resume, extra, dry_run, as_json, seed_mode)
