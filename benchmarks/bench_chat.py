@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # random_models: the same random folders the tests build
 
 
 def corpora_dir() -> Path:
@@ -153,8 +154,9 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from moai_llm.inference.random_model import write_random_model
     from moai_llm.tokenizer import train_tokenizer
+
+    from random_models import write_random_model
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
@@ -167,7 +169,7 @@ def main() -> None:
         if texts is None:
             print(f"note: {corpora_dir()} not found; the tokenizer is trained on built-in sample sentences",
                   file=sys.stderr)
-            from moai_llm.inference.random_model import SAMPLE_TEXTS
+            from random_models import SAMPLE_TEXTS
 
             texts = SAMPLE_TEXTS * 50
         tok_dir = train_tokenizer(texts, Path(tmp) / "tokenizer", vocab_size=8000)

@@ -84,7 +84,7 @@ def worker(kind: str, train: str, out: str, vocab: int) -> dict:
         )
     else:
         from moai_llm.tokenizer import train_tokenizer
-        from moai_llm.tokenizer.sources import resolve_inputs
+        from moai_llm.tokenizer.text_streams import resolve_inputs
 
         train_tokenizer(resolve_inputs(train.split(",")), out, vocab_size=vocab, mode=kind)
     seconds = time.perf_counter() - t0

@@ -40,15 +40,15 @@ def _check_output(out: Path) -> None:
 
 def _sources(inputs, text_column, dataset, dataset_config, split, langs, max_samples_per_lang):
     from moai_llm.errors import MoaiInputError
-    from moai_llm.tokenizer import sources
+    from moai_llm.tokenizer import text_streams
 
     found = []
     if inputs:
-        found += sources.resolve_inputs(inputs, text_column)
+        found += text_streams.resolve_inputs(inputs, text_column)
     if dataset:
-        found.append(sources.hub_source(dataset, dataset_config, split, text_column, max_samples_per_lang))
+        found.append(text_streams.hub_source(dataset, dataset_config, split, text_column, max_samples_per_lang))
     if langs:
-        found += sources.multilingual_sources(langs, max_samples_per_lang)
+        found += text_streams.multilingual_sources(langs, max_samples_per_lang)
     if not found:
         raise MoaiInputError("no input given", hint="pass --input FILE, --dataset NAME or --multilingual ko en ...")
     return found
@@ -157,7 +157,7 @@ def extend(
     """Add domain tokens to a byte-level BPE: old ids and merge ranks kept, new ones appended."""
     with handle_errors():
         from moai_llm.tokenizer.extend import extend_tokenizer
-        from moai_llm.tokenizer.sources import iter_sources, resolve_inputs
+        from moai_llm.tokenizer.text_streams import iter_sources, resolve_inputs
 
         set_quiet(as_json)
         out = output_folder(output_dir, model_prefix)
@@ -215,7 +215,7 @@ def compare(
             default_text_sets,
             find_tokenizers,
         )
-        from moai_llm.tokenizer.sources import resolve_inputs
+        from moai_llm.tokenizer.text_streams import resolve_inputs
 
         dirs = paths or find_tokenizers("tokenizers")
         if inputs:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+
+# Shared builders for tests and benchmarks (`random_models.py`) live beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

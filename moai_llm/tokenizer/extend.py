@@ -38,7 +38,7 @@ from pathlib import Path
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.progress import info
-from moai_llm.tokenizer.store import staging
+from moai_llm.tokenizer.folder import staging
 
 # Files of a tokenizer folder that stay valid after extension (vocab.json/merges.txt of a slow
 # tokenizer would not, so they are left behind and transformers uses tokenizer.json).

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.tokenizer.bytelevel import bytes_to_unicode, char_bpe_to_byte_level, to_byte_level
-from moai_llm.tokenizer.sources import TextSource
+from moai_llm.tokenizer.folder import load_tokenizer, save_tokenizer
 from moai_llm.tokenizer.special import SPECIAL_TOKENS
-from moai_llm.tokenizer.store import load_tokenizer, save_tokenizer
+from moai_llm.tokenizer.text_streams import TextSource
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from moai_cli.app import app
-from moai_llm.inference.random_model import write_random_model
+
+from random_models import write_random_model
 
 runner = CliRunner()
 

@@ -15,7 +15,8 @@ import pytest
 pexpect = pytest.importorskip("pexpect")
 
 from moai_cli.chat import terminal_text  # noqa: E402
-from moai_llm.inference.random_model import write_random_model  # noqa: E402
+
+from random_models import write_random_model  # noqa: E402
 
 PROMPT = "you>"
 STATS = r"(\d+) tokens · [\d.]+ tok/s · TTFT [\d.]+ s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moai_llm.inference.random_model import write_random_model, write_tokenizer
+from random_models import write_random_model, write_tokenizer
 
 
 @pytest.fixture(scope="session")

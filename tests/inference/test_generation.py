@@ -140,7 +140,8 @@ def test_text_stream_emits_only_complete_characters(loaded, text):
 
 def test_special_tokens_are_generated_but_never_shown(loaded, tokenizer_dir, tmp_path):
     from moai_llm.inference import load_for_chat
-    from moai_llm.inference.random_model import write_random_model
+
+    from random_models import write_random_model
 
     folder = write_random_model(tmp_path / "m", tokenizer_dir, hidden_size=32, num_layers=1)
     model, tokenizer, info = load_for_chat(folder)

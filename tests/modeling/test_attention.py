@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_config
 
 from moai_llm.modeling import MoaiForCausalLM
 from moai_llm.modeling.attention import (
@@ -13,6 +12,8 @@ from moai_llm.modeling.attention import (
     flash_attn_available,
     resolve_attn_implementation,
 )
+
+from tiny_models import tiny_config
 
 BACKENDS = [
     "sdpa",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_models import tiny_config
 
 from moai_llm.config import MoaiConfig, list_presets, parameter_count
+
+from tiny_models import tiny_config
 
 # Pinned so a preset cannot drift silently; docs/model.md shows the same figures.
 PRESET_COUNTS = {

@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import tiny_config
 from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from moai_llm.modeling import MoaiForCausalLM
+
+from tiny_models import tiny_config
 
 VARIANTS = [(False, True), (False, False), (True, True), (True, False)]
 IDS = ["rope-tied", "rope-untied", "yarn-tied", "yarn-untied"]

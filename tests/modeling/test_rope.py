@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from moai_llm.modeling.rope import MoaiRotaryEmbedding, apply_rotary_pos_emb, rope_parameters
+
+from tiny_models import tiny_config
 
 YARN_VARIANTS = [
     {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},

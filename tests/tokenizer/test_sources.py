@@ -9,7 +9,7 @@ import json
 import pytest
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.tokenizer.sources import (
+from moai_llm.tokenizer.text_streams import (
     BLOCK_CHARS,
     hub_reachable,
     hub_source,

@@ -130,7 +130,7 @@ def test_sources_are_interleaved_so_every_language_reaches_the_alphabet(tmp_path
     import random
 
     from moai_llm.tokenizer import train as train_module
-    from moai_llm.tokenizer.sources import TextSource
+    from moai_llm.tokenizer.text_streams import TextSource
 
     # Only the first batch (1000 texts) chooses the alphabet here; Chinese is the second source.
     monkeypatch.setattr(train_module, "PEEK_CHARS", 300)

@@ -7,7 +7,7 @@ here in blocks of about 64 KB of whole lines instead of one document per line. E
 lazy, one block or record at a time, so a 1 GB file never sits in memory (item 9).
 
     >>> import json, tempfile, pathlib
-    >>> from moai_llm.tokenizer.sources import resolve_inputs, iter_sources
+    >>> from moai_llm.tokenizer.text_streams import resolve_inputs, iter_sources
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> (d / "corpus").mkdir()
     >>> _ = (d / "corpus" / "a.jsonl").write_text(json.dumps({"text": "first document"}) + "\\n")

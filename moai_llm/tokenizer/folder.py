@@ -7,7 +7,7 @@ beside the target and renamed into place, so a failure never leaves half a folde
 
     >>> import tempfile, pathlib
     >>> from moai_llm.tokenizer import train_tokenizer
-    >>> from moai_llm.tokenizer.store import load_tokenizer
+    >>> from moai_llm.tokenizer.folder import load_tokenizer
     >>> mine = train_tokenizer(["hello world"] * 20, pathlib.Path(tempfile.mkdtemp()) / "mine", vocab_size=300)
     >>> tok = load_tokenizer(mine)
     >>> sorted(p.name for p in mine.iterdir())  # doctest: +ELLIPSIS

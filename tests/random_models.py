@@ -4,7 +4,7 @@ A random model writes gibberish, but it exercises everything a trained one does:
 the chat template, the KV cache, streaming, stop tokens. Tests and `benchmarks/bench_chat.py`
 build theirs with this, so both measure the same kind of folder a training run writes.
 
-    >>> from moai_llm.inference.random_model import write_random_model
+    >>> from random_models import write_random_model
     >>> write_random_model("/tmp/tiny-chat", hidden_size=64, num_layers=2)  # doctest: +SKIP
     PosixPath('/tmp/tiny-chat')
 """
