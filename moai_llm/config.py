@@ -208,7 +208,8 @@ class MoaiConfig(Qwen3Config):
 def list_presets() -> list[str]:
     """Names of the model presets shipped in `presets/models/` (sorted by size, smallest first)."""
     names = [p.stem for p in (PRESETS_DIR / "models").glob("*.yaml")]
-    order = {"tiny": 0, "small": 1, "0.5b": 2, "2b": 3, "3b": 4, "seed-3b": 5}
+    order = {"tiny": 0, "small": 1, "0.5b": 2, "2b": 3, "3b": 4, "seed-3b": 5,
+             "qwen3-0.6b": 6, "qwen3-1.7b": 7, "qwen3-4b": 8, "qwen3-8b": 9}
     return sorted(names, key=lambda n: (order.get(n, 99), n))
 
 

@@ -18,11 +18,17 @@ PRESET_COUNTS = {
     "2b": 2_013_018_880,
     "3b": 3_016_079_872,
     "seed-3b": 5_121_772_288,
+    # The Qwen3 checkpoints' architectures; the same totals as keras-hub's qwen3_presets.py.
+    "qwen3-0.6b": 596_049_920,
+    "qwen3-1.7b": 1_720_574_976,
+    "qwen3-4b": 4_022_468_096,
+    "qwen3-8b": 8_190_735_360,
 }
 
 
 def test_presets_are_listed_smallest_first():
-    assert list_presets() == ["tiny", "small", "0.5b", "2b", "3b", "seed-3b"]
+    assert list_presets() == ["tiny", "small", "0.5b", "2b", "3b", "seed-3b",
+                              "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"]
 
 
 @pytest.mark.parametrize("name", list(PRESET_COUNTS))
@@ -52,6 +58,23 @@ def test_parameter_count_equals_the_built_model(tie):
     cfg = tiny_config(tie=tie)
     model = MoaiForCausalLM(cfg)
     assert parameter_count(cfg) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("name", "shape", "non_embedding"), [
+    ("qwen3-0.6b", (1024, 28, 16, 8, 3072, True), 440_467_456),
+    ("qwen3-1.7b", (2048, 28, 16, 8, 6144, True), 1_409_410_048),
+    ("qwen3-4b", (2560, 36, 32, 8, 9728, True), 3_633_511_936),
+    ("qwen3-8b", (4096, 36, 32, 8, 12288, False), 6_946_075_648),
+])
+def test_qwen3_presets_are_the_hub_checkpoints_architectures(name, shape, non_embedding):
+    # Qwen's model cards give the non-embedding sizes: 0.44B, 1.4B, 3.6B, 6.95B.
+    cfg = MoaiConfig.from_preset(name)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
+            cfg.intermediate_size, cfg.tie_word_embeddings) == shape
+    assert (cfg.vocab_size, cfg.head_dim, cfg.max_position_embeddings, cfg.rms_norm_eps) == (151936, 128, 40960, 1e-6)
+    assert cfg.rope_parameters["rope_theta"] == 1_000_000.0
+    embeddings = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
+    assert parameter_count(cfg) - embeddings == non_embedding
 
 
 def test_preset_overrides_win():
