@@ -11,7 +11,7 @@ steps of two micro-batches (the steady state: gradients and AdamW states exist d
 measured forward/backward). Prints one row per case with the ratio predicted/measured, and
 also max_memory_reserved against the estimate's peak_reserved minus context and NCCL.
 Without a CUDA device it says so and exits 0. The measuring code is
-moai_llm/hardware/measure.py (shared with tests/hardware/test_memory.py).
+benchmarks/memory_probe.py (shared with tests/hardware/test_memory.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ CPU_CASES = [(128, 4, "fp32", False, False), (128, 4, "fp32", True, False),
 
 def cpu_main() -> int:
     """Peak RSS of each case in a forked child, minus a near-empty model's (fixed step cost)."""
-    from moai_llm.hardware.measure import EMPTY_MODEL
+    from memory_probe import EMPTY_MODEL
+
     from moai_llm.hardware.memory import estimate
 
     cases = [dict(config=EMPTY_MODEL, seq=16, micro=1)] + [
@@ -60,7 +61,7 @@ def cpu_main() -> int:
         path = Path(tmp) / "cases.json"
         path.write_text(json.dumps(cases))
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-        out = subprocess.run([sys.executable, "-m", "moai_llm.hardware.measure", str(path)],
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("memory_probe.py")), str(path)],
                              capture_output=True, text=True, env=env, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     fixed = rows[0]["peak_bytes"]
@@ -90,8 +91,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("skipped: no CUDA device (this benchmark compares against torch.cuda.max_memory_allocated)")
         return 0
+    from memory_probe import measure
+
     from moai_llm.config import MoaiConfig
-    from moai_llm.hardware.measure import measure
     from moai_llm.hardware.memory import estimate
 
     name = torch.cuda.get_device_name()

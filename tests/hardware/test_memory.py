@@ -16,13 +16,17 @@ from pathlib import Path
 import pytest
 
 from moai_llm.config import MoaiConfig, list_presets, parameter_count
-from moai_llm.hardware.measure import EMPTY_MODEL
 from moai_llm.hardware.memory import (
     ModelShape,
     activation_bytes_per_token_layer,
     estimate,
     loss_bytes,
 )
+
+# The measuring helper is shared with the benchmarks and lives beside them, not in the library.
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from memory_probe import EMPTY_MODEL  # noqa: E402
 
 SMALLISH = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=64, vocab_size=8000, tie_word_embeddings=False,
@@ -138,7 +142,7 @@ def _measure(cases: list[dict], tmp_path: Path) -> list[dict]:
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-m", "moai_llm.hardware.measure", str(path)], capture_output=True,
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "memory_probe.py"), str(path)], capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]

@@ -1,17 +1,19 @@
-"""Measure the peak memory of real training steps, to check the memory model (memory.py).
+"""Measure the peak memory of real training steps, to check the memory model
+(moai_llm/hardware/memory.py). A measuring helper for tests/hardware/test_memory.py and
+benchmarks/bench_memory_gpu.py, not part of the library.
 
-    >>> from moai_llm.hardware.measure import EMPTY_MODEL, measure, run_cases
+    >>> from memory_probe import EMPTY_MODEL, measure, run_cases   # benchmarks/ on sys.path
     >>> measure(EMPTY_MODEL, seq=16, micro=1)   # doctest: +ELLIPSIS
     {'peak_bytes': ..., 'reserved_bytes': ..., 'baseline_bytes': ...}
 
 `measure` runs in this process (above: a near-empty model, fast). `run_cases` forks one child
-process per CPU case (seconds each), so it is not run here; the call and its result look like:
+process per CPU case (seconds each); the call and its result look like:
 
     >>> run_cases([{"config": "tiny", "seq": 128, "micro": 4, "precision": "fp32",
     ...             "ckpt": False}])   # doctest: +SKIP
     [{'config': 'tiny', 'seq': 128, 'micro': 4, ..., 'peak_bytes': ..., 'reserved_bytes': ..., ...}]
 
-From a shell: `python -m moai_llm.hardware.measure CASES.json` (one JSON line per case).
+From a shell: `python benchmarks/memory_probe.py CASES.json` (one JSON line per case).
 
 A case trains MoaiForCausalLM (fp32 master weights, autocast when bf16, fused AdamW, the
 model's own fused chunked loss via `labels=`) for two optimizer steps of two micro-batches: the
