@@ -23,6 +23,7 @@ from moai_llm.errors import MoaiInputError
 from moai_llm.progress import info as say
 
 _STEP_DIR = re.compile(r"^(?:step|checkpoint)-(\d+)$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -40,14 +41,18 @@ def _has_tokenizer(folder: Path) -> bool:
 
 def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
     """The model folder to load for `path`, and how it was found ("model", "final_model",
-    "checkpoint").
+    "checkpoint", or "hub" for a hub name such as Qwen/Qwen3-0.6B, fetched into the hub cache).
 
     >>> resolve_model_dir("outputs/sft")                               # doctest: +SKIP
     (PosixPath('outputs/sft/final_model'), 'final_model')
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise MoaiInputError(f"{root}: no such folder", "pass a model folder or a run's output folder")
+        if _REPO_ID.match(str(path)):
+            from moai_llm.pretrained import download
+
+            return download(str(path), flag=""), "hub"
+        raise MoaiInputError(f"{root}: no such folder", "pass a model folder, a run's output folder or a hub name")
     if not root.is_dir():
         raise MoaiInputError(f"{root} is a file, not a model folder",
                              "pass the folder that holds config.json and model.safetensors")
@@ -140,7 +145,10 @@ def load_for_chat(
         say(f"no final_model/ yet: loading the newest complete checkpoint, "
             f"{model_dir.relative_to(Path(path).expanduser())}")
     tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
-    remote = {"trust_remote_code": True} if trust_remote_code else {}
+    from moai_llm.pretrained import check_safetensors
+
+    check_safetensors(model_dir)  # a truncated or damaged weights file is named, not a traceback
+    remote = {"trust_remote_code": bool(trust_remote_code)}  # explicit: never run a folder's code unasked
     try:
         config = AutoConfig.from_pretrained(model_dir, **remote)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
