@@ -10,7 +10,7 @@ transformers (or vLLM, llama.cpp converters) reads it without remote code. On to
 - validates on construction and raises `ValueError` naming the field (heads divisible by KV
   heads, positive sizes, known RoPE types, YaRN lengths consistent with max_position_embeddings);
 - adds `loss_chunk_size` (rows per chunk of the fused linear cross-entropy) and the
-  `attn_implementation` choice "auto" (flash-attn -> SDPA -> eager).
+  `attn_implementation` choice "auto" (flash-attn -> FlexAttention -> SDPA -> eager).
 
     cfg = MoaiConfig.from_preset("tiny")
     parameter_count(cfg)          # exact number of parameters of MoaiForCausalLM(cfg)
@@ -26,7 +26,7 @@ from transformers import Qwen3Config
 
 from moai_llm.paths import PRESETS_DIR, preset_path
 
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 ROPE_TYPES = ("default", "linear", "yarn")
 # The seed's YaRN dict used the paper's alpha/beta names for the ramp bounds (alpha=1, beta=32).
 _SEED_ROPE_ALIASES = {"alpha": "beta_slow", "beta": "beta_fast"}

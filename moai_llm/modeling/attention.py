@@ -1,18 +1,23 @@
 """Grouped-query attention with QK-norm, RoPE, a KV cache and packed-document masking.
 
 One `MoaiAttention` per layer: q/k/v projections, RMSNorm of q and k over head_dim *before*
-RoPE (Qwen3), then one of three backends, chosen once per forward by `AttentionPlan`:
+RoPE (Qwen3), then one of four backends, chosen once per forward by `AttentionPlan`:
 
 - flash-attn 2 (`flash_attn_func` / `flash_attn_varlen_func`) when installed, on CUDA, in
   fp16/bf16 and without a padding mask;
+- FlexAttention (`moai_llm.modeling.flex`) for packed rows: a compiled kernel that skips the
+  blocks a document-causal block mask marks empty (no CPU backward in torch 2.13: there the
+  plan falls back to SDPA while gradients are needed);
 - PyTorch SDPA otherwise (`F.scaled_dot_product_attention`);
 - eager (matmul + softmax in fp32), for debugging or when asked.
 
 Packed documents: a training row may hold several documents, marked by `position_ids` that
 restart at 0. Attention must not cross them. `AttentionPlan.build` detects a restart (one
-check per forward) and then gives flash-attn the `cu_seqlens` of the documents, or gives
-SDPA/eager a block-diagonal causal mask. Without a restart it uses plain `is_causal`, so the
-common path pays nothing. The plan is built once per forward and shared by every layer.
+check per forward) and then gives flash-attn the `cu_seqlens` of the documents, flex a
+document-causal `BlockMask`, or SDPA/eager a block-diagonal causal mask. Without a restart
+it uses plain `is_causal` (flex rows too: SDPA's causal kernels), so the common path pays
+nothing. The plan is built once per forward and shared by every layer; decoding with a KV
+cache and padded batches take the SDPA paths whatever the backend.
 
     plan = AttentionPlan.build("sdpa", position_ids, attention_mask=None, q_len=T, past_len=0,
                                dtype=torch.float32)
@@ -27,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moai_llm.modeling import flex
 from moai_llm.modeling.normalization import MoaiRMSNorm
 from moai_llm.modeling.rope import apply_rotary_pos_emb
 
@@ -36,6 +42,8 @@ except Exception:  # missing wheel, CUDA mismatch, ...: fall back to SDPA
     flash_attn_func = flash_attn_varlen_func = None
 
 FLASH = "flash_attention_2"
+FLEX = "flex_attention"
+IMPLEMENTATIONS = (FLASH, FLEX, "sdpa", "eager")
 
 
 def flash_attn_available() -> bool:
@@ -43,21 +51,56 @@ def flash_attn_available() -> bool:
     return flash_attn_func is not None and torch.cuda.is_available()
 
 
+def attention_backends(
+    device_type: str, *, flash_installed: bool | None = None, needs_grad: bool = True
+) -> list[tuple[str, str]]:
+    """Usable attention backends for packed rows on `device_type`, best first, each with why.
+
+    CUDA: flash-attn varlen (when installed) -> FlexAttention -> SDPA -> eager. CPU: flex only
+    without gradients: torch 2.13 has no flex backward on the CPU; forward-only, compiled flex
+    took 0.15-0.25x the time of SDPA with a dense mask on packed rows of 2048 tokens
+    (benchmarks/bench_attention.py, RESULTS.md). `flash_installed=None` looks at this machine.
+
+    >>> [name for name, why in attention_backends("cpu")]
+    ['sdpa', 'eager']
+    >>> attention_backends("cuda", flash_installed=False)[0][0]
+    'flex_attention'
+    """
+    if flash_installed is None:
+        flash_installed = flash_attn_func is not None
+    order = []
+    if device_type == "cuda" and flash_installed:
+        order.append((FLASH, "flash-attn varlen: packed documents without a mask (bf16/fp16)"))
+    sdpa = "SDPA: a block-diagonal mask on packed rows"
+    if flex.flex_available() and (device_type == "cuda" or not needs_grad):
+        order.append((FLEX, "FlexAttention: compiled, skips the blocks between documents"))
+    elif flex.flex_available():
+        sdpa += " (FlexAttention has no backward on the CPU)"
+    return [*order, ("sdpa", sdpa), ("eager", "matmul + softmax in fp32, the reference")]
+
+
 def resolve_attn_implementation(requested: str | None) -> str:
-    """Map "auto"/None to flash_attention_2 when usable, else sdpa; check explicit names.
+    """Map "auto"/None to the first of `attention_backends` for this machine; check names.
 
     resolve_attn_implementation("auto")   # "sdpa" on a CPU machine
     """
     if requested in (None, "auto"):
-        return FLASH if flash_attn_available() else "sdpa"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return attention_backends(device)[0][0]
     if requested == FLASH and flash_attn_func is None:
         raise ValueError(
             "attn_implementation='flash_attention_2' needs flash-attn: pip install 'moai[flash]' "
             "(CUDA only), or use attn_implementation='auto'"
         )
-    if requested not in (FLASH, "sdpa", "eager"):
+    if requested == FLEX and not flex.flex_available():
         raise ValueError(
-            f"attn_implementation must be one of auto, flash_attention_2, sdpa, eager; got {requested!r}"
+            "attn_implementation='flex_attention' needs torch >= 2.5, or use "
+            "attn_implementation='auto'"
+        )
+    if requested not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation must be one of auto, {', '.join(IMPLEMENTATIONS)}; "
+            f"got {requested!r}"
         )
     return requested
 
@@ -67,15 +110,21 @@ def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
 
 
+def flex_usable(device: torch.device) -> bool:
+    """flex runs forward everywhere, backward where torch has the kernel (not the CPU in 2.13)."""
+    return not torch.is_grad_enabled() or flex.flex_supports_backward(device.type)
+
+
 @dataclass
 class AttentionPlan:
     """How every layer of one forward attends: backend plus mask / document boundaries."""
 
-    backend: str  # FLASH | "sdpa" | "eager"
+    backend: str  # FLASH | FLEX | "sdpa" | "eager"
     is_causal: bool = True
     mask: torch.Tensor | None = None  # bool [B, 1, Tq, Tk], True = may attend
     cu_seqlens: torch.Tensor | None = None  # int32 [docs + 1], flash varlen over the flat batch
     max_seqlen: int = 0
+    block_mask: object = None  # flex BlockMask of the documents (flex.document_block_mask)
 
     @classmethod
     def build(
@@ -92,6 +141,8 @@ class AttentionPlan:
         skips the one data-dependent check, so that path traces without graph breaks."""
         device = position_ids.device
         if backend == FLASH and not flash_usable(device, dtype):
+            backend = "sdpa"
+        if backend == FLEX and not flex_usable(device):
             backend = "sdpa"
         if attention_mask is not None and attention_mask.dim() == 4:
             # A ready-made 4D mask (e.g. from generate with a static cache): use it as given.
@@ -115,7 +166,9 @@ class AttentionPlan:
             starts = position_ids == 0
             starts[:, 0] = True
             if bool(starts[:, 1:].any()):
-                return cls._packed(backend, starts)
+                return cls._packed(backend, starts, position_ids)
+        if backend == FLEX:
+            backend = "sdpa"  # one document per row, or decoding: SDPA's causal kernels
         if past_len == 0 and q_len > 1:
             return cls(backend, True)
         if q_len == 1:
@@ -126,7 +179,9 @@ class AttentionPlan:
         return cls(backend, False, _causal_mask(q_len, kv_len, past_len, device)[None, None])
 
     @classmethod
-    def _packed(cls, backend: str, starts: torch.Tensor) -> AttentionPlan:
+    def _packed(cls, backend: str, starts: torch.Tensor, positions: torch.Tensor) -> AttentionPlan:
+        if backend == FLEX:
+            return cls(backend, False, block_mask=flex.document_block_mask(positions))
         if backend == FLASH:
             flat = starts.flatten()
             begins = flat.nonzero().flatten().to(torch.int32)
@@ -238,7 +293,26 @@ def flash_attention(
     return out.transpose(1, 2)
 
 
-BACKENDS = {FLASH: flash_attention, "sdpa": sdpa_attention, "eager": eager_attention}
+def flex_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: AttentionPlan,
+    scaling: float,
+    dropout: float,
+) -> torch.Tensor:
+    if dropout:
+        raise ValueError("attn_implementation='flex_attention' has no attention dropout; "
+                         "set attention_dropout=0 or use attn_implementation='sdpa'")
+    return flex.flex_attention(q, k, v, plan.block_mask, scaling)
+
+
+BACKENDS = {
+    FLASH: flash_attention,
+    FLEX: flex_attention,
+    "sdpa": sdpa_attention,
+    "eager": eager_attention,
+}
 
 
 class MoaiAttention(nn.Module):

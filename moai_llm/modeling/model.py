@@ -70,13 +70,14 @@ class MoaiPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MoaiDecoderLayer"]
     _supports_flash_attn = True
+    _supports_flex_attn = True
     _supports_sdpa = True
     _supports_attention_backend = False
 
     def _check_and_adjust_attn_implementation(
         self, attn_implementation: str | None, is_init_check: bool = False, **kwargs
     ) -> str:
-        # moai dispatches attention itself: "auto" -> flash-attn -> SDPA, no hub kernels.
+        # moai dispatches attention itself: "auto" -> flash-attn -> flex -> SDPA, no hub kernels.
         return resolve_attn_implementation(attn_implementation)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -128,7 +128,7 @@ def test_unknown_preset_names_the_available_ones():
         ),  # fmt: skip
         ({"use_qk_norm": False}, "use_qk_norm"),
         ({"hidden_act": "gelu"}, "hidden_act"),
-        ({"attn_implementation": "flex_attention"}, "attn_implementation"),
+        ({"attn_implementation": "paged_attention"}, "attn_implementation"),
         (
             {
                 "head_dim": None,
@@ -189,6 +189,7 @@ def test_saved_config_is_a_stock_qwen3_config(tmp_path):
 
 def test_attn_implementation_choices_are_accepted():
     # "auto" is stored as None (transformers has no "auto"); the model resolves both the same way.
-    expected = {"auto": None, "sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash_attention_2"}
+    expected = {"auto": None, "sdpa": "sdpa", "eager": "eager", "flash_attention_2": "flash_attention_2",
+                "flex_attention": "flex_attention"}
     for choice, stored in expected.items():
         assert tiny_config(attn_implementation=choice)._attn_implementation == stored
