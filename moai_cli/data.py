@@ -45,6 +45,7 @@ def prepare(
     prompt_column: str = typer.Option(None, "--prompt-column", "--prompt_column", help="SFT: column with the user prompt."),
     response_column: str = typer.Option(None, "--response-column", "--response_column", help="SFT: column with the answer."),
     system_prompt: str = typer.Option(None, "--system-prompt", "--system_prompt", help="SFT: system message for records without one."),
+    thinking: str = typer.Option("off", "--thinking", help="SFT with a thinking chat template (Qwen3): off = answers only (the empty think block is prompt), keep = train the reasoning in assistant messages too."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
     packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
     num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Rust tokenizer threads (default: all cores when there are more than 2; a reader thread overlaps tokenizing with packing)."),
@@ -63,6 +64,7 @@ def prepare(
             inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
             mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
             dataset=dataset, dataset_config=dataset_config, split=split, max_positions=max_positions, force=force,
+            thinking=thinking,
         )
         if json_out:
             print_json(manifest)

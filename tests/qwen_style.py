@@ -23,13 +23,14 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]
 
 # Qwen3-style: assistant turns after the last user message show their reasoning inside
-# <think>...</think> (an empty block when there is none); earlier turns lose it; with
+# <think>...</think> (the last one an empty block when there is none); earlier turns lose it; with
 # enable_thinking=false the generation prompt carries an empty think block.
 QWEN3_TEMPLATE = """\
-{%- set ns = namespace(last_query=messages|length - 1) %}
+{%- set ns = namespace(last_query=messages|length - 1, found=false) %}
 {%- for m in messages[::-1] %}
-  {%- set i = messages|length - 1 - loop.index0 %}
-  {%- if ns.last_query == messages|length - 1 and m.role == 'user' %}{%- set ns.last_query = i %}{%- endif %}
+  {%- if not ns.found and m.role == 'user' %}
+    {%- set ns.found = true %}{%- set ns.last_query = messages|length - 1 - loop.index0 %}
+  {%- endif %}
 {%- endfor %}
 {%- for message in messages %}
   {%- if message.role == 'assistant' %}
@@ -41,7 +42,7 @@ QWEN3_TEMPLATE = """\
       {%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
       {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
     {%- endif %}
-    {%- if loop.index0 > ns.last_query %}
+    {%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}
       {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}
     {%- else %}
       {{- '<|im_start|>assistant\\n' + content }}

@@ -2,7 +2,7 @@
 
 Supported (detected from the record's keys, in this order):
   explicit mapping     {"prompt": COL, "response": COL, "system": TEXT}  (--prompt-column ...)
-  OpenAI               {"messages": [{"role", "content"}, ...]}
+  OpenAI               {"messages": [{"role", "content"}, ...]}  (assistant "reasoning_content" kept)
   ShareGPT             {"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}
   Alpaca               {"instruction", "input" (optional), "output"}
   question/answer      {"question", "answer"}
@@ -96,5 +96,9 @@ def _from_turns(turns: Any, role_key: str, content_key: str, where: str, column:
             raise MoaiInputError(f"{where}: {column}[{i}] has unknown role '{turn[role_key]}'",
                                  hint="roles are system, user/human, assistant/gpt")
         content = turn[content_key]
-        messages.append({"role": role, "content": content if isinstance(content, str) else str(content)})
+        message = {"role": role, "content": content if isinstance(content, str) else str(content)}
+        reasoning = turn.get("reasoning_content")  # OpenAI-style reasoning field (Qwen3, DeepSeek-R1 data)
+        if role == "assistant" and isinstance(reasoning, str) and reasoning.strip():
+            message["reasoning_content"] = reasoning
+        messages.append(message)
     return messages

@@ -88,11 +88,13 @@ def prepare_dataset(
     max_positions: int | None = None,
     force: bool = False,
     buffer_tokens: int | None = None,
+    thinking: str = "off",
 ) -> dict[str, Any]:
     """Build (or find) the prepared dataset in `output_dir` and return its manifest.
 
     The returned dict is the manifest plus `cache_hit` (True when nothing was built).
     `max_positions` is the model's context length, when known, to refuse longer rows.
+    `thinking` ("off" | "keep"): SFT with a thinking chat template (Qwen3), see data/sft.py.
     """
     if mode not in MODES:
         raise MoaiInputError(f"--mode {mode}: unknown mode", hint=f"use one of {', '.join(MODES)}")
@@ -106,6 +108,10 @@ def prepare_dataset(
     settings = {"format": FORMAT, "seq_len": int(seq_len), "mode": mode, "packing": packing,
                 "num_bins": num_bins if packing == "hierarchical" else None, "text_column": text_column,
                 "mapping": mapping or None, "skip_bad_rows": skip_bad_rows}
+    if mode == "sft":
+        if thinking not in ("off", "keep"):
+            raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
+        settings["thinking"] = thinking
     out = Path(output_dir).expanduser().resolve()
     if not force and (hit := _cached(out, settings, tok_hash, srcs)):
         return hit
@@ -297,7 +303,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, skip_bad_rows: bo
     if mode == "sft":
         from moai_llm.data.sft import ChatTemplate
 
-        template = ChatTemplate.from_dir(tokenizer_dir)
+        template = ChatTemplate.from_dir(tokenizer_dir, thinking=settings.get("thinking", "off"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoder = Encoder(tokenizer)
     stats = _Stats(len(srcs), seq_len)

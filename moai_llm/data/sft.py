@@ -1,15 +1,27 @@
-"""Rendering conversations with the tokenizer's chat template, and finding where loss goes.
+"""Rendering conversations with the tokenizer's own chat template, and finding where loss goes.
 
-The loss covers the assistant's answers and their end token (`<|im_end|>` in ChatML), never
-the prompt, the system message or the role headers; multi-turn conversations have one span per
-assistant turn. Spans are found with the template itself, not by re-implementing it: the text
-before assistant turn i is the template applied to the first i messages with
-`add_generation_prompt=True`, and the turn ends where the template applied to i+1 messages ends.
-That works for every template that renders a conversation incrementally (ChatML and most).
+The loss covers each assistant answer and the end-of-turn token after it (`<|im_end|>` in
+ChatML and Qwen, `<|eot_id|>` in Llama 3), never the prompt, system message or role headers.
+The template is the model's own (a hub model keeps its format); spans are found from the
+template's output, not by re-implementing it:
 
-The template is compiled with jinja2's sandbox exactly as transformers' `apply_chat_template`
-does (trim_blocks, lstrip_blocks, raise_exception, tojson), read straight from the tokenizer
-folder: preparing SFT data then needs neither transformers nor torch (seconds per run).
+1. an answer's characters are where the rendered conversation changes when only that answer
+   is replaced by a placeholder (so templates that strip, trim or move text still work);
+2. the end-of-turn token is the special token that follows the answer;
+3. when the generation prompt (`add_generation_prompt=True` over the messages before the
+   answer) is a prefix of the conversation, the span starts where that prompt ends: what a
+   model is asked to produce at inference is exactly what it is trained on. For the last
+   answer this must hold, or the template is refused.
+
+Thinking templates (Qwen3: `<think>...</think>`, `enable_thinking`) take `thinking`:
+"off" removes reasoning from the data and renders with `enable_thinking=False`, so the empty
+think block the template inserts belongs to the prompt and only the answer is learned; "keep"
+trains the reasoning written in assistant messages (as `<think>...</think>` in the content or a
+`reasoning_content` field) together with the answer.
+
+The template is compiled with jinja2's sandbox as transformers' `apply_chat_template` does
+(trim_blocks, lstrip_blocks, raise_exception, tojson, `{% generation %}` blocks), read straight
+from the tokenizer folder: preparing SFT data then needs neither transformers nor torch.
 
     >>> import tempfile, pathlib
     >>> from moai_llm.tokenizer import train_tokenizer
@@ -26,31 +38,60 @@ from __future__ import annotations
 
 import json
 import os
+from os.path import commonprefix
 from pathlib import Path
 
 from moai_llm.errors import MoaiInputError
 
+THINKING = ("off", "keep")
+_THINK_END = "</think>"
+
+
+def _environment():
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(Extension):
+        """`{% generation %}...{% endgeneration %}` (transformers' assistant-mask markers) renders its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            next(parser.stream)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols", GenerationBlock])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["raise_exception"] = raise_exception
+    return env
+
 
 class ChatTemplate:
-    """A tokenizer folder's chat template, compiled once; call it like apply_chat_template."""
+    """A tokenizer folder's chat template, compiled once; call it like apply_chat_template.
 
-    def __init__(self, source: str, special: dict[str, str | None], end_token: str | None):
-        import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    `special_tokens`: the tokenizer's special tokens (end-of-turn candidates); `thinking`: "off"
+    or "keep" (used only by templates that know thinking blocks).
+    """
 
-        def raise_exception(message):
-            raise jinja2.exceptions.TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-        env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-        env.globals["raise_exception"] = raise_exception
-        self.template = env.from_string(source)
+    def __init__(self, source: str, special: dict[str, str | None], end_token: str | None,
+                 special_tokens: tuple[str, ...] | list[str] = (), thinking: str = "off"):
+        if thinking not in THINKING:
+            raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
+        self.template = _environment().from_string(source)
         self.special = special
         self.end_token = end_token
+        self.special_tokens = tuple(sorted({t for t in special_tokens if t}, key=len, reverse=True))
+        self.thinks = "<think>" in source or "enable_thinking" in source or "reasoning_content" in source
+        self.thinking = thinking
 
     @classmethod
-    def from_dir(cls, tokenizer_dir: str | os.PathLike) -> ChatTemplate:
+    def from_dir(cls, tokenizer_dir: str | os.PathLike, thinking: str = "off") -> ChatTemplate:
         folder = Path(tokenizer_dir)
         config_path = folder / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -71,27 +112,91 @@ class ChatTemplate:
 
         special = {k: token(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
         end = "<|im_end|>" if "<|im_end|>" in source else special["eos_token"]
-        return cls(source, special, end)
+        return cls(source, special, end, _special_tokens(folder, config), thinking)
 
     def __call__(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+        extra = {"enable_thinking": False} if self.thinks and self.thinking == "off" else {}
+        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                    **self.special, **extra)
+
+    def prepare(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The messages as they are rendered: with thinking off, assistant reasoning removed."""
+        if not (self.thinks and self.thinking == "off"):
+            return messages
+        out = []
+        for m in messages:
+            if m.get("role") == "assistant":
+                content = m["content"]
+                if _THINK_END in content:
+                    content = content.split(_THINK_END)[-1].lstrip("\n")
+                m = {k: v for k, v in m.items() if k != "reasoning_content"} | {"content": content}
+            out.append(m)
+        return out
+
+
+def _special_tokens(folder: Path, config: dict) -> list[str]:
+    """Special tokens of a tokenizer folder: tokenizer.json's added tokens marked special, and
+    tokenizer_config.json's added_tokens_decoder (older transformers)."""
+    tokens = [v.get("content") for v in (config.get("added_tokens_decoder") or {}).values()
+              if isinstance(v, dict) and v.get("special")]
+    file = folder / "tokenizer.json"
+    if file.is_file():
+        try:
+            added = json.loads(file.read_text(encoding="utf-8")).get("added_tokens") or []
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            added = []  # the tokenizer loader reports a broken tokenizer.json with its own message
+        tokens += [t.get("content") for t in added if isinstance(t, dict) and t.get("special")]
+    return [t for t in tokens if isinstance(t, str)]
 
 
 def render(template: ChatTemplate, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The conversation's text and the (start, end) character spans that carry loss."""
+    messages = template.prepare(messages)
     text = template(messages)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or not message["content"]:
             continue
-        before = template(messages[:i], add_generation_prompt=True)
-        through = template(messages[: i + 1])
-        if not (through.startswith(before) and text.startswith(through)):
-            raise MoaiInputError("the tokenizer's chat template does not render conversations incrementally",
-                                 hint="use a ChatML template (moai tokenizers carry one)")
-        start = len(before)
-        cut = through.find(template.end_token, start) if template.end_token else -1
-        end = cut + len(template.end_token) if cut >= 0 else len(through.rstrip())
+        start, end = _answer_span(template, messages, i, text)
+        prompt = template(messages[:i], add_generation_prompt=True)
+        if text.startswith(prompt) and len(prompt) <= start:
+            start = len(prompt)
+        elif i == len(messages) - 1:
+            raise MoaiInputError("the tokenizer's chat template does not render conversations incrementally "
+                                 "(its generation prompt is not how it writes the last answer)",
+                                 hint="use a template whose add_generation_prompt output starts each answer "
+                                      "(ChatML, Qwen, Llama 3 do)")
+        end = _through_end_token(template, text, end)
         if end > start:
             spans.append((start, end))
     return text, spans
+
+
+def _answer_span(template: ChatTemplate, messages: list[dict[str, str]], i: int, text: str) -> tuple[int, int]:
+    """Where message i's content lands in `text`: the part that changes when only that content
+    is replaced by a placeholder character it does not contain."""
+    content = messages[i]["content"]
+    placeholder = next(c for c in "\x00\x01\x02\x03" if c not in content)
+    other = list(messages)
+    other[i] = {k: v for k, v in messages[i].items() if k != "reasoning_content"} | {"content": placeholder}
+    alt = template(other)
+    start = len(commonprefix([text, alt]))
+    tail = len(commonprefix([text[start:][::-1], alt[start:][::-1]]))
+    end = len(text) - tail
+    answer = content.split(_THINK_END)[-1].strip() if template.thinks else content.strip()
+    if answer and answer not in text[start:end]:
+        raise MoaiInputError("the tokenizer's chat template does not write assistant answers as given",
+                             hint="use a template that renders message['content'] (ChatML, Qwen, Llama 3 do)")
+    return start, end
+
+
+def _through_end_token(template: ChatTemplate, text: str, end: int) -> int:
+    """`end` moved past the end-of-turn token that follows the answer (spaces allowed before
+    it), or unchanged when the template writes none there."""
+    rest = text[end:]
+    stripped = rest.lstrip(" \t")
+    gap = len(rest) - len(stripped)
+    for token in template.special_tokens or ((template.end_token,) if template.end_token else ()):
+        if stripped.startswith(token):
+            return end + gap + len(token)
+    return end
