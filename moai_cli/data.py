@@ -50,6 +50,7 @@ def prepare(
     packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
     num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Rust tokenizer threads (default: all cores when there are more than 2; a reader thread overlaps tokenizing with packing)."),
     max_positions: int = typer.Option(None, "--max-positions", help="The model's context length (max_position_embeddings): refuse longer rows."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow a tokenizer folder defined by its own Python code (auto_map) to run it (off: moai reads tokenizer.json only)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -64,7 +65,7 @@ def prepare(
             inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
             mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
             dataset=dataset, dataset_config=dataset_config, split=split, max_positions=max_positions, force=force,
-            thinking=thinking,
+            thinking=thinking, trust_remote_code=trust_remote_code,
         )
         if json_out:
             print_json(manifest)
@@ -75,6 +76,10 @@ def prepare(
                       f"from {manifest['num_documents']:,} documents")
         console.print(f"  packing efficiency {manifest['packing_efficiency']:.2%}; documents split (longer than a row) "
                       f"{manifest['docs_split']:,}; tokens cut {manifest['tokens_cut']:,}; tokens dropped {manifest['tokens_dropped']:,}")
+        if manifest.get("conversations_truncated"):
+            console.print(f"  [yellow]{manifest['conversations_truncated']:,} conversations longer than a row[/]: kept their "
+                          f"first {manifest['seq_len']} tokens, {manifest['dropped_documents']:,} dropped whole "
+                          f"(first: {manifest['first_truncated']})")
         if manifest["skipped_rows"]:
             console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
 

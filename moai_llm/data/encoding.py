@@ -46,21 +46,77 @@ def rust_parallelism(enabled: bool) -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
-def load_backend(tokenizer_dir: str | os.PathLike) -> SimpleNamespace:
+def _read_config(folder: Path) -> dict:
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MoaiInputError(f"{path}: not valid JSON ({str(exc)[:120]})", hint="restore the file, or re-save the tokenizer") from None
+    if not isinstance(config, dict):
+        raise MoaiInputError(f"{path}: expected a JSON object")
+    return config
+
+
+def remote_code(config: dict) -> str | None:
+    """What a tokenizer_config.json asks transformers to import (its `auto_map`), or None."""
+    auto_map = config.get("auto_map")
+    if not auto_map:
+        return None
+    entry = auto_map.get("AutoTokenizer", auto_map) if isinstance(auto_map, dict) else auto_map
+    names = entry if isinstance(entry, (list, tuple)) else list(entry.values()) if isinstance(entry, dict) else [entry]
+    return ", ".join(str(n) for n in names if n) or str(auto_map)
+
+
+def check_tokenizer_folder(tokenizer_dir: str | os.PathLike, trust_remote_code: bool = False) -> None:
+    """Refuse a --tokenizer that is missing, or defined only by Python code it ships (auto_map)
+    unless `trust_remote_code`; say so when such code is present and ignored."""
+    folder = Path(tokenizer_dir)
+    if not folder.is_dir():
+        raise MoaiInputError(f"--tokenizer {tokenizer_dir}: no such folder",
+                             hint="pass a folder written by `moai tokenizer train` (or any HF tokenizer folder)")
+    code = remote_code(_read_config(folder))
+    if code is None or trust_remote_code:
+        return
+    if (folder / "tokenizer.json").is_file():
+        from moai_llm.progress import info
+
+        info(f"{folder}: tokenizer_config.json names Python code ({code}); moai does not run it and uses "
+             f"tokenizer.json (--trust-remote-code runs the code instead)")
+        return
+    raise MoaiInputError(f"{folder}: the tokenizer is defined by Python code in the folder ({code}) and has no "
+                         f"tokenizer.json; moai runs a folder's code only with --trust-remote-code",
+                         hint="pass --trust-remote-code if you trust where this folder came from")
+
+
+def load_backend(tokenizer_dir: str | os.PathLike, trust_remote_code: bool = False) -> SimpleNamespace:
     """The Rust tokenizer plus eos/pad ids and max length, without importing transformers.
 
     Pretraining needs nothing more, and skipping transformers (which imports torch) saves
-    seconds and hundreds of MB per prepare; SFT loads the full tokenizer for its chat template.
+    seconds and hundreds of MB per prepare. A folder's own tokenizer code (auto_map) is never
+    run: tokenizer.json is read; only with `trust_remote_code` and no tokenizer.json is the folder
+    loaded with transformers and its code.
     """
     from tokenizers import Tokenizer
 
     folder = Path(tokenizer_dir)
+    config = _read_config(folder)
+    file = folder / "tokenizer.json"
+    if not file.is_file() and trust_remote_code and remote_code(config):
+        from transformers import AutoTokenizer
+
+        fast = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
+        if not hasattr(fast, "backend_tokenizer"):
+            raise MoaiInputError(f"{folder}: its code builds a slow (Python) tokenizer; moai needs a fast one (tokenizer.json)")
+        return SimpleNamespace(backend_tokenizer=fast.backend_tokenizer, eos_token_id=fast.eos_token_id,
+                               pad_token_id=fast.pad_token_id, model_max_length=fast.model_max_length)
     try:
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        backend = Tokenizer.from_file(str(file))
     except Exception as exc:
-        raise MoaiInputError(f"{folder}: cannot load tokenizer.json ({exc})") from exc
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise MoaiInputError(f"{file}: cannot be read as a tokenizer ({reason})",
+                             hint="the file is damaged or cut short: copy or train the tokenizer again") from None
 
     def token_id(name: str) -> int | None:
         token = config.get(name)

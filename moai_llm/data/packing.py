@@ -30,6 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 _EXACT_MAX_ITEMS = 200_000  # fill_exact's cost grows with items per buffer; BFD alone beyond
+# fill_exact keeps one bitset of the row's free space per candidate: candidates are capped so
+# that these stay under this many bytes (never binding for rows up to ~64k tokens).
+_EXACT_MAX_BYTES = 64 << 20
+# StreamPacker's buffer: 512 rows' worth of documents, at most 2^26 tokens (512 rows of 131072)
+# so that very long rows keep memory bounded.
+MAX_BUFFER_TOKENS = 1 << 26
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -86,6 +92,7 @@ def fill_exact(lengths: Sequence[int], capacity: int) -> list[list[int]]:
         gap = capacity - top
         # Candidates: a few copies of each length that fits (more rarely help an exact sum).
         items = [n for n in sorted(pool, reverse=True) if n <= gap for _ in range(min(len(pool[n]), gap // n, 16))]
+        del items[max(1, _EXACT_MAX_BYTES * 8 // (gap + 64)):]
         states = [1]  # bit t set: a subset of the first k candidates sums to t
         for n in items:
             states.append((states[-1] | (states[-1] << n)) & full)
@@ -220,7 +227,7 @@ class StreamPacker:
                  num_bins: int = 8, min_fill: float = 0.995):
         self.capacity = capacity
         self.algorithm = algorithm
-        self.buffer_tokens = buffer_tokens or max(capacity * 512, 1 << 21)
+        self.buffer_tokens = buffer_tokens or min(max(capacity * 512, 1 << 21), max(MAX_BUFFER_TOKENS, capacity))
         self.num_bins = num_bins
         self.min_fill = min_fill
         self.docs: list[Doc] = []

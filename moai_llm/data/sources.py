@@ -19,9 +19,11 @@ orjson. Fingerprints (size, mtime and content hashes) tell the cache whether a f
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,8 +98,9 @@ def resolve_sources(
                 hint="give one weight per --input (and one for --dataset)",
             )
         for src, w in zip(sources, weights, strict=True):
-            if not w > 0:
-                raise MoaiInputError(f"--weights: {w} for {src.spec} is not positive")
+            if not (w > 0 and math.isfinite(w)):
+                raise MoaiInputError(f"--weights {w:g} for {src.spec}: a weight must be a positive, finite number",
+                                     hint="1 reads a source once, 2 twice, 0.5 keeps half of it")
             src.weight = float(w)
     return sources
 
@@ -121,11 +124,28 @@ def _expand(spec: str) -> list[Path]:
     return [_check_file(path)]
 
 
+# Leading bytes of files that are not text, whatever their name says.
+_NOT_TEXT = ((b"\x1f\x8b", "gzip-compressed", "gunzip it first"),
+             (b"(\xb5/\xfd", "zstd-compressed", "decompress it first (zstd -d)"),
+             (b"BZh", "bzip2-compressed", "decompress it first (bunzip2)"),
+             (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz)"),
+             (b"PK\x03\x04", "a zip archive", "unzip it first"),
+             (b"\xff\xfe", "UTF-16 text", "re-encode it as UTF-8"),
+             (b"\xfe\xff", "UTF-16 text", "re-encode it as UTF-8"))
+_TEXT_FORMATS = (".jsonl", ".json", ".csv", ".txt")
+
+
 def _check_file(path: Path) -> Path:
     if path.suffix.lower() not in EXTENSIONS:
         raise MoaiInputError(f"{path}: unsupported file type '{path.suffix}'", hint=f"use one of {', '.join(EXTENSIONS)}")
     if path.stat().st_size == 0:
         raise MoaiInputError(f"{path}: the file is empty", hint="remove it from --input or give a file with data")
+    if path.suffix.lower() in _TEXT_FORMATS:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        for magic, what, fix in _NOT_TEXT:
+            if head.startswith(magic):
+                raise MoaiInputError(f"{path}: the file is {what}, not {path.suffix} text", hint=fix)
     return path
 
 
@@ -172,6 +192,8 @@ def _decode(raw: bytes, where: str, bad: BadRows) -> str | None:
 def _read_jsonl(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # written by some Windows tools
             if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -189,7 +211,7 @@ def _read_jsonl(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]
 
 
 def _read_json(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -217,7 +239,7 @@ def _read_json(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]
 
 
 def _read_csv(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
-    with open(path, newline="", encoding="utf-8", errors="strict") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="strict") as fh:
         reader = csv.DictReader(fh)
         try:
             for record in reader:
@@ -232,37 +254,53 @@ def _read_txt(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
     # One document per line: streaming-friendly and the usual layout of text dumps.
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             text = _decode(raw, f"{path}:{lineno}", bad)
             if text is not None and text.strip():
                 yield {"text": text.rstrip("\r\n")}, f"{path}:{lineno}"
 
 
+def _damaged(path: Path, kind: str, row: int, exc: Exception) -> MoaiInputError:
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    at = f" after row {row - 1}" if row else ""
+    return MoaiInputError(f"{path}: not a readable {kind} file{at} ({reason})",
+                          hint="the file is damaged or cut short: copy or export it again")
+
+
 def _read_parquet(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for record in batch.to_pylist():
-            yield record, f"{path}:row {row}"
-            row += 1
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                yield record, f"{path}:row {row}"
+                row += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(path, "Parquet", row, exc) from None
 
 
 def _read_arrow(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as source:
-        try:
-            reader = pa.ipc.open_stream(source)  # what datasets writes
-            batches = iter(reader)
-        except pa.ArrowInvalid:
-            source.seek(0)
-            fr = pa.ipc.open_file(source)
-            batches = (fr.get_batch(i) for i in range(fr.num_record_batches))
-        row = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                yield record, f"{path}:row {row}"
-                row += 1
+    row = 0
+    try:
+        with pa.memory_map(str(path)) as source:
+            try:
+                reader = pa.ipc.open_stream(source)  # what datasets writes
+                batches = iter(reader)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                fr = pa.ipc.open_file(source)
+                batches = (fr.get_batch(i) for i in range(fr.num_record_batches))
+            for batch in batches:
+                for record in batch.to_pylist():
+                    yield record, f"{path}:row {row}"
+                    row += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(path, "Arrow", row, exc) from None
 
 
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".txt": _read_txt,
@@ -279,8 +317,22 @@ def text_column(record: dict[str, Any], where: str, given: str | None) -> str:
     for name in TEXT_COLUMNS:
         if isinstance(record.get(name), str):
             return name
+    present = [name for name in TEXT_COLUMNS if name in record]
+    if present:
+        raise MoaiInputError(f"{where}: {not_text(present[0], record[present[0]])}",
+                             hint="fix the row, or pass --text-column NAME for a column that holds text")
     raise MoaiInputError(f"{where}: no text column; columns found: {', '.join(map(str, record)) or '(none)'}",
                          hint="pass --text-column NAME (or --mode sft for instruction data)")
+
+
+def not_text(column: str, value: Any) -> str:
+    """Why a column's value is not a document: "column 'text' is null" / "holds a number (int)"."""
+    if value is None:
+        return f"column '{column}' is null, not text"
+    kind = ("a number" if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else "a list" if isinstance(value, list) else "an object" if isinstance(value, dict)
+            else "a boolean" if isinstance(value, bool) else "a value")
+    return f"column '{column}' holds {kind} ({type(value).__name__}), not text"
 
 
 # ---------------------------------------------------------------- fingerprints

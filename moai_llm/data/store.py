@@ -42,16 +42,27 @@ MANIFEST = "manifest.json"
 COLUMNS = ("input_ids", "labels", "position_ids")
 
 
-class ShardWriter:
-    """Appends packed rows to Arrow shards, `batch_rows` rows per record batch."""
+ROW_BYTES_PER_TOKEN = 4 * len(COLUMNS)  # int32 input_ids, labels, position_ids
+BATCH_BYTES = 32 << 20  # rows held before each write: 512 rows of 2048, fewer for long rows
 
-    def __init__(self, folder: Path, seq_len: int, batch_rows: int = 512, shard_bytes: int = 256 << 20):
+
+def batch_rows_for(seq_len: int) -> int:
+    """Rows per Arrow record batch: up to 512, and about BATCH_BYTES of rows at most."""
+    return max(1, min(512, BATCH_BYTES // (seq_len * ROW_BYTES_PER_TOKEN)))
+
+
+class ShardWriter:
+    """Appends packed rows to Arrow shards, `batch_rows` rows per record batch (default:
+    `batch_rows_for(seq_len)`, so the rows waiting to be written stay near BATCH_BYTES)."""
+
+    def __init__(self, folder: Path, seq_len: int, batch_rows: int | None = None, shard_bytes: int = 256 << 20):
         import pyarrow as pa
 
         self.folder = folder
         self.seq_len = seq_len
-        self.batch_rows = batch_rows
-        self.rows_per_shard = max(batch_rows, shard_bytes // (seq_len * 4 * len(COLUMNS)))
+        self.batch_rows = batch_rows or batch_rows_for(seq_len)
+        batch_rows = self.batch_rows
+        self.rows_per_shard = max(batch_rows, shard_bytes // (seq_len * ROW_BYTES_PER_TOKEN))
         self.schema = pa.schema([(c, pa.list_(pa.int32())) for c in COLUMNS])
         self.shards: list[str] = []
         self.num_rows = 0

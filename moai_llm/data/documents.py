@@ -1,0 +1,166 @@
+"""Records to token documents: pretraining text, SFT conversations with loss spans, weights.
+
+`pretrain_docs` and `sft_docs` turn one source's records into batches of `Doc` (int32 ids,
+labels for SFT), counting what they skip or cut in `Stats`. `prefetched` runs such a generator
+in a thread a few batches ahead, so reading and tokenizing overlap with packing and writing.
+
+An SFT conversation never splits across rows: one longer than a row keeps its first `seq_len`
+tokens (counted, with the first place it happened), and is dropped whole (counted) when no
+answer token is left in that head.
+
+    >>> stats = Stats(n_sources=1, seq_len=8)
+    >>> stats.document(0, 5); stats.docs, stats.tokens
+    ([1], [5])
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+from moai_llm.data import sources as src_mod
+from moai_llm.data.packing import Doc
+from moai_llm.errors import MoaiInputError
+
+BATCH_DOCS = 2048  # documents per tokenizer call: big enough for every core, small for memory
+
+
+class Stats:
+    """Counts of one build: per-source documents and tokens, lengths, what was cut or skipped."""
+
+    def __init__(self, n_sources: int, seq_len: int):
+        self.seq_len = seq_len
+        self.docs = [0] * n_sources
+        self.tokens = [0] * n_sources
+        self.histogram: dict[int, int] = {}
+        self.docs_split = self.tokens_cut = self.tokens_dropped = self.dropped_docs = self.empty = 0
+        self.truncated = 0  # SFT conversations longer than a row
+        self.first_truncated: str | None = None
+
+    def document(self, source: int, n: int) -> None:
+        self.docs[source] += 1
+        self.tokens[source] += n
+        bucket = 1 << max(0, (n - 1).bit_length())  # upper bound of a power-of-two bucket
+        self.histogram[bucket] = self.histogram.get(bucket, 0) + 1
+
+
+def batches(source: src_mod.Source, bad: src_mod.BadRows, pick) -> Iterator[list]:
+    """Items chosen by `pick(record, where)` in batches, with the source's weight applied."""
+    passes = max(1, int(-(-source.weight // 1)))
+    for p in range(passes):
+        fraction = min(1.0, source.weight - p)
+        batch = []
+        for i, (record, where) in enumerate(src_mod.iter_records(source, bad)):
+            # Deterministic subsample for fractional weights (Knuth's multiplicative hash).
+            if fraction < 1.0 and ((i * 2654435761) % 2**32) / 2**32 >= fraction:
+                continue
+            item = pick(record, where)
+            if item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH_DOCS:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+def pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[list[Doc]]:
+    column: list[str] = []
+
+    def pick(record, where):
+        if not column:
+            column.append(src_mod.text_column(record, where, text_column))
+        text = record.get(column[0])
+        if not isinstance(text, str):
+            bad.bad(where, src_mod.not_text(column[0], text))
+            return None
+        if not text.strip():
+            stats.empty += 1
+            return None
+        return text
+
+    for texts in batches(source, bad, pick):
+        yield [Doc(ids, None, index) for ids in encoder.documents(texts)]
+
+
+def _null_column(exc: MoaiInputError, record: dict, where: str) -> MoaiInputError:
+    """'no column X' for a column that exists but is null or empty says so."""
+    text = str(exc)
+    for name, value in record.items():
+        if f"no column '{name}'" in text and (value is None or (isinstance(value, str) and not value.strip())):
+            what = "null" if value is None else "empty"
+            return MoaiInputError(f"{where}: '{name}' is {what}", hint="every SFT record needs a non-empty "
+                                  "prompt and answer; fix the row or pass --skip-bad-rows to skip such rows")
+    return exc
+
+
+def sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[list[Doc]]:
+    from moai_llm.data.formats import to_messages
+    from moai_llm.data.sft import render
+
+    state = {"seen": False}
+
+    def pick(record, where):
+        try:
+            messages = to_messages(record, mapping, where)
+        except MoaiInputError as exc:
+            exc = _null_column(exc, record, where)
+            if not state["seen"]:  # the first record decides the schema: a mismatch is not one bad row
+                raise exc from None
+            bad.bad(where, str(exc).split(": ", 1)[-1])
+            return None
+        state["seen"] = True
+        return (*render(template, messages), where)
+
+    seq_len = stats.seq_len
+    for batch in batches(source, bad, pick):
+        docs = []
+        encoded = encoder.with_loss_spans([t for t, _, _ in batch], [s for _, s, _ in batch])
+        for (ids, labels), (_, _, where) in zip(encoded, batch, strict=True):
+            if len(ids) > seq_len:  # a conversation never splits: keep its head, count the rest
+                stats.truncated += 1
+                stats.first_truncated = stats.first_truncated or f"{where} ({len(ids)} tokens)"
+                stats.tokens_dropped += len(ids) - seq_len
+                ids, labels = ids[:seq_len], labels[:seq_len]
+                if (labels == -100).all():
+                    stats.dropped_docs += 1
+                    continue
+            docs.append(Doc(ids, labels, index))
+        yield docs
+
+
+def prefetched(items: Iterator[list], depth: int = 2) -> Iterator[list]:
+    """Run a batch generator in a thread, `depth` batches ahead.
+
+    Reading and tokenizing the next batch (the Rust tokenizer releases the GIL) overlaps with
+    packing and writing this one; the bounded queue keeps memory bounded. Errors raised while
+    reading (a bad row) come out here, in the caller's thread.
+    """
+    done, stop = object(), threading.Event()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def work() -> None:
+        try:
+            for batch in items:
+                if stop.is_set():
+                    return
+                q.put(batch)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="moai-data-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put() so the thread can see `stop`
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
