@@ -85,6 +85,7 @@ def train(
     turbo: bool = typer.Option(False, "--turbo", help="BPE on a 10 MB sample: trains faster than SentencePiece BPE on large inputs."),
     ultrafast: bool = typer.Option(False, "--ultrafast", help="Unigram on a 2 MB sample: fastest, least compression."),
     base_tokenizer: str = typer.Option(None, "--base-tokenizer", "--base_tokenizer", help="Extend this tokenizer instead of training from scratch (same as `moai tokenizer extend`)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train a byte-level BPE tokenizer (ChatML special tokens, lossless round-trip).
@@ -111,7 +112,8 @@ def train(
             from moai_llm.tokenizer.train import sampled
 
             report = extend_tokenizer(base_tokenizer, sampled(srcs, mode), out, vocab_size,
-                                      min_frequency=min_frequency, heldout=_default_heldout())
+                                      min_frequency=min_frequency, heldout=_default_heldout(),
+                                      trust_remote_code=trust_remote_code)
             if as_json:
                 print_json(report)
             else:
@@ -152,6 +154,7 @@ def extend(
     heldout: list[str] = typer.Option(None, "--heldout", help="Text of the base tokenizer's kind to check unchanged lines (default: moai's held-out ko/en corpora)."),
     output_dir: str = typer.Option("tokenizers/extended", "--output-dir", "--output_dir", "-o", help="Output folder (or parent folder with --model-prefix)."),
     model_prefix: str = typer.Option(None, "--model-prefix", "--model_prefix", help="Name of the tokenizer folder inside --output-dir."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Add domain tokens to a byte-level BPE: old ids and merge ranks kept, new ones appended."""
@@ -165,7 +168,7 @@ def extend(
         srcs = _sources(inputs, text_column, dataset, dataset_config, split, [], max_samples)
         held = iter_sources(resolve_inputs(heldout)) if heldout else _default_heldout()
         report = extend_tokenizer(base_tokenizer, iter_sources(srcs), out, vocab_size,
-                                  min_frequency=min_frequency, heldout=held)
+                                  min_frequency=min_frequency, heldout=held, trust_remote_code=trust_remote_code)
         if as_json:
             print_json(report)
             return
@@ -200,6 +203,7 @@ def compare(
     inputs: list[str] = typer.Option(None, "--input", "-i", help="Your own held-out text instead of moai's corpora; repeatable."),
     text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column holding the text."),
     max_docs: int = typer.Option(2000, "--max-docs", help="Documents per text set."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Compression, byte fallback, round-trip and speed of tokenizers, per language.
@@ -223,7 +227,7 @@ def compare(
                     for s in resolve_inputs(inputs, text_column)}
         else:
             sets = default_text_sets(max_docs)
-        rows = compare_tokenizers(dirs, sets)
+        rows = compare_tokenizers(dirs, sets, trust_remote_code=trust_remote_code)
         if as_json:
             print_json(rows)
             return

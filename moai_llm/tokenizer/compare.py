@@ -51,11 +51,17 @@ def find_tokenizers(root: str | os.PathLike = "tokenizers") -> list[Path]:
     return found
 
 
-def _load(path: str | os.PathLike):
+def _load(path: str | os.PathLike, trust_remote_code: bool = False):
     from tokenizers import Tokenizer
 
     p = Path(path)
     file = p / "tokenizer.json" if p.is_dir() else p
+    if p.is_dir():
+        from moai_llm.data.encoding import check_tokenizer_folder, load_backend
+
+        check_tokenizer_folder(p, trust_remote_code)  # says when code it names is ignored
+        if trust_remote_code and not file.is_file():
+            return load_backend(p, trust_remote_code=True).backend_tokenizer
     if not file.is_file():
         raise MoaiInputError(f"{path}: not a tokenizer folder (no tokenizer.json)",
                              hint="give a folder written by `moai tokenizer train` or any HF tokenizer folder")
@@ -110,11 +116,13 @@ def measure(tok, texts: list[str]) -> dict:
     }
 
 
-def compare_tokenizers(paths: Iterable[str | os.PathLike], text_sets: dict[str, list[str]]) -> list[dict]:
-    """One row per (tokenizer, text set): name, path, vocab_size, set, and `measure`'s figures."""
+def compare_tokenizers(paths: Iterable[str | os.PathLike], text_sets: dict[str, list[str]],
+                       trust_remote_code: bool = False) -> list[dict]:
+    """One row per (tokenizer, text set): name, path, vocab_size, set, and `measure`'s figures.
+    A folder's own Python code (auto_map) runs only with `trust_remote_code`."""
     rows = []
     for path in paths:
-        tok = _load(path)
+        tok = _load(path, trust_remote_code)
         name = Path(path).name if Path(path).is_dir() else Path(path).parent.name
         for label, texts in text_sets.items():
             if not texts:

@@ -38,7 +38,6 @@ from pathlib import Path
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.progress import info
-from moai_llm.tokenizer.folder import staging
 
 # Files of a tokenizer folder that stay valid after extension (vocab.json/merges.txt of a slow
 # tokenizer would not, so they are left behind and transformers uses tokenizer.json).
@@ -145,6 +144,19 @@ def _chars_per_token(tok, texts: list[str]) -> float:
     return sum(map(len, texts)) / max(tokens, 1)
 
 
+def check_output(base: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """Refuse an output folder that is the base tokenizer's folder, inside it, or around it (or
+    around a base given as a tokenizer.json file): the output replaces its folder whole, so the
+    base would be lost."""
+    protected, out = Path(base).expanduser().resolve(), Path(output_dir).expanduser().resolve()
+    if out == protected or (protected.is_dir() and protected in out.parents):
+        raise MoaiInputError(f"--output-dir {output_dir}: is the base tokenizer's folder {protected} or inside it; "
+                             "the base would be overwritten", hint="write the extended tokenizer to a new folder")
+    if out in protected.parents:
+        raise MoaiInputError(f"--output-dir {output_dir}: holds the base tokenizer {protected}; replacing it "
+                             "would delete the base", hint="write the extended tokenizer to a new folder")
+
+
 def extend_tokenizer(
     base: str | os.PathLike,
     texts: Iterable[str],
@@ -152,14 +164,31 @@ def extend_tokenizer(
     vocab_size: int,
     min_frequency: int = 2,
     heldout: Iterable[str] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Extend the byte-level BPE at `base` (folder or tokenizer.json) with merges learned on
     `texts` up to `vocab_size` tokens; write a tokenizer folder at `output_dir`; return a report
     (sizes, whether the size was reached and why not, the share of `heldout` lines whose
-    tokenization is unchanged, and the compression gained on held-out domain text)."""
+    tokenization is unchanged, and the compression gained on held-out domain text).
+
+    Only tokenizer.json is read; Python code a base folder names (auto_map) is never run. The
+    new folder drops that auto_map, unless `trust_remote_code`: then the code is copied along."""
+    from moai_llm.atomic import remove_leftovers
+    from moai_llm.locks import RunLock
+    from moai_llm.tokenizer.train import check_min_frequency
+
+    check_min_frequency(min_frequency)
+    file, spec = read_base(base)
+    check_output(base, output_dir)
+    with RunLock(output_dir, command="moai tokenizer extend"):
+        remove_leftovers(output_dir)
+        return _extend(base, file, spec, texts, output_dir, vocab_size, min_frequency, heldout, trust_remote_code)
+
+
+def _extend(base, file: Path, spec: dict, texts, output_dir, vocab_size: int, min_frequency: int, heldout,
+            trust_remote_code: bool) -> dict:
     from tokenizers import Tokenizer
 
-    file, spec = read_base(base)
     base_tok = Tokenizer.from_str(json.dumps(spec))
     base_size = base_tok.get_vocab_size(with_added_tokens=True)
     if vocab_size <= base_size:
@@ -229,17 +258,49 @@ def extend_tokenizer(
         report["heldout_unchanged"] = sum(a.ids == b.ids for a, b in zip(old, new, strict=True)) / len(lines)
 
     out = Path(output_dir)
-    with staging(out) as tmp:
-        (tmp / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps(spec, ensure_ascii=False)
+    from moai_llm.atomic import building
+    from moai_llm.resources import check_disk
+
+    needed = len(text.encode("utf-8")) + sum((file.parent / n).stat().st_size for n in KEEP_FILES
+                                             if (file.parent / n).is_file())
+    check_disk(out, needed, "the extended tokenizer")
+    with building(out, needed) as tmp:
+        (tmp / "tokenizer.json").write_text(text, encoding="utf-8")
         kept = [name for name in KEEP_FILES if (file.parent / name).is_file() and file.name == "tokenizer.json"]
         for name in kept:
-            shutil.copy2(file.parent / name, tmp / name)
+            shutil.copyfile(file.parent / name, tmp / name)  # contents only: modes follow the umask
         if "tokenizer_config.json" not in kept:
             _write_plain_config(tmp)
             # save_pretrained rewrote tokenizer.json in its own layout: put the extended file back
-            (tmp / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+            (tmp / "tokenizer.json").write_text(text, encoding="utf-8")
+        _carry_code(file.parent, tmp, trust_remote_code)
     info(f"extended {base_size} → {final_size} tokens ({len(merges)} new merges) in {out}")
     return report
+
+
+def _carry_code(base_dir: Path, tmp: Path, trust_remote_code: bool) -> None:
+    """A base whose config names Python code (auto_map): copy the code when trusted, else drop
+    the auto_map from the new config so that nothing in it asks to run code."""
+    config_path = tmp / "tokenizer_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if not config.get("auto_map"):
+        return
+    if trust_remote_code:
+        for code in base_dir.glob("*.py"):
+            shutil.copyfile(code, tmp / code.name)
+        return
+    from moai_llm.data.encoding import remote_code
+
+    code = remote_code(config) or ""
+    info(f"{base_dir}: the base names Python code ({code}); it was not run, and the extended "
+         "tokenizer's config leaves it out (--trust-remote-code copies it along)")
+    del config["auto_map"]
+    if config.get("tokenizer_class") and config["tokenizer_class"] in code:  # a class only that code defines
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _write_plain_config(folder: Path) -> None:

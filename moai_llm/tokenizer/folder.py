@@ -2,8 +2,9 @@
 
 A folder holds tokenizer.json (the `tokenizers` pipeline), tokenizer_config.json (special
 tokens, no BOS, `clean_up_tokenization_spaces: false`, the ChatML template inline for older
-readers), special_tokens_map.json and chat_template.jinja (where transformers 5 looks first). It is built in a temporary folder
-beside the target and renamed into place, so a failure never leaves half a folder behind.
+readers), special_tokens_map.json and chat_template.jinja (where transformers 5 looks first). It
+is built in a temporary folder beside the target and renamed into place (moai_llm.atomic), so a
+failure, a full disk included, never leaves half a folder behind.
 
     >>> import tempfile, pathlib
     >>> from moai_llm.tokenizer import train_tokenizer
@@ -18,12 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moai_llm.atomic import replace_dir
+from moai_llm.atomic import building
 from moai_llm.errors import MoaiInputError
 from moai_llm.tokenizer.special import (
     CHAT_TEMPLATE,
@@ -65,49 +64,44 @@ def tokenizer_config(tok: Tokenizer) -> dict:
 
 def save_tokenizer(tok: Tokenizer, output_dir: str | os.PathLike) -> Path:
     """Write `tok` as a transformers tokenizer folder at `output_dir`, replacing any folder
-    there only once the new one is complete. Returns the folder."""
+    there only once the new one is complete. Returns the folder.
+
+    The files are serialised first, so a disk without room for them is refused before anything
+    is written (DiskFullError, exit 2), and a disk that fills meanwhile leaves nothing behind.
+    """
     out = Path(output_dir)
-    with staging(out) as tmp:
-        tok.save(str(tmp / "tokenizer.json"))
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(tok))
-        _write_json(tmp / "special_tokens_map.json", {
-            "additional_special_tokens": [IM_START, IM_END], "eos_token": ENDOFTEXT, "pad_token": PAD,
-        })
-        (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
+    files = {
+        "tokenizer.json": tok.to_str(),
+        "tokenizer_config.json": _json(tokenizer_config(tok)),
+        "special_tokens_map.json": _json({"additional_special_tokens": [IM_START, IM_END],
+                                          "eos_token": ENDOFTEXT, "pad_token": PAD}),
+        "chat_template.jinja": CHAT_TEMPLATE,
+    }
+    write_folder(out, files)
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def write_folder(out: Path, files: dict[str, str]) -> None:
+    """Write text files as the folder `out`, whole or not at all, after checking the disk."""
+    from moai_llm.resources import check_disk
+
+    needed = sum(len(text.encode("utf-8")) for text in files.values())
+    check_disk(out, needed, "the tokenizer")
+    with building(out, needed) as tmp:
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
-class staging:
-    """`with staging(out) as tmp:` write into `tmp`; on success `tmp` replaces `out` whole, on
-    error `tmp` is deleted and `out` is untouched."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-
-    def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                publish(self.tmp, self.out)
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+def _json(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing a previous folder whole."""
-    replace_dir(tmp, out)
-
-
-def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
+def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False) -> PreTrainedTokenizerFast:
     """Load a tokenizer folder (moai's or any transformers one) as a fast tokenizer.
+
+    A folder's own Python code (an `auto_map` in tokenizer_config.json) runs only with
+    `trust_remote_code=True`; otherwise the folder's tokenizer.json is used, or the folder is
+    refused when it has none. A damaged file is named in a MoaiInputError (exit 2).
 
         >>> import tempfile, pathlib
         >>> from moai_llm.tokenizer import train_tokenizer
@@ -116,10 +110,26 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
         >>> tok.decode(tok("hello world")["input_ids"])
         'hello world'
     """
-    from transformers import AutoTokenizer
+    from moai_llm.data.encoding import check_tokenizer_folder
 
     p = Path(path)
     if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
         raise MoaiInputError(f"{p}: not a tokenizer folder (no tokenizer.json)",
                              hint="train one with `moai tokenizer train`")
-    return AutoTokenizer.from_pretrained(str(p))
+    check_tokenizer_folder(p, trust_remote_code)
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        try:
+            return AutoTokenizer.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+        except ValueError:
+            if trust_remote_code or not (p / "tokenizer.json").is_file():
+                raise
+            # transformers refuses a class that only the folder's code defines; its tokenizer.json
+            # loads without it (check_tokenizer_folder said the code is ignored).
+            return PreTrainedTokenizerFast.from_pretrained(str(p), trust_remote_code=False)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        file = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else p / "tokenizer_config.json"
+        raise MoaiInputError(f"{file}: cannot be loaded as a tokenizer ({reason})",
+                             hint="the folder is damaged or incomplete: copy or train the tokenizer again") from None

@@ -91,7 +91,7 @@ def _records(path: Path, column: str | None) -> Iterator[str]:
 
 def _text_blocks(path: Path) -> Iterator[str]:
     try:
-        with open(path, encoding="utf-8", errors="strict", newline="") as f:
+        with open(path, encoding="utf-8-sig", errors="strict", newline="") as f:  # -sig: a BOM is dropped
             block: list[str] = []
             size = 0
             for line in f:

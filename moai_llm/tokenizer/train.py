@@ -288,18 +288,62 @@ def train_tokenizer(
             f"--vocab-size {vocab_size} is too small: a byte-level tokenizer needs at least "
             f"{MIN_VOCAB} (4 special tokens + 256 bytes)"
         )
+    check_min_frequency(min_frequency)
     spec = MODES[mode]
-    seen = {"texts": 0}
+    check_vocab_memory(vocab_size, _input_bytes(texts, total_bytes, spec), spec.model)
+    from moai_llm.atomic import remove_leftovers
+    from moai_llm.locks import RunLock
 
-    def counted() -> Iterator[list[str]]:
-        for batch in _batched(_sampled(texts, spec, total_bytes, seed)):
-            seen["texts"] += len(batch)
-            yield batch
+    with RunLock(output_dir, command="moai tokenizer train"):
+        remove_leftovers(output_dir)
+        seen = {"texts": 0}
 
-    if spec.model == "bpe":
-        tok = _train_bpe(counted(), vocab_size, max(min_frequency, spec.min_frequency), show_progress)
-    else:
-        tok = _train_unigram(counted(), vocab_size, show_progress)
-    if seen["texts"] == 0:
-        raise MoaiInputError("no text to train on: every input was empty", hint="check --input")
-    return save_tokenizer(tok, output_dir)
+        def counted() -> Iterator[list[str]]:
+            for batch in _batched(_sampled(texts, spec, total_bytes, seed)):
+                seen["texts"] += len(batch)
+                yield batch
+
+        if spec.model == "bpe":
+            tok = _train_bpe(counted(), vocab_size, max(min_frequency, spec.min_frequency), show_progress)
+        else:
+            tok = _train_unigram(counted(), vocab_size, show_progress)
+        if seen["texts"] == 0:
+            raise MoaiInputError("no text to train on: every input was empty", hint="check --input")
+        return save_tokenizer(tok, output_dir)
+
+
+def check_min_frequency(min_frequency: int) -> None:
+    """--min-frequency counts how often a pair is seen: a negative count is a typo."""
+    if min_frequency < 0:
+        raise MoaiInputError(f"--min-frequency {min_frequency}: must be 0 or more",
+                             hint="it is how often a pair must occur to be merged (default 2)")
+
+
+# Token ids are stored as int32 in prepared datasets (and as u32 by `tokenizers`).
+MAX_VOCAB = 2**31 - 1
+
+
+def _input_bytes(texts, total_bytes: int | None, spec: Mode) -> int | None:
+    """Bytes the trainer will read, when known: the sources' sizes or `total_bytes`, capped by
+    the mode's sample."""
+    size = total_bytes
+    if isinstance(texts, list) and texts and isinstance(texts[0], TextSource):
+        sizes = [s.size for s in texts]
+        size = None if any(s is None for s in sizes) else sum(sizes)
+    if spec.sample_bytes is not None:
+        size = min(size, spec.sample_bytes) if size is not None else spec.sample_bytes
+    return size
+
+
+def check_vocab_memory(vocab_size: int, input_bytes: int | None, model: str = "bpe") -> None:
+    """Refuse a --vocab-size whose trainer tables do not fit in the memory available (exit 2,
+    with the prediction and the largest size that fits), before any text is read."""
+    from moai_llm.resources import check_memory
+    from moai_llm.tokenizer.footprint import train_memory
+
+    if vocab_size > MAX_VOCAB:
+        raise MoaiInputError(f"--vocab-size {vocab_size}: token ids must fit in 31 bits (at most {MAX_VOCAB})",
+                             hint="real vocabularies have 32k to 256k tokens")
+    counted = "" if input_bytes else " (not counting the input, whose size is not known)"
+    check_memory("--vocab-size", vocab_size, lambda v: train_memory(v, input_bytes, model), low=MIN_VOCAB,
+                 step=64, what=f" for the trainer's vocabulary and word tables{counted}")
