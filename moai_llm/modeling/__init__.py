@@ -1,5 +1,10 @@
-"""moai's Qwen3 implementation: `MoaiForCausalLM`, `MoaiModel` (see model.py for the tour)."""
+"""moai's Qwen3 implementation: `MoaiForCausalLM`, `MoaiModel`, `compile_blocks` (see model.py)."""
 
-from moai_llm.modeling.model import MoaiForCausalLM, MoaiModel, MoaiPreTrainedModel
+from moai_llm.modeling.model import (
+    MoaiForCausalLM,
+    MoaiModel,
+    MoaiPreTrainedModel,
+    compile_blocks,
+)
 
-__all__ = ["MoaiForCausalLM", "MoaiModel", "MoaiPreTrainedModel"]
+__all__ = ["MoaiForCausalLM", "MoaiModel", "MoaiPreTrainedModel", "compile_blocks"]

@@ -115,7 +115,7 @@ def document_block_mask(position_ids: torch.Tensor, block_size: int = BLOCK_SIZE
 
 
 @functools.cache
-def _compiled_flex():
+def _compiled_kernel():
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention)
@@ -125,9 +125,13 @@ def flex_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask, scaling: float
 ) -> torch.Tensor:
     """[B, H, T, D] q and [B, Hkv, T, D] k/v -> [B, H, T, D]; GQA without repeating k/v."""
+    from torch.nn.attention.flex_attention import flex_attention as kernel
+
+    if not torch.compiler.is_compiling():
+        kernel = _compiled_kernel()  # inside a compiled block the block's compile covers it
     if v.dtype in (torch.float16, torch.bfloat16) and q.dtype != v.dtype:
         # Under autocast q/k leave QK-norm and RoPE in fp32; the kernel wants one dtype.
         q, k = q.to(v.dtype), k.to(v.dtype)
-    return _compiled_flex()(
+    return kernel(
         q, k, v, block_mask=block_mask, scale=scaling, enable_gqa=q.shape[1] != k.shape[1]
     )

@@ -12,7 +12,9 @@ What moai adds over transformers' implementation:
 - with `labels`, the loss is computed from the final hidden states by `model.loss_fn`
   (default: `moai_llm.losses.fused_linear_cross_entropy`, `chunk_size=config.loss_chunk_size`),
   so the [tokens, vocab] logits are never materialised; `logits` is None then;
-- non-reentrant gradient checkpointing per decoder layer.
+- non-reentrant gradient checkpointing per decoder layer;
+- FlexAttention for packed rows (`attn_implementation="flex_attention"`, see flex.py);
+- `compile_blocks(model)`: regional `torch.compile` of the decoder blocks, names unchanged.
 
     model = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
     out = model(input_ids, labels=input_ids)        # out.loss, out.logits is None
@@ -43,6 +45,10 @@ LossFn = Callable[..., torch.Tensor]
 class MoaiDecoderLayer(GradientCheckpointingLayer):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
+    # `compile_blocks` sets this to torch.compile(MoaiDecoderLayer.block): a plain attribute, so
+    # parameter names and the state dict stay those of a stock Qwen3 model.
+    compiled_block: Callable | None = None
+
     def __init__(self, config: MoaiConfig, layer_idx: int) -> None:
         super().__init__()
         self.self_attn = MoaiAttention(config, layer_idx)
@@ -59,8 +65,44 @@ class MoaiDecoderLayer(GradientCheckpointingLayer):
         cache: Cache | None = None,
         use_cache: bool = False,
     ) -> torch.Tensor:
+        if cache is None and self.compiled_block is not None:
+            return self.compiled_block(self, hidden, cos, sin, plan)
+        return self.block(hidden, cos, sin, plan, cache)
+
+    def block(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        plan: AttentionPlan | None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, plan, cache)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+def compile_blocks(model: nn.Module, **options) -> int:
+    """Compile every decoder block of `model` with `torch.compile(**options)`; returns how many.
+
+    Regional compilation: one graph per block, compiled once and reused by every layer (the
+    blocks share their code and shapes), so compiling costs one block's time, not the whole
+    model's. Works on a model wrapped by DDP, FSDP2 or peft (it looks for the blocks inside);
+    module hooks (FSDP2's) and gradient checkpointing stay outside the compiled graph.
+    Parameter names do not change (no `_orig_mod.` prefix), so checkpoints stay stock Qwen3
+    and resume exactly. Decoding with a KV cache runs the blocks uncompiled.
+
+    >>> from moai_llm.config import MoaiConfig
+    >>> model = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
+    >>> compile_blocks(model) == model.config.num_hidden_layers
+    True
+    """
+    compiled = torch.compile(MoaiDecoderLayer.block, **options)
+    count = 0
+    for module in model.modules():
+        if isinstance(module, MoaiDecoderLayer):
+            module.compiled_block = compiled
+            count += 1
+    return count
 
 
 class MoaiPreTrainedModel(PreTrainedModel):
