@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from moai_cli import chat, data, doctor, quickstart, tokenizer, train
+from moai_cli import chat, data, doctor, eval, quickstart, tokenizer, train
 from moai_llm.progress import set_quiet
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.add_typer(data.app, name="data", help="Prepare (tokenize + pack) and inspect
 train.register(app)  # pretrain, sft
 chat.register(app)
 doctor.register(app)
+eval.register(app)
 quickstart.register(app)
 
 

@@ -39,3 +39,31 @@ def moai_model(model_dir):
     from moai_llm.modeling import MoaiForCausalLM
 
     return MoaiForCausalLM.from_pretrained(model_dir).eval()
+
+
+def make_run(root, tokenizer_dir, mode="pretrain", seq_len=64, steps=(10, 20), final=True, last_step=30):
+    """A run folder as training writes it: run.yaml, checkpoints/step-N/, final_model/, metrics.jsonl."""
+    import json
+
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "run.yaml").write_text(yaml.safe_dump({"moai_run": 1, "settings": {"mode": mode, "seq_len": seq_len}}))
+    for i, step in enumerate(steps):
+        write_random_model(root / "checkpoints" / f"step-{step}", tokenizer_dir, hidden_size=32, num_layers=1,
+                           context_length=128, seed=i + 1)
+    if final:
+        write_random_model(root / "final_model", tokenizer_dir, hidden_size=32, num_layers=1, context_length=128, seed=9)
+    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 5.0}) + "\n" for s in range(5, last_step + 1, 5)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_factory():
+    """`make_run` for tests that build runs of their own."""
+    return make_run
+
+
+@pytest.fixture(scope="session")
+def pretrain_run(tmp_path_factory, tokenizer_dir):
+    return make_run(tmp_path_factory.mktemp("runs") / "pretrain", tokenizer_dir)

@@ -1,0 +1,95 @@
+"""`moai eval`: bits per byte on held-out text, lm-eval benchmarks and local task files, for one
+model, several (a column each) or every checkpoint of a run. The work happens in
+`moai_llm.eval` (evaluate.run_eval); this module parses flags and draws the table.
+
+    moai eval outputs/pretrain --text held_out.jsonl
+    moai eval outputs/pretrain --all-checkpoints --text held_out.jsonl      # + eval/bpb.png
+    moai eval outputs/pretrain outputs/sft --suite seed --limit 100
+    moai eval outputs/sft --task-file qa.csv --kind multiple-choice --choices-column A,B,C,D
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from moai_cli.ui import console, handle_errors, print_json, set_quiet
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval")(eval_models)
+
+
+def eval_models(
+    models: list[str] = typer.Argument(..., help="Model folders, run folders or Qwen3 folders (a column each)."),
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Every checkpoints/step-N of each run, in step order (+ eval/bpb.png with --text)."),
+    text: list[str] = typer.Option(None, "--text", help="Held-out text: file, folder, glob or hub dataset (repeatable). Reports bits per byte."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", "--text_column", help="Column with the text (default: detected)."),
+    text_split: str = typer.Option("test", "--text-split", help="Split of a hub dataset given to --text."),
+    text_config: Optional[str] = typer.Option(None, "--text-config", help="Config of a hub dataset given to --text."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Score at most this many documents."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", "--seq_len", help="Tokens per row for --text (default: the run's seq_len, else the model's context up to 2048)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Tokens scored per window of a long document (default seq_len - 1; smaller = more context, more compute)."),
+    batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Rows per forward pass (text) and lm-eval's batch size."),
+    tasks: list[str] = typer.Option(None, "--tasks", help="lm-eval tasks or groups, comma-separated or repeated."),
+    suite: list[str] = typer.Option(None, "--suite", help="Named suite: seed, ko, ja, zh (repeatable)."),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", "--num_fewshot", help="Shots for every task (default: the suite's, else the task's)."),
+    limit: Optional[float] = typer.Option(None, "--limit", help="Examples per task (a fraction below 1 = a share); for quick looks."),
+    task_file: Optional[str] = typer.Option(None, "--task-file", help="Local evaluation set (.jsonl/.json/.csv/.parquet), run as an lm-eval task."),
+    kind: str = typer.Option("multiple-choice", "--kind", help="--task-file kind: multiple-choice or generate."),
+    question_column: str = typer.Option("question", "--question-column", help="Column with the question (a name, or a position for a CSV without header)."),
+    choices_column: Optional[str] = typer.Option(None, "--choices-column", help="Column holding a list of choices, or several columns: A,B,C,D."),
+    choices: Optional[str] = typer.Option(None, "--choices", help='A fixed label set for every row, e.g. "yes,no".'),
+    answer_column: str = typer.Option("answer", "--answer-column", help="Column with the answer: choice text, 0-based index or letter (generate: the reference)."),
+    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", help='Prompt with {column} placeholders (default "Question: {question}\\nAnswer:").'),
+    fewshot_file: Optional[str] = typer.Option(None, "--fewshot-file", help="Few-shot examples with the same columns (default: the task file itself)."),
+    fewshot: int = typer.Option(0, "--fewshot", help="Few-shot examples per question for --task-file."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "--max_new_tokens", help="generate: longest answer in tokens (greedy)."),
+    csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", help="Whether a CSV task file has a header (default: yes unless columns are positions)."),
+    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", help="Score benchmarks through the chat template (default: from the run: on for sft, off for pretrain)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the result JSONs (default: RUN/eval/)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: GPU when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder when the model folder has none."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
+    json_out: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+) -> None:
+    """Evaluate models: bits per byte on held-out text, lm-eval benchmarks, local task files."""
+    with handle_errors():
+        from moai_llm.eval.evaluate import EvalRequest, run_eval
+        from moai_llm.eval.local_tasks import LocalTask
+
+        if json_out:
+            set_quiet(True)
+        local = None
+        if task_file:
+            local = LocalTask(task_file, kind, question_column, choices_column, choices, answer_column,
+                              prompt_template, fewshot_file, fewshot, max_new_tokens, csv_header)
+        req = EvalRequest(
+            models=models, all_checkpoints=all_checkpoints, text=list(text or []), text_column=text_column,
+            text_split=text_split, text_config=text_config, max_documents=max_documents, seq_len=seq_len,
+            stride=stride, batch_size=batch_size, tasks=list(tasks or []), suites=list(suite or []),
+            num_fewshot=num_fewshot, limit=int(limit) if limit and limit >= 1 else limit, local=local,
+            chat_template=chat_template, output=output, device=device, dtype=dtype, tokenizer=tokenizer,
+            trust_remote_code=trust_remote_code,
+        )
+        result = run_eval(req)
+        if json_out:
+            print_json(result)
+            return
+        _render(result)
+
+
+def _render(result: dict) -> None:
+    from rich.table import Table
+
+    tab = result["table"]
+    table = Table(*tab["columns"], title="moai eval")
+    for row in tab["rows"]:
+        table.add_row(*row)
+    console.print(table)
+    for path in result["written"]:
+        console.print(f"[dim]written:[/] {path}", highlight=False)
+    for path in result["plots"]:
+        console.print(f"[dim]drawn:[/] {path}", highlight=False)

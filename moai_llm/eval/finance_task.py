@@ -1,0 +1,73 @@
+"""Local task files made from the embedded finance Q&A (moai_llm/corpora), for quickstart's table.
+
+- multiple choice: every held-out question with its own answer and three answers to other
+  held-out questions of the same language and kind (hand-written or computed) as distractors,
+  in a seeded order; scored by lm-eval's log-likelihood of each answer (`acc`, `acc_norm`).
+- generate: the held-out computed questions (interest, fees, instalments, ...), whose answers
+  end in a number; scored by exact match of the final number.
+
+Nothing here is hand-written: rerunning the generator gives the same files.
+
+    >>> rows = multiple_choice_rows()
+    >>> len(rows), len(rows[0]["choices"]), rows[0]["choices"][rows[0]["answer"]] == rows[0]["reference"]
+    (56, 4, True)
+
+    python -m moai_llm.eval.finance_task OUT_DIR      # writes finance_mc.jsonl, finance_calc.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from moai_llm.atomic import write_text_atomic
+
+SEED = 0
+N_CHOICES = 4
+
+
+def multiple_choice_rows(split: str = "heldout", n_choices: int = N_CHOICES, seed: int = SEED) -> list[dict[str, Any]]:
+    """{"question", "choices", "answer" (index), "reference", "lang"} per Q&A of `split`."""
+    from moai_llm import corpora
+
+    records = corpora.finance_qa(split)
+    rng = random.Random(seed)
+    rows = []
+    for i, r in enumerate(records):
+        pool = [o["output"] for j, o in enumerate(records)
+                if j != i and o["lang"] == r["lang"] and o["origin"] == r["origin"] and o["output"] != r["output"]]
+        if len(pool) < n_choices - 1:  # too few of the same kind: any other answer of the language
+            pool = [o["output"] for j, o in enumerate(records) if j != i and o["lang"] == r["lang"]]
+        choices = [r["output"], *rng.sample(sorted(set(pool)), n_choices - 1)]
+        rng.shuffle(choices)
+        rows.append({"question": r["input"], "choices": choices, "answer": choices.index(r["output"]),
+                     "reference": r["output"], "lang": r["lang"]})
+    return rows
+
+
+def generate_rows(split: str = "heldout") -> list[dict[str, Any]]:
+    """{"question", "answer", "lang"} for the computed Q&A of `split` (answers end in a number)."""
+    from moai_llm import corpora
+
+    return [{"question": r["input"], "answer": r["output"], "lang": r["lang"]}
+            for r in corpora.finance_qa(split) if r.get("origin") == "computed"]
+
+
+def write_finance_tasks(folder: str | Path) -> dict[str, Path]:
+    """Write finance_mc.jsonl and finance_calc.jsonl into `folder` (atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, rows: list[dict]) -> Path:
+        return write_text_atomic(folder / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    return {"multiple_choice": dump("finance_mc.jsonl", multiple_choice_rows()),
+            "generate": dump("finance_calc.jsonl", generate_rows())}
+
+
+if __name__ == "__main__":
+    for kind, path in write_finance_tasks(sys.argv[1] if len(sys.argv) > 1 else ".").items():
+        print(f"{kind}: {path}")
