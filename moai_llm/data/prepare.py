@@ -35,6 +35,7 @@ A tiny build (a real one uses a real corpus and e.g. `seq_len=2048`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,7 +55,13 @@ from moai_llm.data.footprint import (
     memory_need,
 )
 from moai_llm.data.packing import StreamPacker, build_rows, split_long
-from moai_llm.data.store import FORMAT, ShardWriter, read_manifest, write_manifest
+from moai_llm.data.store import (
+    FORMAT,
+    ROW_BYTES_PER_TOKEN,
+    ShardWriter,
+    read_manifest,
+    write_manifest,
+)
 from moai_llm.errors import MoaiInputError
 
 MODES = ("pretrain", "sft")
@@ -207,8 +214,10 @@ def _build_into(out: Path, srcs, tokenizer_dir, settings, tok_hash, size: InputS
             raise
         written = folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        read = sum(stats.docs)
-        needed = int(written * size.records / read) if size.records and read else disk_estimate(size)
+        # Rows lag the documents read (the packing buffer), so scale the tokens read, not the bytes written.
+        docs, tokens = sum(stats.docs), sum(stats.tokens)
+        needed = (int(tokens * size.records / docs * ROW_BYTES_PER_TOKEN) if size.records and docs
+                  else disk_estimate(size))
         raise disk_full_error(out, max(needed or 0, written) or None, written) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -255,7 +264,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
     # The reader thread already keeps two cores busy (tokenizing | packing); the Rust tokenizer's
     # own threads only pay off beyond that (see encoding.py for the measurement).
     rust_threads = num_proc > 1 if num_proc else (os.cpu_count() or 1) > 2
-    with rust_parallelism(rust_threads), progress_bar(unit="tok", transient=True) as bar:
+    with rust_parallelism(rust_threads), progress_bar(unit="tok", transient=True) as bar, _abandon_on_error(writer):
         task = bar.add_task("preparing", total=None, info="")
         for index, source in enumerate(srcs):
             if mode == "pretrain":
@@ -301,6 +310,15 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
         "shards": writer.shards, "build_seconds": round(time.time() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+@contextlib.contextmanager
+def _abandon_on_error(writer: ShardWriter):
+    try:
+        yield
+    except BaseException:
+        writer.abandon()
+        raise
 
 
 def _report_truncated(stats: documents.Stats) -> None:

@@ -106,6 +106,14 @@ class ShardWriter:
         self._write()
         self._close_shard()
 
+    def abandon(self) -> None:
+        """Close the open shard without writing what is pending (after an error: a deleted
+        file's space is only freed once no handle holds it)."""
+        self._pending = []
+        if self._sink is not None:
+            self._sink.close()
+            self._writer = self._sink = None
+
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))

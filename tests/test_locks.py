@@ -1,0 +1,175 @@
+"""moai_llm.locks: one live process per output folder; a dead owner's lock is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from moai_llm import locks
+from moai_llm.errors import FolderInUseError
+from moai_llm.locks import RunLock, lock_path, read_owner
+
+HOLD = """
+import sys, time
+from moai_llm.locks import RunLock
+lock = RunLock(sys.argv[1], command="moai pretrain", key=sys.argv[2] or None)
+lock.acquire()
+print("held", flush=True)
+time.sleep(float(sys.argv[3]))
+lock.release()
+"""
+
+
+def hold_in_child(folder, seconds=30.0, key=""):
+    """A real second process that takes the lock and keeps it for `seconds`."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), key, str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write_lock(folder, **fields):
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": locks._boot_id(),
+          "pidns": locks._pid_namespace(), "start_time": None, "since": "2025-01-02T03:04:05Z",
+          "command": "moai sft", "key": None, "token": "theirs"}
+    lock_path(folder).write_text(json.dumps({**me, **fields}))
+
+
+def test_second_launch_is_refused_with_the_owner_named(tmp_path):
+    out = tmp_path / "run"
+    child = hold_in_child(out)
+    try:
+        with pytest.raises(FolderInUseError) as err:
+            RunLock(out, command="moai pretrain").acquire()
+        message = str(err.value)
+        assert f"pid {child.pid} on {socket.gethostname()}" in message and "since 20" in message
+        assert "moai pretrain" in message and str(out) in message
+        assert err.value.owner["pid"] == child.pid
+    finally:
+        child.kill()
+        child.wait()
+    # killed with SIGKILL: no release ran, the file stays, and the next launch takes it over
+    assert read_owner(out)["pid"] == child.pid
+    lock = RunLock(out, command="moai pretrain")
+    lock.acquire()
+    assert lock.took_over["pid"] == child.pid and read_owner(out)["pid"] == os.getpid()
+    lock.release()
+    assert not lock_path(out).exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    write_lock(out, pid=dead_pid())
+    with RunLock(out, command="moai data prepare") as lock:
+        assert lock.took_over["command"] == "moai sft"
+    assert "taking over the lock of moai sft" in capsys.readouterr().err
+
+
+def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
+    out = tmp_path / "run"
+    write_lock(out, pid=os.getppid(), start_time=12345.0)  # alive, but started at another time
+    with RunLock(out) as lock:
+        assert lock.took_over is not None
+
+
+def test_live_lock_of_this_machine_is_respected_whatever_its_age(tmp_path):
+    out = tmp_path / "run"
+    write_lock(out, pid=os.getppid(), start_time=locks._start_time(os.getppid()))
+    old = time.time() - 10 * locks.STALE_AFTER_S
+    os.utime(lock_path(out), (old, old))
+    with pytest.raises(FolderInUseError):
+        RunLock(out).acquire()
+
+
+def test_another_machine_is_trusted_until_its_heartbeat_is_stale(tmp_path):
+    out = tmp_path / "run"
+    write_lock(out, host="gpu-node-7", boot_id="elsewhere", pid=4242)
+    with pytest.raises(FolderInUseError, match="pid 4242 on gpu-node-7") as err:
+        RunLock(out).acquire()
+    assert "15 minutes after its last heartbeat" in err.value.hint
+    old = time.time() - locks.STALE_AFTER_S - 5
+    os.utime(lock_path(out), (old, old))
+    with RunLock(out) as lock:
+        assert lock.took_over["host"] == "gpu-node-7"
+
+
+def test_the_owner_keeps_its_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    out = tmp_path / "run"
+    with RunLock(out):
+        old = time.time() - 3600
+        os.utime(lock_path(out), (old, old))
+        time.sleep(0.3)
+        assert time.time() - lock_path(out).stat().st_mtime < 5
+
+
+def test_an_empty_old_lock_file_is_taken_silently(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    lock_path(out).write_bytes(b"")  # what filelock leaves behind
+    old = time.time() - 60
+    os.utime(lock_path(out), (old, old))
+    with RunLock(out):
+        pass
+    assert "taking over" not in capsys.readouterr().err
+
+
+def test_release_never_removes_someone_elses_lock(tmp_path):
+    out = tmp_path / "run"
+    lock = RunLock(out)
+    lock.acquire()
+    write_lock(out, token="someone else")  # e.g. it was taken over while this process hung
+    lock.release()
+    assert read_owner(out)["token"] == "someone else"
+
+
+def test_same_key_waits_and_another_key_is_refused(tmp_path):
+    out = tmp_path / "prepared"
+    child = hold_in_child(out, seconds=1.0, key="settings-A")
+    try:
+        with pytest.raises(FolderInUseError, match="in use by moai pretrain"):
+            RunLock(out, key="settings-B", wait_same_key=True).acquire()
+        started = time.time()
+        with RunLock(out, key="settings-A", wait_same_key=True, poll_s=0.02):
+            assert time.time() - started > 0.3  # it waited for the child to finish
+    finally:
+        child.kill()
+        child.wait()
+
+
+RACE = """
+import sys, time, os
+from moai_llm.locks import RunLock
+folder, log = sys.argv[1], sys.argv[2]
+with RunLock(folder, key="same", wait_same_key=True, poll_s=0.01):
+    with open(log, "a") as f:
+        f.write(f"in {os.getpid()}\\n"); f.flush()
+        time.sleep(0.2)
+        f.write(f"out {os.getpid()}\\n")
+"""
+
+
+def test_processes_racing_for_a_stale_lock_hold_it_one_at_a_time(tmp_path):
+    out, log = tmp_path / "prepared", tmp_path / "log"
+    write_lock(out, pid=dead_pid())
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(out), str(log)], stderr=subprocess.DEVNULL)
+             for _ in range(4)]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    lines = log.read_text().split()
+    events = list(zip(lines[::2], lines[1::2], strict=True))
+    assert len(events) == 8
+    for enter, leave in zip(events[::2], events[1::2], strict=True):  # in A, out A, in B, out B, ...
+        assert enter[0] == "in" and leave[0] == "out" and enter[1] == leave[1]
+    assert not lock_path(out).exists()
