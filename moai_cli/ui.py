@@ -54,10 +54,29 @@ def handle_errors() -> Iterator[None]:
         fail(f"{exc.filename or exc}: no such file or folder", "check the path", EXIT_USAGE)
     except PermissionError as exc:
         fail(f"{exc.filename or exc}: permission denied", "choose a folder you can write to", EXIT_USAGE)
+    except OSError as exc:
+        _fail_os(exc)
     except Exception as exc:  # a bug: short line, traceback with --verbose
         if verbose():
             err_console.print_exception()
         fail(f"{type(exc).__name__}: {exc}", "run with --verbose for the traceback", EXIT_FAILURE)
+
+
+def _fail_os(exc: OSError) -> NoReturn:
+    """A full or read-only disk is the user's to fix (exit 2); other OS errors are failures (1)."""
+    import errno
+
+    from moai_llm.resources import free_disk, human_bytes
+
+    where = exc.filename or ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = f" ({human_bytes(free_disk(where))} free)" if where else ""
+        fail(f"{where or 'output'}: no space left on the disk{free}", "free space, or write to another folder")
+    if exc.errno == errno.EROFS:
+        fail(f"{where or 'output'}: the file system is read-only", "choose a folder you can write to")
+    if verbose():
+        err_console.print_exception()
+    fail(f"{type(exc).__name__}: {exc}", "run with --verbose for the traceback", EXIT_FAILURE)
 
 
 def print_json(data: Any) -> None:
