@@ -14,7 +14,8 @@ RoPE (Qwen3), then one of four backends, chosen once per forward by `AttentionPl
 Packed documents: a training row may hold several documents, marked by `position_ids` that
 restart at 0. Attention must not cross them. `AttentionPlan.build` detects a restart (one
 check per forward) and then gives flash-attn the `cu_seqlens` of the documents, flex a
-document-causal `BlockMask`, or SDPA/eager a block-diagonal causal mask. Without a restart
+document-causal `BlockMask`, SDPA a band of key tiles when the documents are short
+(banded.py) or else, like eager, a block-diagonal causal mask. Without a restart
 it uses plain `is_causal` (flex rows too: SDPA's causal kernels), so the common path pays
 nothing. The plan is built once per forward and shared by every layer; decoding with a KV
 cache and padded batches take the SDPA paths whatever the backend.
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moai_llm.modeling import flex
+from moai_llm.modeling.banded import Band, banded_sdpa
 from moai_llm.modeling.normalization import MoaiRMSNorm
 from moai_llm.modeling.rope import apply_rotary_pos_emb
 
@@ -125,6 +127,7 @@ class AttentionPlan:
     cu_seqlens: torch.Tensor | None = None  # int32 [docs + 1], flash varlen over the flat batch
     max_seqlen: int = 0
     block_mask: object = None  # flex BlockMask of the documents (flex.document_block_mask)
+    band: Band | None = None  # SDPA over tiles near the diagonal (banded.py), short documents
 
     @classmethod
     def build(
@@ -188,6 +191,10 @@ class AttentionPlan:
             total = torch.tensor([flat.numel()], dtype=torch.int32, device=flat.device)
             cu = torch.cat([begins, total])
             return cls(backend, True, cu_seqlens=cu, max_seqlen=int((cu[1:] - cu[:-1]).max()))
+        if backend == "sdpa":
+            band = Band.build(starts)
+            if band is not None:
+                return cls(backend, False, band=band)
         seg = starts.cumsum(dim=1)  # document index of every token, per row
         t = starts.shape[1]
         same_doc = seg[:, :, None] == seg[:, None, :]
@@ -231,6 +238,8 @@ def sdpa_attention(
     scaling: float,
     dropout: float,
 ) -> torch.Tensor:
+    if plan.band is not None:
+        return banded_sdpa(q, k, v, plan.band, scaling, dropout)
     b, hq, t, d = q.shape
     hkv = k.shape[1]
     groups = hq // hkv
