@@ -41,7 +41,8 @@ def _has_tokenizer(folder: Path) -> bool:
 
 def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
     """The model folder to load for `path`, and how it was found ("model", "final_model",
-    "checkpoint", or "hub" for a hub name such as Qwen/Qwen3-0.6B, fetched into the hub cache).
+    "adapter" / "final_adapter" (a LoRA adapter folder), "checkpoint", or "hub" for a hub name
+    such as Qwen/Qwen3-0.6B, fetched into the hub cache).
 
     >>> resolve_model_dir("outputs/sft")                               # doctest: +SKIP
     (PosixPath('outputs/sft/final_model'), 'final_model')
@@ -60,6 +61,9 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
         return root, "model"
     if has_weights(root / "final_model"):
         return root / "final_model", "final_model"
+    for folder, source in ((root, "adapter"), (root / "final_adapter", "final_adapter")):
+        if (folder / "adapter_config.json").is_file():  # a LoRA adapter: loaded onto its base, merged
+            return folder, source
     for checkpoints in (root / "checkpoints", root):
         steps = sorted(
             ((int(m.group(1)), d) for d in checkpoints.glob("*-*")
@@ -131,7 +135,7 @@ def load_for_chat(
 ) -> tuple[Any, Any, dict]:
     """Load (model, tokenizer, info) for chatting, on GPU in bf16 when present else CPU fp32.
 
-    `info` holds: path, source ("model" | "final_model" | "checkpoint"), device, dtype,
+    `info` holds: path, source (see `resolve_model_dir`), device, dtype,
     parameters, context_length, chat_template (bool), stop_ids, model_class, generation
     (sampling defaults from generation_config.json, possibly empty).
     """
@@ -147,12 +151,20 @@ def load_for_chat(
     tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
     from moai_llm.pretrained import check_safetensors
 
-    check_safetensors(model_dir)  # a truncated or damaged weights file is named, not a traceback
+    adapter = source in ("adapter", "final_adapter")
     remote = {"trust_remote_code": bool(trust_remote_code)}  # explicit: never run a folder's code unasked
-    try:
-        config = AutoConfig.from_pretrained(model_dir, **remote)
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
+    if adapter:
+        from moai_llm.training.lora import load_adapter_model
+
+        say(f"loading the LoRA adapter {model_dir} onto its base model (merged)")
+        adapted = load_adapter_model(model_dir, trust_remote_code=trust_remote_code)
+        config = adapted.config
+    else:
+        check_safetensors(model_dir)  # a truncated or damaged weights file is named, not a traceback
+        try:
+            config = AutoConfig.from_pretrained(model_dir, **remote)
+        except (ValueError, OSError, json.JSONDecodeError) as exc:
+            raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, **remote)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
@@ -178,7 +190,10 @@ def load_for_chat(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one model file loads in well under a second: no bar
     try:
-        model = model_class.from_pretrained(model_dir, dtype=torch_dtype, use_safetensors=True, **remote)
+        if adapter:
+            model = adapted.to(torch_dtype)
+        else:
+            model = model_class.from_pretrained(model_dir, dtype=torch_dtype, use_safetensors=True, **remote)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

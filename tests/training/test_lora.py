@@ -180,3 +180,25 @@ def test_memory_facts_for_a_hub_size_model_without_building_it():
     assert facts["adapter_parameters"] == 36 * 16 * 57344
     assert facts["new_row_parameters"] == 1000 * 2560  # tied: the embedding's rows only
     assert facts["trainable"] < 0.01 * facts["frozen"]
+
+
+def test_chat_loads_a_runs_final_adapter_onto_its_hub_style_base(tmp_path):
+    from qwen_style import write_qwen_style_model
+
+    from moai_llm.inference import load_for_chat
+    from moai_llm.pretrained import load_model, load_tokenizer, resolve_pretrained
+
+    base = resolve_pretrained(write_qwen_style_model(tmp_path / "base", padded_rows=8))
+    tokenizer = load_tokenizer(base)
+    peft_model = apply_lora(load_model(base), rank=2, target="q_proj,v_proj")
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained adapter changes the model's answers
+    peft_model.eval()
+    save_adapter(peft_model, tmp_path / "run" / "final_adapter", base_model=str(base.path), tokenizer=tokenizer)
+    model, chat_tokenizer, info = load_for_chat(tmp_path / "run")
+    assert info["source"] == "final_adapter" and len(chat_tokenizer) == len(tokenizer)
+    ids = torch.tensor([[1, 2, 3, base.special_token_ids["<|im_end|>"]]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, peft_model(input_ids=ids).logits, rtol=0, atol=1e-5)
