@@ -104,6 +104,10 @@ def train(
             raise MoaiInputError(f"choose one speed mode, not {' and '.join('--' + c for c in chosen)}")
         mode = chosen[0] if chosen else "default"
         out = output_folder(output_dir, model_prefix)
+        if base_tokenizer:
+            from moai_llm.tokenizer.extend import check_output
+
+            check_output(base_tokenizer, out)
         _check_output(out)
         srcs = _sources(inputs, text_column, dataset, dataset_config, split,
                         _langs(multilingual, langs), max_samples_per_lang)
@@ -159,11 +163,12 @@ def extend(
 ) -> None:
     """Add domain tokens to a byte-level BPE: old ids and merge ranks kept, new ones appended."""
     with handle_errors():
-        from moai_llm.tokenizer.extend import extend_tokenizer
+        from moai_llm.tokenizer.extend import check_output, extend_tokenizer
         from moai_llm.tokenizer.text_streams import iter_sources, resolve_inputs
 
         set_quiet(as_json)
         out = output_folder(output_dir, model_prefix)
+        check_output(base_tokenizer, out)
         _check_output(out)
         srcs = _sources(inputs, text_column, dataset, dataset_config, split, [], max_samples)
         held = iter_sources(resolve_inputs(heldout)) if heldout else _default_heldout()

@@ -35,6 +35,7 @@ class Stats:
         self.tokens = [0] * n_sources
         self.histogram: dict[int, int] = {}
         self.docs_split = self.tokens_cut = self.tokens_dropped = self.dropped_docs = self.empty = 0
+        self.rows_out = self.tokens_out = 0  # rows handed to the writer, and the tokens in them
         self.truncated = 0  # SFT conversations longer than a row
         self.first_truncated: str | None = None
 
@@ -84,11 +85,16 @@ def pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[l
         yield [Doc(ids, None, index) for ids in encoder.documents(texts)]
 
 
+_ANSWERS = ("answer", "output", "response", "completion")
+
+
 def _null_column(exc: MoaiInputError, record: dict, where: str) -> MoaiInputError:
-    """'no column X' for a column that exists but is null or empty says so."""
+    """'no column X' for a column that exists but is null or empty, and 'no assistant answer' for
+    an empty answer column, say which column and what is wrong with it."""
     text = str(exc)
     for name, value in record.items():
-        if f"no column '{name}'" in text and (value is None or (isinstance(value, str) and not value.strip())):
+        named = f"no column '{name}'" in text or ("no assistant answer" in text and name in _ANSWERS)
+        if named and (value is None or (isinstance(value, str) and not value.strip())):
             what = "null" if value is None else "empty"
             return MoaiInputError(f"{where}: '{name}' is {what}", hint="every SFT record needs a non-empty "
                                   "prompt and answer; fix the row or pass --skip-bad-rows to skip such rows")

@@ -104,10 +104,10 @@ def memory_need(seq_len: int, size: InputSize, mode: str = "pretrain") -> int:
     docs = int(tokens * min(0.5, docs_per_token))
     if size.records is not None:
         docs = min(docs, size.records)
-    # Rows come from pieces: at most one per document plus one per seq_len tokens.
+    # Rows come from pieces: a document of n tokens is at most 1 + (n - 1) // seq_len pieces.
     rows = batch_rows_for(seq_len)
     if size.records is not None and size.bytes is not None:
-        rows = min(rows, size.records + size.bytes // seq_len + 1)
+        rows = min(rows, size.records + (size.bytes + size.records) // seq_len)
     per_token = 8 if mode == "sft" else 4
     return (LIBRARIES + rows * seq_len * ROW_BYTES_PER_TOKEN * WRITE_COPIES
             + tokens * per_token + docs * DOC_OVERHEAD)

@@ -191,7 +191,7 @@ def _warn_disk(out: Path, size: InputSize) -> None:
     if estimate and estimate > free:
         from moai_llm.progress import warn
 
-        warn(f"{out}: the prepared data may need about {human_bytes(estimate)} and {human_bytes(free)} is free")
+        warn(f"{out}: the prepared data may need up to about {human_bytes(estimate)} and {human_bytes(free)} is free")
 
 
 def _build_into(out: Path, srcs, tokenizer_dir, settings, tok_hash, size: InputSize, num_proc, buffer_tokens,
@@ -214,9 +214,11 @@ def _build_into(out: Path, srcs, tokenizer_dir, settings, tok_hash, size: InputS
             raise
         written = folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        # Rows lag the documents read (the packing buffer), so scale the tokens read, not the bytes written.
+        # Rows lag the documents read (the packing buffer), so scale the tokens read, not the bytes
+        # written, to the whole input, and divide by how full the rows written so far are.
         docs, tokens = sum(stats.docs), sum(stats.tokens)
-        needed = (int(tokens * size.records / docs * ROW_BYTES_PER_TOKEN) if size.records and docs
+        fill = stats.tokens_out / (stats.rows_out * stats.seq_len) if stats.rows_out else 1.0
+        needed = (int(tokens * size.records / docs * ROW_BYTES_PER_TOKEN / fill) if size.records and docs
                   else disk_estimate(size))
         raise disk_full_error(out, max(needed or 0, written) or None, written) from None
     finally:
@@ -258,6 +260,8 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
     writer = ShardWriter(tmp, seq_len)
 
     def emit(rows):
+        stats.rows_out += len(rows)
+        stats.tokens_out += sum(len(doc.ids) for row in rows for doc in row)
         for row in build_rows(rows, seq_len, pad_id):
             writer.add(row)
 

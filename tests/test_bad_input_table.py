@@ -1,0 +1,293 @@
+"""The bad-input table (docs/errors.md): every case a user can fix, run through the real CLI.
+
+Each case must end with exit code 2, one error line that names the file, flag or folder at
+fault, no traceback, and the case's folder exactly as it was (same files, same bytes: nothing
+half-written, no temporary folder, no lock file left). stdin answers "y" to any prompt, so a
+command that asked "run this code? [y/N]" would run it; none may.
+
+To add a case: append a `Case` to CASES (an id, the moai arguments, the text the error line must
+contain, the files it needs) and a row with the same id to docs/errors.md. Placeholders in the
+arguments: {w} the case's own folder, {tok} a moai tokenizer, {hostile} a tokenizer folder whose
+config names Python code (auto_map) that would write MARKER if it ever ran.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moai_cli.app import app
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+PREP = "data prepare --tokenizer {tok} --seq-len 64 -o {w}/out"
+TRAIN = "tokenizer train --vocab-size 300 -o {w}/tok"
+
+
+@dataclass
+class Case:
+    id: str
+    args: str
+    expect: str  # must appear in the output (the file, flag or folder at fault and what is wrong)
+    files: dict[str, bytes | str] = field(default_factory=dict)
+    setup: Callable[[Path, Path], Callable[[], None] | None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    broken: str | None = None  # a known break another area is fixing: the case runs as a strict xfail
+
+
+def _hold_lock(folder: str, command: str):
+    """A second live process holding the lock of `folder` (relative to the case folder)."""
+    def setup(w: Path, tok: Path):
+        code = ("import sys, time; from moai_llm.locks import RunLock; "
+                f"RunLock(sys.argv[1], command={command!r}, key='other settings').acquire(); "
+                "print('held', flush=True); time.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(w / folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+
+        def stop():
+            proc.kill()
+            proc.wait()
+            (w / f".{folder}.lock").unlink(missing_ok=True)  # SIGKILL leaves it: the next run's to take over
+        return stop
+    return setup
+
+
+def _mounted(kind: str, sub: str = "disk", size: str = "2m"):
+    """A small full-able disk or an unwritable folder at {w}/sub (tests/faulty_disks.py)."""
+    def setup(w: Path, tok: Path):
+        import faulty_disks
+
+        manager = faulty_disks.small_disk(w / sub, size) if kind == "disk" else faulty_disks.unwritable(w / sub)
+        manager.__enter__()
+        return lambda: manager.__exit__(None, None, None)
+    return setup
+
+
+def _copy_tokenizer(name: str, cut: bool = False, code_only: bool = False):
+    def setup(w: Path, tok: Path):
+        shutil.copytree(tok, w / name)
+        if cut:
+            text = (tok / "tokenizer.json").read_bytes()
+            (w / name / "tokenizer.json").write_bytes(text[: len(text) // 2])
+        if code_only:
+            (w / name / "tokenizer.json").unlink()
+            _make_hostile(w / name)
+    return setup
+
+
+def _make_hostile(folder: Path) -> None:
+    (folder / "evil.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('MARKER').write_text('code ran')\n"
+        "from transformers import PreTrainedTokenizerFast\nclass EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(auto_map={"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]}, tokenizer_class="EvilTokenizer")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+def _memory_budget(extra_mib: int) -> dict[str, str]:
+    import psutil
+
+    return {"MOAI_MEMORY_LIMIT": str(psutil.Process().memory_info().rss + (extra_mib << 20))}
+
+
+OK = b'{"text": "hello world"}\n'
+PARQUET_CUT = "cut.parquet"
+
+
+def _parquet_cut(w: Path, tok: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["hello world"] * 200}), w / PARQUET_CUT)
+    data = (w / PARQUET_CUT).read_bytes()
+    (w / PARQUET_CUT).write_bytes(data[: len(data) // 2])
+
+
+def _long_text(w: Path, tok: Path):
+    (w / "big.jsonl").write_text("".join(json.dumps({"text": f"line {i} " + "가나다라 hello world " * 20}) + "\n"
+                                         for i in range(2500)))
+
+
+CASES = [
+    # ---------------------------------------------------------------- data prepare: inputs
+    Case("data-empty-file", f"{PREP} -i {{w}}/bad.jsonl", "bad.jsonl: the file is empty", {"bad.jsonl": b""}),
+    Case("data-broken-json", f"{PREP} -i {{w}}/bad.jsonl", "bad.jsonl:2: malformed JSON",
+         {"bad.jsonl": OK + b'{"text": \n'}),
+    Case("data-latin1-bytes", f"{PREP} -i {{w}}/bad.jsonl", "bad.jsonl:1: bytes that are not UTF-8",
+         {"bad.jsonl": b'{"text": "caf\xe9"}\n'}),
+    Case("data-latin1-txt", f"{PREP} -i {{w}}/bad.txt", "bad.txt:2: bytes that are not UTF-8",
+         {"bad.txt": b"fine\ncaf\xe9\n"}),
+    Case("data-gzip-named-jsonl", f"{PREP} -i {{w}}/data.jsonl", "data.jsonl: the file is gzip-compressed",
+         {"data.jsonl": gzip.compress(OK * 10)}),
+    Case("data-unsupported-type", f"{PREP} -i {{w}}/data.xml", "data.xml: unsupported file type '.xml'",
+         {"data.xml": "<text>hi</text>"}),
+    Case("data-missing-input", f"{PREP} -i {{w}}/nosuch.jsonl", "nosuch.jsonl: no such file or folder"),
+    Case("data-no-input", PREP, "no input given"),
+    Case("data-missing-column", f"{PREP} -i {{w}}/d.jsonl --text-column body", "d.jsonl:1: no column 'body'; columns found: review",
+         {"d.jsonl": b'{"review": "x"}\n'}),
+    Case("data-no-text-column", f"{PREP} -i {{w}}/d.jsonl", "d.jsonl:1: no text column; columns found: review, stars",
+         {"d.jsonl": b'{"review": "x", "stars": 5}\n'}),
+    Case("data-text-column-numbers", f"{PREP} -i {{w}}/d.jsonl", "d.jsonl:1: column 'text' holds a number (int), not text",
+         {"d.jsonl": b'{"text": 5}\n'}),
+    Case("data-text-column-null", f"{PREP} -i {{w}}/d.jsonl", "d.jsonl:1: column 'text' is null, not text",
+         {"d.jsonl": b'{"text": null}\n'}),
+    Case("data-text-null-later-row", f"{PREP} -i {{w}}/d.jsonl", "d.jsonl:2: column 'text' is null, not text",
+         {"d.jsonl": OK + b'{"text": null}\n'}),
+    Case("data-only-blank-text", f"{PREP} -i {{w}}/d.jsonl", "no usable documents", {"d.jsonl": b'{"text": "   "}\n'}),
+    Case("data-corrupt-parquet", f"{PREP} -i {{w}}/{PARQUET_CUT}", f"{PARQUET_CUT}: not a readable Parquet file",
+         setup=_parquet_cut),
+    Case("data-corrupt-arrow", f"{PREP} -i {{w}}/junk.arrow", "junk.arrow: not a readable Arrow file",
+         {"junk.arrow": b"not arrow at all" * 8}),
+    # ---------------------------------------------------------------- data prepare: SFT records
+    Case("data-sft-no-schema", f"{PREP} -i {{w}}/d.jsonl --mode sft", "d.jsonl:1: no SFT schema recognised; columns found: text",
+         {"d.jsonl": OK}),
+    Case("data-sft-null-answer", f"{PREP} -i {{w}}/qa.jsonl --mode sft", "qa.jsonl:1: 'answer' is null",
+         {"qa.jsonl": b'{"question": "2+2?", "answer": null}\n'}),
+    Case("data-sft-empty-answer", f"{PREP} -i {{w}}/qa.jsonl --mode sft", "qa.jsonl:1: 'answer' is empty",
+         {"qa.jsonl": b'{"question": "2+2?", "answer": ""}\n'}),
+    Case("data-sft-null-answer-later-row", f"{PREP} -i {{w}}/qa.jsonl --mode sft", "qa.jsonl:2: 'answer' is null",
+         {"qa.jsonl": b'{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": null}\n'}),
+    # ---------------------------------------------------------------- data prepare: flags
+    Case("data-weights-inf", f"{PREP} -i {{w}}/d.jsonl --weights inf", "--weights inf for", {"d.jsonl": OK}),
+    Case("data-weights-nan", f"{PREP} -i {{w}}/d.jsonl --weights nan", "--weights nan for", {"d.jsonl": OK}),
+    Case("data-weights-negative", f"{PREP} -i {{w}}/d.jsonl --weights -1", "--weights -1 for", {"d.jsonl": OK}),
+    Case("data-weights-zero-sum", f"{PREP} -i {{w}}/d.jsonl -i {{w}}/e.jsonl --weights 0,0", "--weights 0 for",
+         {"d.jsonl": OK, "e.jsonl": OK}),
+    Case("data-weights-not-a-number", f"{PREP} -i {{w}}/d.jsonl --weights lots", "--weights: 'lots' is not a number",
+         {"d.jsonl": OK}),
+    Case("data-weights-count", f"{PREP} -i {{w}}/d.jsonl --weights 1,2", "--weights has 2 values for 1 sources",
+         {"d.jsonl": OK}),
+    Case("data-seq-len-huge", f"{PREP} -i {{w}}/d.jsonl --seq-len 1000000000",
+         "--seq-len 1000000000: longer than 1048576 tokens", {"d.jsonl": OK}),
+    Case("data-seq-len-memory", f"{PREP} -i {{w}}/d.jsonl --seq-len 1048576",
+         "--seq-len 1048576: needs about 124.0 MiB of memory", {"d.jsonl": OK}, env={"budget_mib": "110"}),
+    Case("data-seq-len-zero", f"{PREP} -i {{w}}/d.jsonl --seq-len 0", "--seq-len 0: a row must hold at least 8 tokens",
+         {"d.jsonl": OK}),
+    Case("data-seq-len-negative", f"{PREP} -i {{w}}/d.jsonl --seq-len -5", "--seq-len -5: a row must hold at least 8",
+         {"d.jsonl": OK}),
+    Case("data-seq-len-over-positions", f"{PREP} -i {{w}}/d.jsonl --max-positions 32",
+         "--seq-len 64: a row must hold at least 8 tokens and at most the model's 32", {"d.jsonl": OK}),
+    Case("data-unknown-mode", f"{PREP} -i {{w}}/d.jsonl --mode chat", "--mode chat: unknown mode", {"d.jsonl": OK}),
+    Case("data-unknown-packing", f"{PREP} -i {{w}}/d.jsonl --packing zip", "--packing zip: unknown packing", {"d.jsonl": OK}),
+    # ---------------------------------------------------------------- data prepare: tokenizer and output
+    Case("data-missing-tokenizer", "data prepare -i {w}/d.jsonl --tokenizer {w}/nosuch --seq-len 64 -o {w}/out",
+         "--tokenizer", {"d.jsonl": OK}),
+    Case("data-truncated-tokenizer", "data prepare -i {w}/d.jsonl --tokenizer {w}/cut --seq-len 64 -o {w}/out",
+         "cut/tokenizer.json: cannot be read as a tokenizer", {"d.jsonl": OK}, setup=_copy_tokenizer("cut", cut=True)),
+    Case("data-tokenizer-code-only", "data prepare -i {w}/d.jsonl --tokenizer {w}/code --seq-len 64 -o {w}/out",
+         "the tokenizer is defined by Python code in the folder (evil.EvilTokenizer", {"d.jsonl": OK},
+         setup=_copy_tokenizer("code", code_only=True)),
+    Case("data-output-is-a-file", f"{PREP} -i {{w}}/d.jsonl", "out: exists and is not a prepared dataset",
+         {"d.jsonl": OK, "out": "a file"}),
+    Case("data-output-not-a-dataset", f"{PREP} -i {{w}}/d.jsonl", "out: exists and is not a prepared dataset",
+         {"d.jsonl": OK, "out/notes.txt": "mine"}),
+    Case("data-output-unwritable", "data prepare -i {w}/d.jsonl --tokenizer {tok} --seq-len 64 -o {w}/ro/out",
+         "permission denied", {"d.jsonl": OK}, setup=_mounted("ro", "ro")),
+    Case("data-output-in-use", f"{PREP} -i {{w}}/d.jsonl", "out is in use by moai data prepare (pid",
+         {"d.jsonl": OK}, setup=_hold_lock("out", "moai data prepare")),
+    Case("data-disk-full", "data prepare -i {w}/big.jsonl --tokenizer {tok} --seq-len 512 -o {w}/disk/out",
+         "disk/out: the disk is full (the partial output was removed); it needs about", setup=lambda w, t: (
+             _long_text(w, t), _mounted("disk")(w, t))[1]),
+    # ---------------------------------------------------------------- tokenizer
+    Case("tok-vocab-huge", f"{TRAIN} -i {{w}}/c.txt --vocab-size 1000000000",
+         "--vocab-size 1000000000: needs about 88.4 GiB of memory", {"c.txt": "hello world\n"}),
+    Case("tok-vocab-too-small", f"{TRAIN} -i {{w}}/c.txt --vocab-size 100", "--vocab-size 100 is too small",
+         {"c.txt": "hello world\n"}),
+    Case("tok-min-frequency-negative", f"{TRAIN} -i {{w}}/c.txt --min-frequency -3", "--min-frequency -3: must be 0 or more",
+         {"c.txt": "hello world\n"}),
+    Case("tok-empty-input", f"{TRAIN} -i {{w}}/c.txt", "c.txt: the file is empty", {"c.txt": ""}),
+    Case("tok-latin1-txt", f"{TRAIN} -i {{w}}/c.txt", "c.txt: not UTF-8 text", {"c.txt": b"caf\xe9 au lait\n"}),
+    Case("tok-gzip-named-jsonl", f"{TRAIN} -i {{w}}/c.jsonl", "c.jsonl: the file is gzip-compressed",
+         {"c.jsonl": gzip.compress(OK)}),
+    Case("tok-output-not-a-tokenizer", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}",
+         "exists and is not a tokenizer folder", {"c.txt": "hello world\n"}),
+    Case("tok-output-unwritable", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}/ro/tok", "permission denied",
+         {"c.txt": "hello world\n"}, setup=_mounted("ro", "ro")),
+    Case("tok-output-in-use", f"{TRAIN} -i {{w}}/c.txt", "tok is in use by moai tokenizer train (pid",
+         {"c.txt": "hello world\n"}, setup=_hold_lock("tok", "moai tokenizer train")),
+    Case("tok-disk-full", "tokenizer train -i {w}/c.txt --vocab-size 1000 -o {w}/disk/tok",
+         "disk/tok: the tokenizer needs about", {"c.txt": "".join(f"word{i} token{i * 7} " for i in range(3000))},
+         setup=_mounted("disk", size="16k")),
+    Case("tok-extend-into-base", "tokenizer extend --base-tokenizer {w}/base -i {w}/c.txt --vocab-size 500 -o {w}/base",
+         "is the base tokenizer's folder", {"c.txt": "hello world\n"}, setup=_copy_tokenizer("base")),
+    Case("tok-extend-inside-base", "tokenizer extend --base-tokenizer {w}/base -i {w}/c.txt --vocab-size 500 -o {w}/base/x",
+         "is the base tokenizer's folder", {"c.txt": "hello world\n"}, setup=_copy_tokenizer("base")),
+    Case("tok-extend-around-base", "tokenizer extend --base-tokenizer {w}/t/base -i {w}/c.txt --vocab-size 500 -o {w}/t",
+         "holds the base tokenizer", {"c.txt": "hello world\n", "t/base/.keep": ""},
+         setup=lambda w, t: (shutil.rmtree(w / "t" / "base"), _copy_tokenizer("t/base")(w, t))[1]),
+    Case("tok-extend-missing-base", "tokenizer extend --base-tokenizer {w}/nosuch -i {w}/c.txt --vocab-size 500 -o {w}/ext",
+         "--base-tokenizer", {"c.txt": "hello world\n"}),
+    Case("tok-extend-truncated-base", "tokenizer extend --base-tokenizer {w}/cut -i {w}/c.txt --vocab-size 500 -o {w}/ext",
+         "cut/tokenizer.json: not valid JSON", {"c.txt": "hello world\n"}, setup=_copy_tokenizer("cut", cut=True)),
+    Case("tok-extend-min-frequency", "tokenizer extend --base-tokenizer {tok} -i {w}/c.txt --vocab-size 500 "
+         "--min-frequency -3 -o {w}/ext", "--min-frequency -3", {"c.txt": "hello world\n"}),
+    Case("tok-compare-truncated", "tokenizer compare {w}/cut -i {w}/c.txt", "cut/tokenizer.json: cannot be read as a tokenizer",
+         {"c.txt": "hello world\n"}, setup=_copy_tokenizer("cut", cut=True)),
+    Case("tok-compare-code-only", "tokenizer compare {w}/code -i {w}/c.txt", "defined by Python code in the folder",
+         {"c.txt": "hello world\n"}, setup=_copy_tokenizer("code", code_only=True)),
+    # ---------------------------------------------------------------- checks before training or chat starts
+    Case("pretrain-missing-tokenizer", "pretrain --model tiny --tokenizer {w}/nosuch --dataset {w}/d.jsonl -o {w}/run",
+         "--tokenizer", {"d.jsonl": OK}, broken="a refused pretrain leaves an empty output folder (training's to fix)"),
+    Case("chat-missing-model", "chat {w}/nosuch --prompt hi", "nosuch: no such folder"),
+    Case("doctor-unknown-model", "doctor --model nosuch", "--model nosuch: not a preset"),
+]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory) -> Path:
+    from moai_llm.tokenizer import train_tokenizer
+
+    texts = [f"hello world {i} 가나다라 the quick brown fox" for i in range(200)]
+    return train_tokenizer(texts, tmp_path_factory.mktemp("tok") / "tok", vocab_size=300)
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for folders): the 'unchanged' check."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=c.broken, strict=True))
+                                  if c.broken else c for c in CASES], ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, tok, tmp_path, monkeypatch):
+    w = tmp_path / "case"
+    w.mkdir()
+    for name, content in case.files.items():
+        (w / name).parent.mkdir(parents=True, exist_ok=True)
+        (w / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    cleanup = case.setup(w, tok) if case.setup else None
+    try:
+        env = dict(case.env)
+        if "budget_mib" in env:
+            env = _memory_budget(int(env.pop("budget_mib")))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        before = snapshot(w)
+        args = shlex.split(case.args.format(w=w, tok=tok))
+        result = CliRunner().invoke(app, args, input="y\n")
+        after = snapshot(w)
+    finally:
+        if cleanup:
+            cleanup()
+    output = result.output
+    assert result.exit_code == 2, f"exit {result.exit_code}: {output}"
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert case.expect in " ".join(output.split()), output
+    assert before == after, f"changed: {sorted(set(before) ^ set(after))}"
+    assert not list(w.rglob("MARKER")), "a folder's code ran"
+
+
+def test_the_table_in_docs_lists_every_case():
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
+    assert sorted(rows) == sorted(c.id for c in CASES)
