@@ -167,8 +167,10 @@ def test_moai_chat_loads_it_and_generates(qwen_dir):
     report = json.loads(result.stdout)
     assert report["model"] == str(qwen_dir) and report["tokens"] == 6
     tokenizer = load_tokenizer(resolve_pretrained(qwen_dir))
+    # The folder's own (Qwen3-style) template, thinking off as moai's SFT trains by default.
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
-                                           tokenize=False)
+                                           tokenize=False, enable_thinking=False)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert report["prompt_tokens"] == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 

@@ -132,12 +132,15 @@ def load_for_chat(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     tokenizer_path: str | Path | None = None,
+    thinking: bool = False,
 ) -> tuple[Any, Any, dict]:
     """Load (model, tokenizer, info) for chatting, on GPU in bf16 when present else CPU fp32.
 
     `info` holds: path, source (see `resolve_model_dir`), device, dtype,
     parameters, context_length, chat_template (bool), stop_ids, model_class, generation
-    (sampling defaults from generation_config.json, possibly empty).
+    (sampling defaults from generation_config.json, possibly empty), template_kwargs (passed to
+    apply_chat_template: `enable_thinking=thinking` for templates with thinking blocks, such as
+    Qwen3's; off by default, as `moai data prepare --thinking off` trains).
     """
     import torch
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
@@ -223,6 +226,8 @@ def load_for_chat(
         "stop_ids": stop_token_ids(tokenizer, generation_config),
         "model_class": type(model).__name__,
         "generation": defaults,
+        "template_kwargs": {"enable_thinking": bool(thinking)}
+        if "enable_thinking" in (getattr(tokenizer, "chat_template", None) or "") else {},
     }
     return model, tokenizer, info
 

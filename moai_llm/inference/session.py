@@ -72,7 +72,8 @@ class ChatSession:
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         if self.has_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **self.info.get("template_kwargs", {}))
         else:
             text = plain_prompt(messages)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
