@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+pytest.importorskip("peft")  # the `lora` extra (installed in CI through `dev`)
+
 from moai_llm.errors import MoaiInputError
 from moai_llm.training.lora import (
     adapter_state,
