@@ -125,13 +125,14 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | os.Path
         raise MoaiInputError(f"{where}: a gated model; accept its license on the hub page and log in "
                              "(`hf auth login`)") from None
     except hub_errors.RepositoryNotFoundError:
-        raise MoaiInputError(f"{where}: no such model on the hub (or it is private: log in with "
+        raise MoaiInputError(f"{where}: no such local folder nor model on the hub (a private model needs "
                              "`hf auth login`)", hint="check the spelling, e.g. Qwen/Qwen3-0.6B") from None
     except hub_errors.RevisionNotFoundError:
         raise MoaiInputError(f"{where}: revision {revision!r} not found on the hub") from None
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
         offline = " (HF_HUB_OFFLINE is set)" if _offline() else ""
-        raise MoaiInputError(f"{where}: cannot download it{offline} and it is not in the hub cache",
+        raise MoaiInputError(f"{where}: no such local folder, and the hub model cannot be downloaded{offline} "
+                             "nor found in the hub cache",
                              hint="connect to the internet once (or copy the model folder here and pass "
                                   f"its path); detail: {str(exc).splitlines()[0][:160]}") from None
     except (hub_errors.HfHubHTTPError, OSError, ValueError) as exc:
