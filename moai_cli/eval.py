@@ -14,46 +14,46 @@ from typing import Optional
 
 import typer
 
-from moai_cli.ui import console, handle_errors, print_json, set_quiet
+from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="eval")(eval_models)
+    app.command(name="eval", cls=MoaiCommand)(eval_models)
 
 
 def eval_models(
-    models: list[str] = typer.Argument(..., help="Model folders, run folders or Qwen3 folders (a column each)."),
-    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Every checkpoints/step-N of each run, in step order (+ eval/bpb.png with --text)."),
-    text: list[str] = typer.Option(None, "--text", help="Held-out text: file, folder, glob or hub dataset (repeatable). Reports bits per byte."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", "--text_column", help="Column with the text (default: detected)."),
-    text_split: str = typer.Option("test", "--text-split", help="Split of a hub dataset given to --text."),
-    text_config: Optional[str] = typer.Option(None, "--text-config", help="Config of a hub dataset given to --text."),
-    max_documents: Optional[int] = typer.Option(None, "--max-documents", help="Score at most this many documents."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", "--seq_len", help="Tokens per row for --text (default: the run's seq_len, else the model's context up to 2048)."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Tokens scored per window of a long document (default seq_len - 1; smaller = more context, more compute)."),
-    batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Rows per forward pass (text) and lm-eval's batch size."),
-    tasks: list[str] = typer.Option(None, "--tasks", help="lm-eval tasks or groups, comma-separated or repeated."),
-    suite: list[str] = typer.Option(None, "--suite", help="Named suite: seed, ko, ja, zh (repeatable)."),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", "--num_fewshot", help="Shots for every task (default: the suite's, else the task's)."),
-    limit: Optional[float] = typer.Option(None, "--limit", help="Examples per task (a fraction below 1 = a share); for quick looks."),
-    task_file: Optional[str] = typer.Option(None, "--task-file", help="Local evaluation set (.jsonl/.json/.csv/.parquet), run as an lm-eval task."),
-    kind: str = typer.Option("multiple-choice", "--kind", help="--task-file kind: multiple-choice or generate."),
-    question_column: str = typer.Option("question", "--question-column", help="Column with the question (a name, or a position for a CSV without header)."),
-    choices_column: Optional[str] = typer.Option(None, "--choices-column", help="Column holding a list of choices, or several columns: A,B,C,D."),
-    choices: Optional[str] = typer.Option(None, "--choices", help='A fixed label set for every row, e.g. "yes,no".'),
-    answer_column: str = typer.Option("answer", "--answer-column", help="Column with the answer: choice text, 0-based index or letter (generate: the reference)."),
-    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", help='Prompt with {column} placeholders (default "Question: {question}\\nAnswer:").'),
-    fewshot_file: Optional[str] = typer.Option(None, "--fewshot-file", help="Few-shot examples with the same columns (default: the task file itself)."),
-    fewshot: int = typer.Option(0, "--fewshot", help="Few-shot examples per question for --task-file."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "--max_new_tokens", help="generate: longest answer in tokens (greedy)."),
-    csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", help="Whether a CSV task file has a header (default: yes unless columns are positions)."),
-    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", help="Score benchmarks through the chat template (default: from the run: on for sft, off for pretrain)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for the result JSONs (default: RUN/eval/)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: GPU when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder when the model folder has none."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
-    json_out: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+    models: list[str] = typer.Argument(..., metavar="MODEL", help="Model folders, run folders or Qwen3 folders (a column each)."),
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", metavar="", help="Every checkpoints/step-N of each run, in step order (+ eval/bpb.png with --text)."),
+    text: list[str] = typer.Option(None, "--text", metavar="SOURCE", help="Held-out text: file, folder, glob or hub dataset (repeatable). Reports bits per byte."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column with the text (default: detected)."),
+    text_split: str = typer.Option("test", "--text-split", metavar="SPLIT", help="Split of a hub dataset given to --text."),
+    text_config: Optional[str] = typer.Option(None, "--text-config", metavar="NAME", help="Config of a hub dataset given to --text."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", metavar="N", help="Score at most this many documents."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", metavar="N", help="Tokens per row for --text (default: the run's seq_len, else the model's context up to 2048)."),
+    stride: Optional[int] = typer.Option(None, "--stride", metavar="N", help="Tokens scored per window of a long document (default seq_len - 1; smaller = more context, more compute)."),
+    batch_size: int = typer.Option(8, "--batch-size", metavar="N", help="Rows per forward pass (text) and lm-eval's batch size."),
+    tasks: list[str] = typer.Option(None, "--tasks", metavar="NAMES", help="lm-eval tasks or groups, comma-separated or repeated."),
+    suite: list[str] = typer.Option(None, "--suite", metavar="NAME", help="Named suite: seed, ko, ja, zh (repeatable)."),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", metavar="N", help="Shots for every task (default: the suite's, else the task's)."),
+    limit: Optional[float] = typer.Option(None, "--limit", metavar="N", help="Examples per task (a fraction below 1 = a share); for quick looks."),
+    task_file: Optional[str] = typer.Option(None, "--task-file", metavar="FILE", help="Local evaluation set (.jsonl/.json/.csv/.parquet), run as an lm-eval task."),
+    kind: str = typer.Option("multiple-choice", "--kind", metavar="KIND", help="--task-file kind: multiple-choice or generate."),
+    question_column: str = typer.Option("question", "--question-column", metavar="COLUMN", help="Column with the question (a name, or a position for a CSV without header)."),
+    choices_column: Optional[str] = typer.Option(None, "--choices-column", metavar="COLUMNS", help="Column holding a list of choices, or several columns: A,B,C,D."),
+    choices: Optional[str] = typer.Option(None, "--choices", metavar="LABELS", help='A fixed label set for every row, e.g. "yes,no".'),
+    answer_column: str = typer.Option("answer", "--answer-column", metavar="COLUMN", help="Column with the answer: choice text, 0-based index or letter (generate: the reference)."),
+    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", metavar="TEXT", help='Prompt with {column} placeholders (default "Question: {question}\\nAnswer:").'),
+    fewshot_file: Optional[str] = typer.Option(None, "--fewshot-file", metavar="FILE", help="Few-shot examples with the same columns (default: the task file itself)."),
+    fewshot: int = typer.Option(0, "--fewshot", metavar="N", help="Few-shot examples per question for --task-file."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", metavar="N", help="generate: longest answer in tokens (greedy)."),
+    csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", metavar="", help="Whether a CSV task file has a header (default: yes unless columns are positions)."),
+    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", metavar="", help="Score benchmarks through the chat template (default: from the run: on for sft, off for pretrain)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Folder for the result JSONs (default: RUN/eval/)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cuda, cuda:1, cpu (default: GPU when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", metavar="DIR", help="Tokenizer folder when the model folder has none."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", metavar="", help="Allow code shipped with the model to run (off by default)."),
+    json_out: bool = typer.Option(False, "--json", metavar="", help="Print every figure as JSON."),
 ) -> None:
     """Evaluate models: bits per byte on held-out text, lm-eval benchmarks, local task files."""
     with handle_errors():
