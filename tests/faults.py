@@ -1,16 +1,21 @@
-"""Real faulty disks for tests: a full one (a small tmpfs) and one the user cannot write to.
+"""Real faults for tests: a full disk (a small tmpfs), a folder the user cannot write to, and a
+tokenizer folder whose code must never run.
 
-Both need privileges some machines do not give: the tests that use them skip with the reason.
+The first two need privileges some machines do not give: the tests that use them skip with the
+reason.
 
 - `small_disk(path)`: `mount -t tmpfs -o size=2m` at `path` (root, or a user namespace allowing
   mounts); writes past 2 MiB fail with ENOSPC exactly as on a full disk.
 - `unwritable(path)`: a folder nothing can be created in: `chmod 0555` for a normal user; for
   root, who ignores permissions, the immutable attribute (`chattr +i`, ext4/xfs/btrfs).
+- `make_hostile(folder)`: gives a tokenizer folder an `auto_map` naming `evil.py`, which
+  writes `MARKER` into that folder when imported: its existence means a folder's code ran.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -56,3 +61,16 @@ def unwritable(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def make_hostile(folder: Path, keep_tokenizer_json: bool = True) -> Path:
+    # An absolute path: transformers imports a copy of the module from its own cache folder.
+    (folder / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str((folder / 'MARKER').absolute())!r}).write_text('code ran')\n"
+        "from transformers import PreTrainedTokenizerFast\nclass EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(auto_map={"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]}, tokenizer_class="EvilTokenizer")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    if not keep_tokenizer_json:
+        (folder / "tokenizer.json").unlink()
+    return folder

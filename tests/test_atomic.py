@@ -79,7 +79,7 @@ def test_leftovers_of_killed_writes_are_found_and_removed(tmp_path):
 
 
 def test_a_full_disk_removes_the_partial_folder_and_says_what_is_needed(tmp_path):
-    from faulty_disks import small_disk
+    from faults import small_disk
 
     with small_disk(tmp_path / "disk") as disk:
         (disk / "tok").mkdir()

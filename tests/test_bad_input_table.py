@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from faults import make_hostile, small_disk, unwritable
 from typer.testing import CliRunner
 
 from moai_cli.app import app
@@ -63,11 +64,9 @@ def _hold_lock(folder: str, command: str):
 
 
 def _mounted(kind: str, sub: str = "disk", size: str = "2m"):
-    """A small full-able disk or an unwritable folder at {w}/sub (tests/faulty_disks.py)."""
+    """A small disk that fills, or an unwritable folder, at {w}/sub (tests/faults.py)."""
     def setup(w: Path, tok: Path):
-        import faulty_disks
-
-        manager = faulty_disks.small_disk(w / sub, size) if kind == "disk" else faulty_disks.unwritable(w / sub)
+        manager = small_disk(w / sub, size) if kind == "disk" else unwritable(w / sub)
         manager.__enter__()
         return lambda: manager.__exit__(None, None, None)
     return setup
@@ -80,18 +79,8 @@ def _copy_tokenizer(name: str, cut: bool = False, code_only: bool = False):
             text = (tok / "tokenizer.json").read_bytes()
             (w / name / "tokenizer.json").write_bytes(text[: len(text) // 2])
         if code_only:
-            (w / name / "tokenizer.json").unlink()
-            _make_hostile(w / name)
+            make_hostile(w / name, keep_tokenizer_json=False)
     return setup
-
-
-def _make_hostile(folder: Path) -> None:
-    (folder / "evil.py").write_text(
-        "import pathlib\npathlib.Path(__file__).with_name('MARKER').write_text('code ran')\n"
-        "from transformers import PreTrainedTokenizerFast\nclass EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.update(auto_map={"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"]}, tokenizer_class="EvilTokenizer")
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def _memory_budget(extra_mib: int) -> dict[str, str]:

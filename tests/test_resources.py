@@ -79,7 +79,7 @@ def test_sizes_read_and_written():
 
 
 def test_full_disk_errors_from_python_arrow_and_rust_are_recognised(tmp_path):
-    from faulty_disks import small_disk
+    from faults import small_disk
 
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))

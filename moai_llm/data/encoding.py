@@ -82,8 +82,8 @@ def check_tokenizer_folder(tokenizer_dir: str | os.PathLike, trust_remote_code: 
     if (folder / "tokenizer.json").is_file():
         from moai_llm.progress import info
 
-        info(f"{folder}: tokenizer_config.json names Python code ({code}); moai does not run it and uses "
-             f"tokenizer.json (--trust-remote-code runs the code instead)")
+        info(f"{folder}: tokenizer_config.json names Python code ({code}); moai does not run it "
+             f"(only with --trust-remote-code) and reads tokenizer.json")
         return
     raise MoaiInputError(f"{folder}: the tokenizer is defined by Python code in the folder ({code}) and has no "
                          f"tokenizer.json; moai runs a folder's code only with --trust-remote-code",

@@ -63,6 +63,7 @@ from moai_llm.data.store import (
     write_manifest,
 )
 from moai_llm.errors import MoaiInputError
+from moai_llm.resources import Memory
 
 MODES = ("pretrain", "sft")
 PACKINGS = ("bfd", "hierarchical")
@@ -86,9 +87,11 @@ def tokenizer_hash(tokenizer_dir: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_seq_len(seq_len: int, max_positions: int | None, size: InputSize, mode: str = "pretrain") -> None:
+def check_seq_len(seq_len: int, max_positions: int | None, size: InputSize, mode: str = "pretrain",
+                  available: Memory | None = None) -> None:
     """Refuse a --seq-len that is too short, longer than the model's positions (or, without
-    --max-positions, than MAX_SEQ_LEN), or that needs more memory than there is."""
+    --max-positions, than MAX_SEQ_LEN), or that needs more memory than `available` (default:
+    what this process can still get)."""
     if seq_len < 8 or (max_positions and seq_len > max_positions):
         limit = f" and at most the model's {max_positions} positions" if max_positions else ""
         raise MoaiInputError(f"--seq-len {seq_len}: a row must hold at least 8 tokens{limit}")
@@ -97,14 +100,15 @@ def check_seq_len(seq_len: int, max_positions: int | None, size: InputSize, mode
     limit = max(max_positions or 0, MAX_SEQ_LEN)
     need = lambda n: memory_need(n, size, mode)  # noqa: E731
     if seq_len > limit:
-        avail = available_memory()
+        avail = available or available_memory()
         best = largest_fitting(need, avail.bytes, 8, limit, 1024)
         raise MoaiInputError(
             f"--seq-len {seq_len}: longer than {limit} tokens, more than any model's context; it would need about "
             f"{human_bytes(need(seq_len))} of memory ({human_bytes(avail.bytes)} available, {avail.source}); "
             + (f"the largest --seq-len that fits is {best}" if best else "not even --seq-len 8 fits"),
             hint="pass --max-positions N for a model with more positions")
-    check_memory("--seq-len", seq_len, need, low=8, step=1024, what=" for the rows being packed and written")
+    check_memory("--seq-len", seq_len, need, low=8, step=1024, available=available,
+                 what=" for the rows being packed and written")
 
 
 def prepare_dataset(

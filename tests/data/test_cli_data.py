@@ -60,3 +60,20 @@ def test_skip_bad_rows_counts_them(tmp_path, tokenizer_dir):
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
     assert manifest["skipped_rows"] == 1 and manifest["num_documents"] == 2 and "d.jsonl:2" in manifest["first_skipped_row"]
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "sft"])
+def test_a_tokenizer_folder_naming_code_is_read_without_running_it(tmp_path, tokenizer_dir, mode):
+    import shutil
+
+    from faults import make_hostile
+
+    hostile = make_hostile(shutil.copytree(tokenizer_dir, tmp_path / "hostile"))
+    (tmp_path / "d.jsonl").write_text(json.dumps({"question": "2+2?", "answer": "4", "text": "hello"}) + "\n")
+    done = subprocess.run(f"echo y | {sys.executable} -m moai_cli data prepare -i d.jsonl --tokenizer hostile "
+                          f"--seq-len 64 -o out --mode {mode}", shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "hostile: tokenizer_config.json names Python code (evil.EvilTokenizer" in said and "does not run it" in said
+    assert not (hostile / "MARKER").exists() and (tmp_path / "out" / "manifest.json").is_file()

@@ -86,11 +86,61 @@ def test_sft_labels_cover_exactly_the_answers_and_their_end_token(tmp_path, toke
     assert (labels[ids == 3] == -100).all()
 
 
-def test_sft_conversation_longer_than_a_row_is_truncated_and_counted(tmp_path, tokenizer_dir, write_jsonl):
-    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": " ".join(EN * 10)}, {"question": "a", "answer": "b"}])
+def test_sft_conversation_longer_than_a_row_is_truncated_and_counted(tmp_path, tokenizer_dir, write_jsonl, capsys):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": " ".join(EN * 10)}, {"question": "a", "answer": "b"},
+                                               {"question": " ".join(KO * 10), "answer": "never reached"}])
     manifest = prepare_dataset([str(path)], tokenizer_dir, 32, tmp_path / "out", mode="sft")
     assert manifest["tokens_dropped"] > 0 and manifest["num_documents"] == 2
+    assert manifest["conversations_truncated"] == 2 and manifest["dropped_documents"] == 1  # the third: prompt only
+    assert manifest["first_truncated"].startswith(f"{path}:1 (") and manifest["first_truncated"].endswith(" tokens)")
     assert all(len(r["input_ids"]) == 32 for r in load_prepared(tmp_path / "out"))
+    said = " ".join(capsys.readouterr().err.split())
+    assert "2 conversations are longer than a row of 32 tokens (first: " in said
+    assert "1 of them dropped whole (no answer token in their first 32 tokens)" in said and "--max-positions" in said
+
+
+def test_leftovers_of_killed_builds_go_even_on_a_cache_hit(tmp_path, tokenizer_dir, pretrain_file):
+    path, _ = pretrain_file
+    out = tmp_path / "prepared"
+    prepare_dataset([str(path)], tokenizer_dir, 64, out)
+    (tmp_path / ".prepared.building-0badc0de").mkdir()
+    (tmp_path / ".prepared.building-0badc0de" / "data-00000.arrow").write_bytes(b"x" * 1000)
+    (tmp_path / ".prepared.old-0badc0de").mkdir()
+    assert prepare_dataset([str(path)], tokenizer_dir, 64, out)["cache_hit"] is True
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")) == []
+
+
+@pytest.mark.parametrize(("mask", "folder", "file"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_prepared_folder_follows_the_umask(tmp_path, tokenizer_dir, pretrain_file, mask, folder, file):
+    import os
+    import stat
+
+    path, _ = pretrain_file
+    old = os.umask(mask)
+    try:
+        prepare_dataset([str(path)], tokenizer_dir, 64, tmp_path / "prepared")
+    finally:
+        os.umask(old)
+    out = tmp_path / "prepared"
+    assert stat.S_IMODE(out.stat().st_mode) == folder
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {file}
+
+
+def test_a_live_build_with_other_settings_is_refused_and_the_same_settings_wait(tmp_path, tokenizer_dir, pretrain_file):
+    from moai_llm.errors import FolderInUseError
+    from moai_llm.locks import RunLock
+
+    path, _ = pretrain_file
+    out = tmp_path / "prepared"
+    holder = RunLock(out, command="moai data prepare", key="some other settings")
+    holder.acquire()
+    try:
+        with pytest.raises(FolderInUseError, match=r"prepared is in use by moai data prepare \(pid"):
+            prepare_dataset([str(path)], tokenizer_dir, 64, out)
+    finally:
+        holder.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+    assert prepare_dataset([str(path)], tokenizer_dir, 64, out)["cache_hit"] is False
 
 
 def test_same_inputs_hit_the_cache_and_any_change_rebuilds(tmp_path, tokenizer_dir, pretrain_file):

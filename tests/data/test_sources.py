@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import pytest
 
@@ -106,3 +107,47 @@ def test_fingerprint_sees_content_changes_even_with_same_size_and_mtime(tmp_path
     path.write_text("hello WORLD\n")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime, new content
     assert not same_content(stored, src)
+
+
+def test_a_byte_order_mark_is_dropped_in_every_text_format(tmp_path):
+    bom = "\ufeff".encode()
+    (tmp_path / "a.jsonl").write_bytes(bom + b'{"text": "first"}\n{"text": "second"}\n')
+    (tmp_path / "b.json").write_bytes(bom + b'[{"text": "first"}]')
+    (tmp_path / "c.csv").write_bytes(bom + b"text,id\nfirst,1\n")
+    (tmp_path / "d.txt").write_bytes(bom + b"first\nsecond\n")
+    for name in ("a.jsonl", "b.json", "c.csv", "d.txt"):
+        rows, _ = records(tmp_path / name)
+        assert rows[0]["text"] == "first", name
+
+
+@pytest.mark.parametrize(("head", "what"), [(b"\x1f\x8b\x08", "gzip-compressed"), (b"(\xb5/\xfd", "zstd-compressed"),
+                                            (b"PK\x03\x04", "a zip archive"), (b"\xff\xfe{\x00", "UTF-16 text")])
+def test_compressed_or_utf16_files_are_named_for_what_they_are(tmp_path, head, what):
+    (tmp_path / "d.jsonl").write_bytes(head + b"\x00" * 20)
+    with pytest.raises(MoaiInputError, match=f"d.jsonl: the file is {what}, not .jsonl text"):
+        resolve_sources([str(tmp_path / "d.jsonl")])
+
+
+def test_a_damaged_parquet_file_is_named_with_the_rows_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(100)]}), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(MoaiInputError, match="d.parquet: not a readable Parquet file"):
+        records(path)
+
+
+@pytest.mark.parametrize(("value", "why"), [(None, "is null, not text"), (3.5, "holds a number (float), not text"),
+                                           (["a"], "holds a list (list), not text")])
+def test_a_text_column_without_text_says_what_it_holds(value, why):
+    with pytest.raises(MoaiInputError, match=f"f.jsonl:1: column 'text' {re.escape(why)}"):
+        text_column({"text": value, "id": 1}, "f.jsonl:1", None)
+
+
+@pytest.mark.parametrize("weight", [float("inf"), float("nan"), -1.0, 0.0])
+def test_weights_must_be_positive_and_finite(tmp_path, write_jsonl, weight):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
+    with pytest.raises(MoaiInputError, match="a weight must be a positive, finite number"):
+        resolve_sources([str(tmp_path / "a.jsonl")], weights=[weight])

@@ -65,3 +65,18 @@ def test_find_tokenizers(ko_tok, tmp_path):
         find_tokenizers(tmp_path)
     with pytest.raises(MoaiInputError, match="not a tokenizer folder"):
         compare_tokenizers([tmp_path], {"x": ["a"]})
+
+
+def test_a_folder_naming_code_is_compared_from_its_tokenizer_json(ko_tok, tmp_path, capsys):
+    import shutil
+
+    from faults import make_hostile
+
+    hostile = make_hostile(shutil.copytree(ko_tok, tmp_path / "hostile"))
+    rows = compare_tokenizers([ko_tok, hostile], {"ko": KO[:10]})
+    assert rows[0]["chars_per_token"] == rows[1]["chars_per_token"]
+    assert "names Python code" in capsys.readouterr().err and not (hostile / "MARKER").exists()
+    (hostile / "tokenizer.json").unlink()
+    with pytest.raises(MoaiInputError, match="defined by Python code"):
+        compare_tokenizers([hostile], {"ko": KO[:10]})
+    assert not (hostile / "MARKER").exists()

@@ -178,3 +178,36 @@ def test_refuses_non_byte_level_bpe(tmp_path):
     with pytest.raises(MoaiInputError, match="not a byte-level BPE"):
         extend_tokenizer(tmp_path / "sp.json", DOMAIN, tmp_path / "ext", vocab_size=500)
     assert not (tmp_path / "ext").exists()
+
+
+def test_extension_never_writes_over_or_around_its_base(moai_base, tmp_path):
+    import shutil
+
+    base = shutil.copytree(moai_base, tmp_path / "t" / "base")
+    before = {p.name: p.read_bytes() for p in base.iterdir()}
+    for out in (base, base / "inside", tmp_path / "t"):
+        with pytest.raises(MoaiInputError, match="base"):
+            extend_tokenizer(base, DOMAIN, out, vocab_size=460)
+    assert {p.name: p.read_bytes() for p in base.iterdir()} == before
+    extend_tokenizer(base / "tokenizer.json", DOMAIN, tmp_path / "t" / "next", vocab_size=460)  # beside it: fine
+
+
+def test_negative_min_frequency_is_refused(moai_base, tmp_path):
+    with pytest.raises(MoaiInputError, match="--min-frequency -3: must be 0 or more"):
+        extend_tokenizer(moai_base, DOMAIN, tmp_path / "ext", vocab_size=460, min_frequency=-3)
+
+
+def test_a_base_naming_code_is_extended_without_running_or_keeping_it(moai_base, tmp_path):
+    import shutil
+
+    from faults import make_hostile
+
+    base = make_hostile(shutil.copytree(moai_base, tmp_path / "hostile"))
+    extend_tokenizer(base, DOMAIN, tmp_path / "ext", vocab_size=460)
+    config = json.loads((tmp_path / "ext" / "tokenizer_config.json").read_text())
+    assert "auto_map" not in config and config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert not (tmp_path / "ext" / "evil.py").exists()
+    extend_tokenizer(base, DOMAIN, tmp_path / "trusted", vocab_size=460, trust_remote_code=True)
+    assert (tmp_path / "trusted" / "evil.py").is_file()  # copied along, as the user asked
+    assert "auto_map" in json.loads((tmp_path / "trusted" / "tokenizer_config.json").read_text())
+    assert not (base / "MARKER").exists()  # copying is not running

@@ -155,3 +155,39 @@ def test_sampling_modes_keep_small_sources_whole():
     assert rates[1] == 1.0 and rates[2] == 1.0
     assert rates[0] == pytest.approx(10 / 100.5, rel=1e-3)
     assert _keep_rates([small], budget=KEEP_WHOLE_BYTES) == [1.0]
+
+
+def test_negative_min_frequency_is_refused_before_reading(tmp_path):
+    def never():
+        raise AssertionError("the input was read")
+        yield ""
+
+    with pytest.raises(MoaiInputError, match="--min-frequency -3: must be 0 or more"):
+        train_tokenizer(never(), tmp_path / "tok", vocab_size=300, min_frequency=-3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_vocabulary_is_refused_before_reading_with_what_fits(tmp_path):
+    from moai_llm.errors import NotEnoughMemoryError
+
+    def never():
+        raise AssertionError("the input was read")
+        yield ""
+
+    with pytest.raises(NotEnoughMemoryError) as err:
+        train_tokenizer(never(), tmp_path / "tok", vocab_size=1_000_000_000)
+    assert "--vocab-size 1000000000: needs about 88.4 GiB of memory" in str(err.value)
+    assert err.value.largest is not None and err.value.largest % 64 == 0 and err.value.largest < 10**9
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_training_into_the_same_folder_is_refused_and_leftovers_go(tmp_path):
+    from moai_llm.errors import FolderInUseError
+    from moai_llm.locks import RunLock
+
+    (tmp_path / ".tok.building-deadbeef").mkdir()  # what a killed run leaves
+    with RunLock(tmp_path / "tok", command="moai tokenizer train"), \
+            pytest.raises(FolderInUseError, match="tok is in use by moai tokenizer train"):
+        train_tokenizer(TEXTS, tmp_path / "tok", vocab_size=300)
+    train_tokenizer(TEXTS, tmp_path / "tok", vocab_size=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
