@@ -7,8 +7,11 @@ each, and the training plan moai would choose for a model, with the reason for e
     moai doctor --models                          # model presets with exact parameter counts
     moai doctor --json                            # everything, machine-readable
 
-Exit code 0 when no check fails, 1 otherwise. The library does the work
-(moai_llm.hardware.probe/presets/checks); this module renders it.
+The planning flags are `moai pretrain`'s (declared once, in train.py) with the same defaults,
+and the plan comes from the same function as `moai pretrain --dry-run` and the run itself
+(moai_llm.training.runner.plan_for), so the three show one plan. Exit code 0 when no check
+fails, 1 otherwise. The library does the work (moai_llm.hardware.probe/planner/checks); this
+module renders it.
 """
 
 from __future__ import annotations
@@ -18,34 +21,14 @@ from typing import Any
 
 import typer
 
-from moai_cli.ui import console, handle_errors, print_json
+from moai_cli.train import MODEL, OUTPUT, Opt, command, parameters, settings_flags
+from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
 
 STATUS_STYLE = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="doctor")(doctor)
-
-
-def _load_model_config(model: str) -> Any:
-    from moai_llm.config import MoaiConfig, list_presets
-    from moai_llm.errors import MoaiInputError
-
-    if model in list_presets():
-        return MoaiConfig.from_preset(model)
-    path = Path(model)
-    if path.is_dir() and (path / "config.json").exists():
-        return MoaiConfig.from_json_file(str(path / "config.json"))
-    if path.is_file() and path.suffix == ".json":
-        return MoaiConfig.from_json_file(str(path))
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(path.read_text()) or {}
-        data.pop("description", None)
-        return MoaiConfig(**data)
-    raise MoaiInputError(f"--model {model}: not a preset, model folder or config file",
-                         hint="presets: " + ", ".join(list_presets()) + " (moai doctor --models)")
+    app.command(name="doctor", cls=MoaiCommand)(doctor)
 
 
 def _models_table(as_json: bool) -> None:
@@ -160,68 +143,97 @@ def _render_plan(plan, est, model_name: str) -> None:
         console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
 
-def doctor(
-    model: str = typer.Option(None, "--model", help="Model preset (tiny, small, 0.5b, 2b, 3b, seed-3b), model folder or config file to plan for."),
-    seq_len: int = typer.Option(1024, "--seq-len", "--seq_len", "--max-seq-length", help="Training sequence length."),
-    global_batch: int = typer.Option(None, "--global-batch", "--global_batch", help="Sequences per optimizer step (default: from model size)."),
-    simulate: str = typer.Option(None, "--simulate", help="Plan for recorded hardware instead of this machine: COUNTxNAME, e.g. 8xA100-80GB, 4xRTX4090-24GB, 2x8xH100-80GB."),
-    output_dir: Path = typer.Option(None, "--output-dir", "--output_dir", help="Where checkpoints will go (free disk is checked there)."),
-    nproc: int = typer.Option(None, "--nproc", "--nproc-per-node", "--nproc_per_node", help="Processes per node (default: one per GPU; 1 on CPU)."),
-    models: bool = typer.Option(False, "--models", help="List the model presets with exact parameter counts."),
-    list_gpus: bool = typer.Option(False, "--list-hardware", help="List the recorded GPUs usable with --simulate."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
+# The planning options of `moai pretrain`, declared once in train.py: same flags, same defaults,
+# same plan (moai_llm.training.runner.plan_for).
+PLAN_OPTIONS = ["seq_len", "global_batch", "micro_batch_size", "gradient_accumulation_steps",
+                "precision", "gradient_checkpointing", "no_gradient_checkpointing", "nproc",
+                "nnodes", "strategy", "simulate", "output_dir"]
+DOCTOR_OPTIONS = {
+    "model": Opt("model", "--model", help="Plan for this model: a preset (tiny, small, 0.5b, 2b, 3b, "
+                 "seed-3b), a model folder or a config file.", panel=MODEL, metavar="NAME"),
+    "models": Opt("models", "--models", bool, "List the model presets with exact parameter counts.",
+                  OUTPUT, ""),
+    "list_hardware": Opt("list_hardware", "--list-hardware", bool,
+                         "List the recorded GPUs usable with --simulate.", OUTPUT, ""),
+}
+
+
+def _model_flags(model: str) -> dict[str, str]:
+    """--model as the setting it names: a preset, a model folder or a config file."""
+    from moai_llm.config import list_presets
+    from moai_llm.errors import MoaiInputError
+
+    path = Path(model)
+    if model in list_presets():
+        return {"model": model}
+    if path.is_dir() and (path / "config.json").exists():
+        return {"pretrained_model": model}
+    if path.is_file() and path.suffix in (".json", ".yaml", ".yml"):
+        return {"model_config": model}
+    raise MoaiInputError(f"--model {model}: not a preset, model folder or config file",
+                         hint="presets: " + ", ".join(list_presets()) + " (moai doctor --models)")
+
+
+def _doctor(ctx: typer.Context, values: dict[str, Any]) -> None:
     """Check the hardware and software, and show the training plan moai would choose."""
     with handle_errors():
+        as_json = values["as_json"]
         if as_json:
-            from moai_cli.ui import set_quiet
-
             set_quiet(True)
-        if models:
+        if values["models"]:
             _models_table(as_json)
             return
-        from moai_llm.hardware.simulate import list_hardware
+        if values["list_hardware"]:
+            from moai_llm.hardware.simulate import list_hardware
 
-        if list_gpus:
             names = list_hardware()
             print_json({"hardware": names}) if as_json else console.print("\n".join(names))
             return
         from moai_llm.hardware.checks import FAIL, run_checks, worst
-        from moai_llm.hardware.presets import estimate_for, make_plan
-        from moai_llm.hardware.probe import probe
-        from moai_llm.hardware.simulate import simulate as simulate_facts
+        from moai_llm.hardware.memory import ModelShape
+        from moai_llm.hardware.planner import estimate_for
+        from moai_llm.training.inputs import model_config_for
+        from moai_llm.training.runner import facts_for, plan_for
+        from moai_llm.training.settings import resolve_settings
 
-        facts = (simulate_facts(simulate, str(output_dir) if output_dir else None) if simulate
-                 else probe(output_dir))
-        plan = est = cfg = shape = None
+        flags = settings_flags(ctx, {k: v for k, v in values.items() if k != "model"})
+        model = values["model"]
+        settings, _ = resolve_settings("pretrain", None, {**flags, **(_model_flags(model) if model else {})})
+        facts = facts_for(settings, settings.output_dir)
+        plan = est = shape = None
         if model:
-            from moai_llm.hardware.memory import ModelShape
-
-            cfg = _load_model_config(model)
-            shape = ModelShape.from_config(cfg)
-            overrides = {"nproc_per_node": nproc} if nproc else {}
-            plan = make_plan(facts, cfg, seq_len, global_batch, **overrides)
+            _, config = model_config_for(settings, None, None, {})
+            shape = ModelShape.from_config(config)
+            plan = plan_for(settings, config, facts)
             est = estimate_for(shape, plan)
-        checks = run_checks(facts, plan, shape.params if shape else None)
+        checks = run_checks(facts, plan, shape.params if shape else None,
+                            keep_checkpoints=settings.save_total_limit)
         status = worst(checks)
         if as_json:
             print_json({
-                "status": status, "facts": facts.to_dict(),
-                "checks": [c.to_dict() for c in checks],
+                "status": status, "facts": facts.to_dict(), "checks": [c.to_dict() for c in checks],
                 "model": ({"name": model, "parameters": shape.params} if shape else None),
-                "plan": plan.to_dict() if plan else None,
-                "memory": est.to_dict() if est else None,
+                "plan": plan.to_dict() if plan else None, "memory": est.to_dict() if est else None,
             })
         else:
-            _render_facts(facts)
-            if model:
-                console.print(f"[bold]model[/]     {model}: {shape.params:,} parameters",
-                              highlight=False)
-            _render_checks(checks)
-            if plan is not None:
-                _render_plan(plan, est, model)
-            else:
-                console.print("[dim]add --model 2b --seq-len 1024 to see the plan for a model[/]")
-            console.print(f"overall: {STATUS_STYLE[status]}")
+            _render(facts, checks, status, plan, est, model, shape)
         if status == FAIL:
             raise typer.Exit(1)
+
+
+def _render(facts, checks, status, plan, est, model, shape) -> None:
+    _render_facts(facts)
+    if model:
+        console.print(f"[bold]model[/]     {model}: {shape.params:,} parameters", highlight=False)
+    _render_checks(checks)
+    if plan is not None:
+        _render_plan(plan, est, model)
+    else:
+        console.print("[dim]add --model 2b --seq-len 1024 to see the plan for a model[/]")
+    console.print(f"overall: {STATUS_STYLE[status]}")
+
+
+doctor = command(
+    parameters(["model", *PLAN_OPTIONS, "models", "list_hardware", "as_json"], "pretrain",
+               overrides=DOCTOR_OPTIONS),
+    _doctor, "Check the hardware and software, and show the training plan moai would choose.")

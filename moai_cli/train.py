@@ -1,63 +1,229 @@
 """`moai pretrain` and `moai sft`: parse flags, then hand over to moai_llm.training.
 
-The seed's `train.py --mode pretrain ...` flags work unchanged (`--output_dir`,
-`--max_steps`, `--tokenizer_path`, `--per_device_train_batch_size`, `--lr_scheduler_type`, ...).
-Settings come from presets/training/<mode>.yaml, then `--config FILE`, then flags.
-`--resume` continues from the newest checkpoint (which must exist), `--resume auto` does so
-when there is one, `--resume DIR` from that checkpoint.
+Both commands are built from one option table (`OPTIONS`), grouped in help panels; `--help`
+shows each option once, with the mode's effective default (moai_llm.training.settings). The
+seed's `train.py --mode pretrain ...` spellings (`--output_dir`, `--max_steps`,
+`--tokenizer_path`, `--per_device_train_batch_size`, `--lr_scheduler_type`, `--bf16`, ...)
+work unchanged, hidden (moai_cli/ui.py `ALIASES`). Settings come from the mode's defaults,
+then `--config FILE`, then flags. `--resume` continues from the newest checkpoint (which must
+exist), `--resume auto` does so when there is one, `--resume DIR` from that checkpoint.
+`--dry-run` and `--simulate` print the plan; without a tokenizer or dataset they plan with the
+model preset's vocabulary and say so.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import typer
 
-from moai_cli.ui import console, handle_errors, print_json, set_quiet
+from moai_cli.ui import (
+    MoaiCommand,
+    console,
+    given_on_command_line,
+    handle_errors,
+    print_json,
+    set_quiet,
+)
+from moai_llm.training.settings import WSD_DECAY, mode_defaults
 
-RESUME_HELP = "Continue from the newest checkpoint; `--resume auto`: only if there is one; `--resume DIR`: that one."
+MODEL, DATA, OPTIM, SCHEDULE = "Model", "Data", "Optimisation", "Schedule"
+CHECKPOINTS, DISTRIBUTED, OUTPUT = "Checkpoints", "Distributed", "Output"
+PLAN = "the plan's"  # shown as the default of what the planner decides
 
 
-def register(app: typer.Typer) -> None:
-    app.command(name="pretrain")(pretrain)
-    app.command(name="sft")(sft)
+@dataclass(frozen=True)
+class Opt:
+    """One option of `moai pretrain`/`sft` (and the planning ones of `moai doctor`)."""
+
+    name: str                   # parameter name; a TrainSettings field unless in NOT_SETTINGS
+    flag: str                   # the one visible spelling
+    type: Any = str
+    help: str = ""
+    panel: str | None = None
+    metavar: str | None = None
+    show: str | None = None     # shown default when the setting's default is None
+    modes: tuple[str, ...] = ("pretrain", "sft")
+    sft_help: str | None = None
+    hidden: bool = False
 
 
-def _run(mode: str, flags: dict[str, Any], config: str | None, resume: bool, extra: list[str] | None,
-         dry_run: bool, as_json: bool, seed_mode: str | None) -> None:
+OPTIONS = [
+    Opt("model", "--model", help="Model preset of a new model: tiny, small, 0.5b, 2b, 3b, seed-3b.",
+        panel=MODEL, metavar="NAME", modes=("pretrain",)),
+    Opt("model_config", "--model-config", help="A model config file (JSON/YAML) instead of a preset.",
+        panel=MODEL, metavar="FILE", modes=("pretrain",)),
+    Opt("pretrained_model", "--pretrained-model", help="Continue pretraining this model folder.",
+        panel=MODEL, metavar="DIR", sft_help="Model folder to fine-tune (moai's or any Qwen3 folder)."),
+    Opt("tokenizer", "--tokenizer", help="Tokenizer folder.", panel=MODEL, metavar="DIR",
+        show="the model folder's"),
+    Opt("dataset", "--dataset", list[str], "Prepared folder, or files/folders/globs/hub names "
+        "(prepared first). Repeatable.", DATA, "SRC"),
+    Opt("dataset_config", "--dataset-config", help="Hub dataset config name.", panel=DATA, metavar="NAME"),
+    Opt("dataset_split", "--dataset-split", help="Hub dataset split.", panel=DATA, metavar="NAME"),
+    Opt("seq_len", "--seq-len", int, "Tokens per row (a prepared dataset's own when not given).",
+        DATA, "N"),
+    Opt("learning_rate", "--learning-rate", float, "Peak learning rate.", OPTIM, "LR"),
+    Opt("weight_decay", "--weight-decay", float, "AdamW weight decay (matrices only).", OPTIM, "W"),
+    Opt("max_grad_norm", "--max-grad-norm", float, "Gradient clipping norm.", OPTIM, "NORM"),
+    Opt("micro_batch_size", "--batch-size", int, "Sequences per process per micro step.", OPTIM,
+        "N", PLAN),
+    Opt("gradient_accumulation_steps", "--gradient-accumulation-steps", int,
+        "Micro steps per optimizer step.", OPTIM, "N", PLAN),
+    Opt("global_batch", "--global-batch", int, "Sequences per optimizer step; give two of "
+        "batch size, accumulation, global batch.", OPTIM, "N", "the plan's, by model size"),
+    Opt("precision", "--precision", help="auto (bf16 where the GPU has it), bf16 or fp32.",
+        panel=OPTIM, metavar="P"),
+    Opt("gradient_checkpointing", "--gradient-checkpointing", bool,
+        "Recompute activations in backward (--no-gradient-checkpointing: never).", OPTIM, "", PLAN),
+    Opt("no_gradient_checkpointing", "--no-gradient-checkpointing", bool, hidden=True),
+    Opt("seed", "--seed", int, "Seed of the initial weights and the data order.", OPTIM, "N"),
+    Opt("max_steps", "--max-steps", int, "Optimizer steps.", SCHEDULE, "N"),
+    Opt("lr_scheduler", "--lr-scheduler", help="wsd, cosine, linear or constant.", panel=SCHEDULE,
+        metavar="NAME"),
+    Opt("warmup", "--warmup-steps", float, "Warmup: steps, or a fraction (< 1) of the run.",
+        SCHEDULE, "N"),
+    Opt("stable", "--stable-steps", float, "WSD stable phase: steps or fraction.", SCHEDULE, "N",
+        "what warmup and decay leave"),
+    Opt("decay", "--decay-steps", float, "Decay phase: steps or fraction.", SCHEDULE, "N",
+        f"wsd: {WSD_DECAY}; cosine/linear: the rest"),
+    Opt("min_lr_ratio", "--min-lr-ratio", float, "Final LR as a fraction of the peak.", SCHEDULE, "R"),
+    Opt("save_steps", "--save-steps", int, "Save a checkpoint every N steps.", CHECKPOINTS, "N"),
+    Opt("save_total_limit", "--save-total-limit", int, "Keep the last K checkpoints.", CHECKPOINTS, "K"),
+    Opt("resume", "--resume", bool, "Continue from the newest checkpoint; `--resume auto`: only if "
+        "there is one; `--resume DIR`: that one.", CHECKPOINTS, ""),
+    Opt("nproc", "--nproc", int, "Processes (GPUs) on this node; several: torchrun.", DISTRIBUTED,
+        "N", PLAN),
+    Opt("strategy", "--strategy", help="Several processes: ddp or fsdp2.", panel=DISTRIBUTED,
+        metavar="NAME", show=PLAN),
+    Opt("hardware", "--hardware", help="auto: plan for this machine (probed).", panel=DISTRIBUTED,
+        metavar="auto"),
+    Opt("simulate", "--simulate", help="Plan for recorded hardware, e.g. 8xA100-80GB; implies "
+        "--dry-run.", panel=DISTRIBUTED, metavar="SPEC"),
+    Opt("nnodes", "--nnodes", int, "Machines taking part.", DISTRIBUTED, "N"),
+    Opt("node_rank", "--node-rank", int, "This machine's rank.", DISTRIBUTED, "N"),
+    Opt("master_addr", "--master-addr", help="Rendezvous host.", panel=DISTRIBUTED, metavar="HOST"),
+    Opt("master_port", "--master-port", int, "Rendezvous port.", DISTRIBUTED, "PORT", "a free one"),
+    Opt("rdzv_endpoint", "--rdzv-endpoint", help="c10d rendezvous HOST:PORT (instead of master).",
+        panel=DISTRIBUTED, metavar="EP"),
+    Opt("output_dir", "--output-dir", help="Run folder.", panel=OUTPUT, metavar="DIR"),
+    Opt("logging_steps", "--logging-steps", int, "Log metrics every N steps.", OUTPUT, "N"),
+    Opt("eval_steps", "--eval-steps", int, "Evaluate on held-out rows every N steps (0: never).",
+        OUTPUT, "N"),
+    Opt("dry_run", "--dry-run", bool, "Print the plan and the launch command; train nothing.",
+        OUTPUT, ""),
+    Opt("as_json", "--json", bool, "Print the result (or the plan) as JSON.", OUTPUT, ""),
+    Opt("config", "--config", help="YAML settings file (flags win over it).", metavar="FILE"),
+    Opt("seed_mode", "--mode", hidden=True),
+]
+BY_NAME = {o.name: o for o in OPTIONS}
+# Parameters that are not settings (or need translating into one).
+NOT_SETTINGS = {"config", "resume", "dry_run", "as_json", "seed_mode", "extra",
+                "no_gradient_checkpointing"}
+
+
+def parameters(names: list[str], mode: str, overrides: dict[str, Opt] | None = None) -> list[inspect.Parameter]:
+    """The Typer parameters of `names` (from OPTIONS, or `overrides`), with `mode`'s defaults."""
+    defaults = mode_defaults(mode)
+    params = []
+    for name in names:
+        opt = (overrides or {}).get(name) or BY_NAME[name]
+        default = False if opt.type is bool and opt.name not in defaults else defaults.get(opt.name)
+        if isinstance(default, list):
+            default = default or None
+        show: bool | str = True if default is not None else (opt.show or False)
+        info = typer.Option(default, opt.flag, help=opt.sft_help if mode == "sft" and opt.sft_help else opt.help,
+                            rich_help_panel=opt.panel, metavar=opt.metavar, hidden=opt.hidden,
+                            show_default=show if opt.type is not bool or opt.show else False)
+        params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                        annotation=opt.type))
+    return params
+
+
+def command(params: list[inspect.Parameter], body: Any, doc: str) -> Any:
+    """A function Typer reads as a command with `params`; calls `body(ctx, values)`."""
+
+    def run(ctx: typer.Context, **values: Any) -> None:
+        body(ctx, values)
+
+    ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    run.__signature__ = inspect.Signature([ctx, *params])  # type: ignore[attr-defined]
+    run.__doc__ = doc
+    return run
+
+
+def settings_flags(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line (left out: whatever was not typed)."""
+    typed = given_on_command_line(ctx, list(values))
+    flags = {k: values[k] for k in typed if k not in NOT_SETTINGS}
+    if "no_gradient_checkpointing" in typed:
+        flags["gradient_checkpointing"] = False
+    return flags
+
+
+def _body(mode: str):
+    def body(ctx: typer.Context, values: dict[str, Any]) -> None:
+        with handle_errors():
+            flags = settings_flags(ctx, values)
+            flags["resume"] = _resume(mode, values["resume"], values.get("extra"))
+            if values["seed_mode"] and values["seed_mode"] != mode:
+                from moai_llm.errors import MoaiInputError
+
+                raise MoaiInputError(f"--mode {values['seed_mode']} given to `moai {mode}`",
+                                     hint=f"use `moai {values['seed_mode']}`")
+            run(mode, flags, values["config"], values["dry_run"], values["as_json"])
+    return body
+
+
+def _resume(mode: str, resume: bool, extra: list[str] | None) -> str | None:
     from moai_llm.errors import MoaiInputError
 
-    if seed_mode and seed_mode != mode:
-        raise MoaiInputError(f"--mode {seed_mode} given to `moai {mode}`", hint=f"use `moai {seed_mode}`")
     extra = list(extra or [])
     if extra and not resume:
-        raise MoaiInputError(f"unexpected argument {extra[0]!r}", hint="see `moai " + mode + " --help`")
+        raise MoaiInputError(f"unexpected argument {extra[0]!r}", hint=f"see `moai {mode} --help`")
     if len(extra) > 1:
         raise MoaiInputError(f"--resume takes one value, got {' '.join(extra)}")
-    flags["resume"] = (extra[0] if extra else "latest") if resume else None
+    return (extra[0] if extra else "latest") if resume else None
+
+
+def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_json: bool) -> None:
+    """Resolve settings, prepare (or plan only), launch, report."""
     if as_json:
         set_quiet(True)
-
-    from moai_llm.training.runner import launch_run, prepare_run
+    from moai_llm.training.runner import launch_description, launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
-    settings, reasons = resolve_settings(mode, config, flags)
-    if settings.simulate:
-        dry_run = True  # a plan for hardware this machine does not have can only be printed
-    spec = prepare_run(settings, reasons)
-    code, result = launch_run(spec, dry_run=dry_run, show_progress=not as_json)
+    settings, sources = resolve_settings(mode, config, flags)
+    dry_run = dry_run or bool(settings.simulate)  # other hardware can only be planned for
+    record = prepare_run(settings, sources, plan_only=dry_run)
+    if dry_run:
+        _print_dry_run(launch_description(record), as_json)
+        return
+    code, result = launch_run(record, show_progress=not as_json)
     if code != 0:
         raise typer.Exit(code)
-    if dry_run:
+    _report(mode, record.settings().output_dir, result, as_json)
+
+
+def _print_dry_run(desc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json({"plan": desc["plan"], "launch": {k: v for k, v in desc.items() if k != "plan"}})
         return
-    out = settings.output_dir
+    from moai_llm.training.launch import format_description
+
+    console.print(format_description(desc), soft_wrap=True, highlight=False, markup=False)
+
+
+def _report(mode: str, out: str, result: dict[str, Any], as_json: bool) -> None:
     if not result:  # several processes: the run's own record tells how it went
         from moai_llm.training.metrics import read_metrics
 
         last = [r for r in read_metrics(out) if "loss" in r]
         if last:
-            result = {"step": last[-1]["step"], "loss": last[-1]["loss"], "tokens": last[-1].get("tokens"),
-                      "seconds": last[-1].get("elapsed_s")}
+            result = {"step": last[-1]["step"], "loss": last[-1]["loss"],
+                      "tokens": last[-1].get("tokens"), "seconds": last[-1].get("elapsed_s")}
     summary = {"output_dir": out, "final_model": f"{out}/final_model", "run_yaml": f"{out}/run.yaml",
                "metrics": f"{out}/metrics.jsonl", "loss_png": f"{out}/loss.png", **result}
     if as_json:
@@ -66,120 +232,30 @@ def _run(mode: str, flags: dict[str, Any], config: str | None, resume: bool, ext
     loss = result.get("loss")
     console.print(f"[bold green]done[/]: {result.get('step', '?')} steps"
                   + (f", final loss {loss:.4f}" if isinstance(loss, float) else "")
-                  + (f", {result['tokens'] / max(result['seconds'], 1e-9):,.0f} tokens/s" if result.get("tokens") else ""))
-    console.print(f"model:   {out}/final_model\nmetrics: {out}/metrics.jsonl, {out}/loss.png, tensorboard --logdir {out}/tb")
-    next_cmd = (f"moai sft --pretrained-model {out}/final_model --dataset DATA --output-dir OUT"
-                if mode == "pretrain" else f"moai chat {out}/final_model")
-    console.print(f"next:    {next_cmd}")
+                  + (f", {result['tokens'] / max(result['seconds'], 1e-9):,.0f} tokens/s"
+                     if result.get("tokens") else ""), soft_wrap=True)
+    # Paths are printed whole (soft_wrap): a path broken across lines cannot be copied.
+    for label, text in (("model:", f"{out}/final_model"),
+                        ("metrics:", f"{out}/metrics.jsonl, {out}/loss.png, tensorboard --logdir {out}/tb"),
+                        ("next:", f"moai sft --pretrained-model {out}/final_model --dataset DATA "
+                                  f"--output-dir OUT" if mode == "pretrain" else f"moai chat {out}/final_model")):
+        console.print(f"{label:<8} {text}", soft_wrap=True, highlight=False, markup=False)
 
 
-# Parameters of `pretrain`/`sft` that are not settings (or need translating into one).
-_NOT_SETTINGS = {"config", "resume", "dry_run", "as_json", "seed_mode", "extra", "bf16", "fp32", "gc_seed"}
+def _names(mode: str) -> list[str]:
+    return [o.name for o in OPTIONS if mode in o.modes]
 
 
-def _flags(args: dict) -> dict:
-    """The command's parameters as settings overrides (None = not given on the command line)."""
-    flags = {k: v for k, v in args.items() if k not in _NOT_SETTINGS}
-    flags["dataset"] = list(args["dataset"]) if args["dataset"] else None
-    flags["precision"] = "bf16" if args["bf16"] else ("fp32" if args["fp32"] else None)
-    flags["gradient_checkpointing"] = True if args["gc_seed"] else args["gradient_checkpointing"]
-    return flags
+EXTRA = inspect.Parameter("extra", inspect.Parameter.KEYWORD_ONLY,
+                          default=typer.Argument(None, hidden=True), annotation=list[str])
+pretrain = command(parameters(_names("pretrain"), "pretrain") + [EXTRA], _body("pretrain"),
+                   "Pretrain a model: `moai pretrain --model small --tokenizer TOK --dataset DATA "
+                   "--output-dir OUT`.")
+sft = command(parameters(_names("sft"), "sft") + [EXTRA], _body("sft"),
+              "Fine-tune a model on chat data (loss on assistant turns only): `moai sft "
+              "--pretrained-model OUT/final_model --dataset qa.jsonl --output-dir SFT`.")
 
 
-def pretrain(
-    model: str = typer.Option(None, "--model", "-m", help="Model preset: tiny, small, 0.5b, 2b, 3b, seed-3b."),
-    model_config: str = typer.Option(None, "--model-config", "--model_config", help="A model config file (JSON/YAML)."),
-    pretrained_model: str = typer.Option(None, "--pretrained-model", "--pretrained_model", help="Continue pretraining this model folder."),
-    tokenizer: str = typer.Option(None, "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder."),
-    dataset: list[str] = typer.Option(None, "--dataset", "--input", "-i", help="Prepared folder, or files/folders/globs/hub names (prepared first)."),
-    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config name."),
-    dataset_split: str = typer.Option(None, "--dataset-split", "--dataset_split", help="Hub dataset split."),
-    output_dir: str = typer.Option(None, "--output-dir", "--output_dir", "-o", help="Run folder."),
-    config: str = typer.Option(None, "--config", help="YAML settings file (flags win)."),
-    max_steps: int = typer.Option(None, "--max-steps", "--max_steps", help="Optimizer steps."),
-    learning_rate: float = typer.Option(None, "--learning-rate", "--learning_rate", "--lr", help="Peak learning rate."),
-    min_lr_ratio: float = typer.Option(None, "--min-lr-ratio", help="Final LR as a fraction of the peak."),
-    lr_scheduler: str = typer.Option(None, "--lr-scheduler", "--lr-scheduler-type", "--lr_scheduler_type", help="wsd | cosine | linear | constant."),
-    warmup: float = typer.Option(None, "--warmup-steps", "--warmup_steps", "--warmup", help="Warmup: steps, or a fraction (< 1) of the run."),
-    stable: float = typer.Option(None, "--stable-steps", "--stable", help="WSD stable phase: steps or fraction."),
-    decay: float = typer.Option(None, "--decay-steps", "--decay", help="Decay phase: steps or fraction."),
-    weight_decay: float = typer.Option(None, "--weight-decay", "--weight_decay"),
-    max_grad_norm: float = typer.Option(None, "--max-grad-norm", "--max_grad_norm", help="Gradient clipping norm."),
-    micro_batch_size: int = typer.Option(None, "--batch-size", "--per-device-train-batch-size", "--per_device_train_batch_size", help="Sequences per process per micro step."),
-    gradient_accumulation_steps: int = typer.Option(None, "--gradient-accumulation-steps", "--gradient_accumulation_steps"),
-    global_batch: int = typer.Option(None, "--global-batch", help="Sequences per optimizer step (accumulation follows)."),
-    seq_len: int = typer.Option(None, "--seq-len", "--max-seq-length", "--max_seq_length", help="Tokens per row."),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast over fp32 weights."),
-    fp32: bool = typer.Option(False, "--fp32", help="No autocast."),
-    gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (default: the plan's choice)."),
-    gc_seed: bool = typer.Option(False, "--gradient_checkpointing", hidden=True),
-    save_steps: int = typer.Option(None, "--save-steps", "--save_steps"),
-    save_total_limit: int = typer.Option(None, "--save-total-limit", "--save_total_limit", help="Keep the last K checkpoints."),
-    eval_steps: int = typer.Option(None, "--eval-steps", "--eval_steps", help="Evaluate on held-out rows every N steps."),
-    logging_steps: int = typer.Option(None, "--logging-steps", "--logging_steps"),
-    seed: int = typer.Option(None, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    nproc: int = typer.Option(None, "--nproc", "--nproc-per-node", help="Processes (GPUs) on this node; several → torchrun."),
-    strategy: str = typer.Option(None, "--strategy", help="Several processes: ddp or fsdp2 (default: the plan's choice)."),
-    hardware: str = typer.Option(None, "--preset", help="Hardware preset for the plan: auto (probe this machine)."),
-    simulate: str = typer.Option(None, "--simulate", help="Plan for COUNTxNAME hardware (e.g. 8xA100-80GB); implies --dry-run."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and launch command; train nothing."),
-    nnodes: int = typer.Option(None, "--nnodes"),
-    node_rank: int = typer.Option(None, "--node-rank", "--node_rank"),
-    master_addr: str = typer.Option(None, "--master-addr", "--master_addr"),
-    master_port: int = typer.Option(None, "--master-port", "--master_port"),
-    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", "--rdzv_endpoint"),
-    seed_mode: str = typer.Option(None, "--mode", hidden=True),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    extra: list[str] = typer.Argument(None, hidden=True),
-) -> None:
-    """Pretrain a model: `moai pretrain --model small --tokenizer TOK --dataset DATA -o OUT`."""
-    with handle_errors():
-        flags = _flags(locals())
-        _run("pretrain", flags, config, resume, extra, dry_run, as_json, seed_mode)
-
-
-def sft(
-    pretrained_model: str = typer.Option(None, "--pretrained-model", "--pretrained_model", "--model-path", "--model_path", help="Model folder to fine-tune (moai's or any Qwen3 folder)."),
-    tokenizer: str = typer.Option(None, "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder (default: the model's own)."),
-    dataset: list[str] = typer.Option(None, "--dataset", "--input", "-i", help="Prepared SFT folder, or chat/instruction files or hub names."),
-    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config"),
-    dataset_split: str = typer.Option(None, "--dataset-split", "--dataset_split"),
-    output_dir: str = typer.Option(None, "--output-dir", "--output_dir", "-o"),
-    config: str = typer.Option(None, "--config", help="YAML settings file (flags win)."),
-    max_steps: int = typer.Option(None, "--max-steps", "--max_steps"),
-    learning_rate: float = typer.Option(None, "--learning-rate", "--learning_rate", "--lr"),
-    lr_scheduler: str = typer.Option(None, "--lr-scheduler", "--lr-scheduler-type", "--lr_scheduler_type"),
-    warmup: float = typer.Option(None, "--warmup-steps", "--warmup_steps", "--warmup"),
-    weight_decay: float = typer.Option(None, "--weight-decay", "--weight_decay"),
-    micro_batch_size: int = typer.Option(None, "--batch-size", "--per-device-train-batch-size", "--per_device_train_batch_size"),
-    gradient_accumulation_steps: int = typer.Option(None, "--gradient-accumulation-steps", "--gradient_accumulation_steps"),
-    global_batch: int = typer.Option(None, "--global-batch"),
-    seq_len: int = typer.Option(None, "--seq-len", "--max-seq-length", "--max_seq_length"),
-    bf16: bool = typer.Option(False, "--bf16"),
-    fp32: bool = typer.Option(False, "--fp32"),
-    gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
-    gc_seed: bool = typer.Option(False, "--gradient_checkpointing", hidden=True),
-    save_steps: int = typer.Option(None, "--save-steps", "--save_steps"),
-    save_total_limit: int = typer.Option(None, "--save-total-limit", "--save_total_limit"),
-    eval_steps: int = typer.Option(None, "--eval-steps", "--eval_steps"),
-    logging_steps: int = typer.Option(None, "--logging-steps", "--logging_steps"),
-    seed: int = typer.Option(None, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    nproc: int = typer.Option(None, "--nproc", "--nproc-per-node"),
-    simulate: str = typer.Option(None, "--simulate"),
-    dry_run: bool = typer.Option(False, "--dry-run"),
-    nnodes: int = typer.Option(None, "--nnodes"),
-    node_rank: int = typer.Option(None, "--node-rank", "--node_rank"),
-    master_addr: str = typer.Option(None, "--master-addr", "--master_addr"),
-    master_port: int = typer.Option(None, "--master-port", "--master_port"),
-    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", "--rdzv_endpoint"),
-    seed_mode: str = typer.Option(None, "--mode", hidden=True),
-    as_json: bool = typer.Option(False, "--json"),
-    extra: list[str] = typer.Argument(None, hidden=True),
-) -> None:
-    """Fine-tune a model on chat data (loss on assistant turns only):
-    `moai sft --pretrained-model OUT/final_model --dataset qa.jsonl -o SFT`."""
-    with handle_errors():
-        flags = _flags(locals())
-        _run("sft", flags, config, resume, extra, dry_run, as_json, seed_mode)
+def register(app: typer.Typer) -> None:
+    app.command(name="pretrain", cls=MoaiCommand)(pretrain)
+    app.command(name="sft", cls=MoaiCommand)(sft)

@@ -1,7 +1,23 @@
-"""One console, error rendering, progress bars and --json output for every moai command.
+"""One console, error rendering, progress bars, --json output and option spellings for every
+moai command.
 
 Commands wrap their body in `with handle_errors():` so that bad input becomes one red line
 (exit 2), a run failure one red line (exit 1), and a bug a traceback only with --verbose.
+
+Every option has one visible spelling. The others people type (the seed's `--output_dir`,
+`--per_device_train_batch_size`, `--bf16`, short `-o`, ...) are translated to it before the
+command parses its arguments (`MoaiCommand`), from one table (`ALIASES`), so `--help` shows
+each option once and every old spelling keeps working:
+
+    >>> import typer
+    >>> from typer.main import get_command
+    >>> app = typer.Typer()
+    >>> @app.command(cls=MoaiCommand)
+    ... def run(output_dir: str = typer.Option("out", "--output-dir"),
+    ...         precision: str = typer.Option("auto", "--precision")) -> None:
+    ...     pass
+    >>> translate_args(get_command(app), ["--output_dir", "x", "--bf16", "-o=y"])
+    ['--output-dir', 'x', '--precision', 'bf16', '--output-dir=y']
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from moai_llm.errors import MoaiInputError, MoaiRunError
 from moai_llm.progress import console as err_console
@@ -96,3 +113,62 @@ def print_json(data: Any) -> None:
 def not_built(what: str, issue: str) -> NoReturn:
     """For commands that a later piece of work fills in: say so plainly, exit 2."""
     fail(f"`moai {what}` is not built yet ({issue})", code=EXIT_USAGE)
+
+
+# Hidden spellings -> the one visible spelling (or spelling and value). Underscore spellings
+# (`--output_dir`, `--tokenizer_path`) need no entry: they are read with dashes first. An alias
+# applies only where the command has the option it names and not an option of its own spelling.
+ALIASES: dict[str, str | tuple[str, str]] = {
+    "-o": "--output-dir",
+    "-i": "--dataset",
+    "--input": "--dataset",
+    "-m": "--model",
+    "-q": "--question",
+    "--tokenizer-path": "--tokenizer",
+    "--model-path": "--pretrained-model",
+    "--lr": "--learning-rate",
+    "--lr-scheduler-type": "--lr-scheduler",
+    "--warmup": "--warmup-steps",
+    "--stable": "--stable-steps",
+    "--decay": "--decay-steps",
+    "--per-device-train-batch-size": "--batch-size",
+    "--max-seq-length": "--seq-len",
+    "--nproc-per-node": "--nproc",
+    "--preset": "--hardware",
+    "--bf16": ("--precision", "bf16"),
+    "--fp32": ("--precision", "fp32"),
+}
+
+
+def translate_args(command: Any, args: list[str]) -> list[str]:
+    """`args` with every alias spelling replaced by the command's visible one."""
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        name, eq, value = arg.partition("=")
+        if not name.startswith("-") or name in known:
+            out.append(arg)
+            continue
+        dashed = ("--" + name[2:].replace("_", "-")) if name.startswith("--") else name
+        target = dashed if dashed in known else ALIASES.get(dashed)
+        if isinstance(target, tuple) and target[0] in known and not eq:
+            out.extend(target)
+        elif isinstance(target, str) and target in known:
+            out.append(target + eq + value)
+        else:
+            out.append(arg)
+    return out
+
+
+class MoaiCommand(TyperCommand):
+    """A Typer command that accepts the hidden spellings of `ALIASES` (and underscores)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, translate_args(self, args))
+
+
+def given_on_command_line(ctx: typer.Context, names: list[str]) -> set[str]:
+    """Which of the command's parameters `names` were typed (not left at their default)."""
+    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}

@@ -3,7 +3,7 @@ renders them.
 
     >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.checks import run_checks
-    >>> from moai_llm.hardware.presets import make_plan
+    >>> from moai_llm.hardware.planner import make_plan
     >>> from moai_llm.hardware.simulate import simulate
     >>> facts = simulate("4xRTX4090-24GB")
     >>> plan = make_plan(facts, MoaiConfig.from_preset("2b"), seq_len=1024)
@@ -31,7 +31,6 @@ MIN_DRIVER = {
     (12, 3): "545.23.06", (12, 4): "550.54.14", (12, 5): "555.42.02", (12, 6): "560.28.03",
     (12, 8): "570.26", (12, 9): "575.51.03", (13, 0): "580.65.06",
 }
-KEEP_CHECKPOINTS = 3  # checkpoints kept by default (training keeps the last few)
 
 
 @dataclass
@@ -154,15 +153,17 @@ def _unsupported_archs(facts: HardwareFacts) -> list[str]:
     return missing
 
 
-def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | None = None) -> list[Check]:
-    """All checks for these facts, and for `plan` of a model with `params` parameters."""
+def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | None = None,
+               keep_checkpoints: int = 1) -> list[Check]:
+    """All checks for these facts, and for `plan` of a model with `params` parameters whose
+    run keeps `keep_checkpoints` checkpoints (the run's --save-total-limit)."""
     checks = _gpu_checks(facts)
     if facts.nnodes > 1 and not facts.infiniband:
         checks.append(Check("network", WARN, f"{facts.nnodes} nodes and no InfiniBand: gradients "
                             "cross Ethernet", "use InfiniBand/RoCE between nodes or fewer nodes"))
     if params and facts.disk_free_bytes is not None:
         one = 12 * params  # fp32 weights (4 B) + AdamW states (8 B) per checkpoint
-        need = KEEP_CHECKPOINTS * one + 4 * params
+        need = keep_checkpoints * one + 4 * params
         free = facts.disk_free_bytes
         where = facts.output_dir or "the output folder"
         if free < one:
@@ -170,7 +171,7 @@ def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | Non
                                 f"needs {fmt_bytes(one)}", "free space or choose another --output-dir"))
         elif free < need:
             checks.append(Check("disk", WARN, f"{fmt_bytes(free)} free on {where}; "
-                                f"{KEEP_CHECKPOINTS} checkpoints + final model need {fmt_bytes(need)}",
+                                f"{keep_checkpoints} checkpoints + final model need {fmt_bytes(need)}",
                                 "free space, keep fewer checkpoints, or choose another --output-dir"))
         else:
             checks.append(Check("disk", PASS, f"{fmt_bytes(free)} free on {where} (checkpoints "

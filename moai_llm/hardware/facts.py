@@ -1,6 +1,6 @@
 """Hardware facts as plain, serialisable dataclasses (what probe() and simulate() return).
 
-Facts are data, not decisions: `presets.make_plan` and `moai doctor` read them. They round-trip
+Facts are data, not decisions: `planner.make_plan` and `moai doctor` read them. They round-trip
 through `to_dict` / `from_dict`, so a machine's facts can be saved (`moai doctor --json`) and
 planned for elsewhere.
 

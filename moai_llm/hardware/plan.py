@@ -1,9 +1,10 @@
-"""The run plan: what `make_plan` decided (processes, batch, checkpointing, strategy, env) and why.
+"""The run plan: what `planner.make_plan` decided (processes, batch, checkpointing, strategy,
+attention, env) and why.
 
-A `Plan` is plain data so it can be printed by `--dry-run`, saved in `run.yaml`, passed to
-torchrun workers through the environment (`MOAI_PLAN_JSON`) and halved after a first-step OOM.
+A `Plan` is plain data so it can be printed by `moai doctor` and `--dry-run`, saved in
+`run.yaml` (the only way it reaches training processes) and halved after a first-step OOM.
 
-    >>> p = Plan(micro_batch_size=12, gradient_accumulation_steps=4, nproc_per_node=8)
+    >>> p = Plan(seq_len=1024, micro_batch_size=12, gradient_accumulation_steps=4, nproc_per_node=8)
     >>> p.global_batch, p.halved().micro_batch_size, p.halved().gradient_accumulation_steps
     (384, 6, 8)
 """
@@ -15,9 +16,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# Attention backends a plan can choose, by the model's `attn_implementation` names, so the
+# model is built with exactly what the plan (and its memory estimate) assumed.
+ATTENTION_SDPA = "sdpa"
+ATTENTION_FLASH = "flash_attention_2"
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Plan:
+    """What make_plan decided. Values after `seq_len` are those of a bare plan (one process,
+    micro batch 1); make_plan sets every one of them, with a reason in `reasons`."""
+
+    seq_len: int  # tokens per sequence: the plan is made for it (the run's setting, not a default)
     nnodes: int = 1  # machines taking part
     nproc_per_node: int = 1  # processes per machine (one per GPU, or CPU workers)
     micro_batch_size: int = 1  # sequences per process per forward/backward
@@ -30,9 +40,8 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)  # decision -> one-line reason
     device: str = "cpu"  # "cuda" | "cpu"
     backend: str = "gloo"  # torch.distributed backend: "nccl" | "gloo"
-    seq_len: int = 1024  # tokens per sequence
     tf32: bool = False  # allow TF32 matmuls (Ampere and newer)
-    attention: str = "sdpa"  # "flash" (flash-attn installed, CUDA, bf16) | "sdpa"
+    attention: str = ATTENTION_SDPA  # the model's attn_implementation: "sdpa" | "flash_attention_2"
     dist_timeout_s: int = 1800  # init_process_group(timeout=...): collectives waiting on a save
     predicted_peak_bytes: int | None = None  # memory model's peak per process at this plan
     device_memory_bytes: int | None = None  # usable memory per process (GPU total or RAM share)

@@ -1,19 +1,26 @@
 """Training: `moai pretrain`, `moai sft`, `moai quickstart`.
 
-One module per concern; the runner composes them:
+One module per concern; the runner composes the run, the loop composes its parts:
 
-    settings.py     TrainSettings: presets/training/<mode>.yaml ← --config ← flags, with reasons
-    runner.py       checks input, prepares data, sizes the model, plans, writes run.yaml, launches
-    worker.py       torchrun entry: python -m moai_llm.training.worker --run-yaml OUT/run.yaml
-    loop.py         the training loop (DDP/FSDP2, accumulation, NaN skip, metrics, checkpoints)
-    model_setup.py  model (fp32 masters, vocabulary from the tokenizer), fused AdamW, wrapping
-    schedule.py     WSD / cosine / linear / constant with steps or fractions
-    batches.py      deterministic data order; the data position is one number
-    checkpoint.py   atomic checkpoints/step-N, keep-last-K, resume, final_model/
-    metrics.py      metrics.jsonl, TensorBoard, loss.png, MFU
-    quickstart.py   the whole path on one machine
+    settings.py          TrainSettings: every default, once; mode differences; --config; flags
+    inputs.py            checks of tokenizer, data, output folder; values derived from them
+    record.py            run.yaml: given / defaults / derived / plan / resume, kept apart
+    runner.py            prepare_run (check, derive, plan, record) and launch_run
+    launch.py            in-process or torchrun, first-step OOM retry (FirstStepOOM)
+    worker.py            torchrun entry: python -m moai_llm.training.worker --run-yaml OUT/run.yaml
+    loop.py              the training loop: builds the parts below and steps through the run
+    step.py              one optimizer step (accumulation, global-token loss, NaN skip)
+    evaluation.py        held-out rows, eval_loss every --eval-steps
+    checkpoint_policy.py when to save; checkpoint.py: atomic checkpoints/step-N, resume, final_model/
+    metrics.py           metrics.jsonl, the logging window, TensorBoard, loss.png, MFU
+    distributed.py       rank/device, process group, DDP/FSDP2 wrapping, gathered states
+    model_setup.py       the model (the plan's attention backend, fp32 masters) and fused AdamW
+    schedule.py          WSD / cosine / linear / constant with steps or fractions
+    batches.py           deterministic data order; the data position is one number
+    quickstart.py        the whole path on one machine
 
-A two-step pretraining run of the `tiny` preset on a few embedded documents (seconds):
+The plan comes from moai_llm.hardware.planner (through `runner.plan_for`); training reads it
+and never re-derives it. A two-step pretraining run of the `tiny` preset (seconds):
 
     >>> import json, pathlib, tempfile
     >>> from moai_llm import corpora
@@ -26,11 +33,11 @@ A two-step pretraining run of the `tiny` preset on a few embedded documents (sec
     >>> _ = (d / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\\n" for t in texts))
     >>> from moai_llm.training.settings import resolve_settings
     >>> from moai_llm.training.runner import prepare_run, launch_run
-    >>> settings, reasons = resolve_settings("pretrain", flags={
+    >>> settings, sources = resolve_settings("pretrain", flags={
     ...     "model": "tiny", "tokenizer": str(tok), "dataset": [str(d / "docs.jsonl")],
     ...     "output_dir": str(d / "run"), "max_steps": 2, "seq_len": 64, "micro_batch_size": 2,
     ...     "gradient_accumulation_steps": 1, "nproc": 1})
-    >>> code, result = launch_run(prepare_run(settings, reasons), show_progress=False)
+    >>> code, result = launch_run(prepare_run(settings, sources), show_progress=False)
     >>> code, result["step"], pathlib.Path(result["final_model"]).name
     (0, 2, 'final_model')
     >>> set_quiet(False)

@@ -7,8 +7,8 @@ data position is just `samples_consumed`, resume is exact, and 1 process × 4 mi
 sees the same rows per step as 2 processes × 2.
 
     >>> order = BatchOrder(num_rows=1000, seed=42)
-    >>> micro = order.micro_batches(step=3, global_batch=8, micro=2, rank=0, world=2)
-    >>> [len(m) for m in micro]
+    >>> micro = order.micro_batches(step=3, micro=2, accumulation=2, rank=0, world=2)
+    >>> [len(m) for m in micro]            # the plan's micro batch, accumulation and processes
     [2, 2]
 """
 
@@ -43,15 +43,15 @@ class BatchOrder:
             out[i] = self._perm(k // self.num_rows)[k % self.num_rows]
         return out + self.first_row
 
-    def micro_batches(self, step: int, global_batch: int, micro: int, rank: int,
+    def micro_batches(self, step: int, micro: int, accumulation: int, rank: int,
                       world: int) -> list[np.ndarray]:
-        """This process's micro-batches for optimizer step `step` (0-based)."""
-        if global_batch % (micro * world):
-            raise ValueError(f"global batch {global_batch} is not a multiple of micro {micro} × {world} processes")
+        """This process's `accumulation` micro-batches of `micro` rows for optimizer step `step`
+        (0-based); the step covers micro x accumulation x world global samples."""
+        global_batch = micro * accumulation * world
         rows = self.rows(step * global_batch, global_batch)
-        accum = global_batch // (micro * world)
         # Interleave so that micro-batch a of rank r holds rows [(a·world + r)·micro, ...).
-        return [rows[(a * world + rank) * micro:(a * world + rank + 1) * micro] for a in range(accum)]
+        return [rows[(a * world + rank) * micro:(a * world + rank + 1) * micro]
+                for a in range(accumulation)]
 
 
 class RowReader:

@@ -19,7 +19,7 @@ the whole checkpoint or nothing; stale temp folders are removed on the next star
     >>> tok = load_tokenizer(train_tokenizer(texts, out.parent / "tok", vocab_size=300, show_progress=False))
     >>> m = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
     >>> opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-    >>> sched = build_scheduler(opt, make_schedule("wsd", 1000))
+    >>> sched = build_scheduler(opt, make_schedule("wsd", 1000, warmup=0, min_lr_ratio=0.0))
     >>> path = save_checkpoint(out, step=100, model=m, tokenizer=tok, optimizer_state=opt.state_dict(),
     ...                        scheduler=sched, state={"samples_consumed": 6400}, keep=3)
     >>> latest_checkpoint(out)  # doctest: +ELLIPSIS
@@ -66,6 +66,11 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = list_checkpoints(output_dir)
     return found[-1] if found else None
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a complete checkpoint was saved at."""
+    return int(json.loads((Path(path) / STATE_FILE).read_text())["step"])
 
 
 def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:

@@ -1,9 +1,9 @@
 """Run a plan: in this process for one process, `torchrun` for several, on one node or many.
 
     >>> from moai_llm.config import MoaiConfig
-    >>> from moai_llm.hardware.launch import launch, describe
-    >>> from moai_llm.hardware.presets import make_plan
+    >>> from moai_llm.hardware.planner import make_plan
     >>> from moai_llm.hardware.simulate import simulate
+    >>> from moai_llm.training.launch import describe, launch
     >>> tiny = MoaiConfig.from_preset("tiny")
     >>> plan = make_plan(simulate("1xA100-80GB"), tiny, seq_len=128)
     >>> describe(plan, ["--run-yaml", "out/run.yaml"])["command_line"]   # doctest: +ELLIPSIS
@@ -24,13 +24,13 @@
   `rendezvous` (nnodes, node_rank, master_addr, master_port, or rdzv_endpoint/rdzv_id).
 - The environment is `os.environ` plus the plan's env; a variable the user already set wins
   (they may know better, e.g. NCCL_P2P_DISABLE=0) and `describe` says it was kept.
-  Every worker also gets `MOAI_PLAN_JSON` (the plan) so it trains with the plan as launched,
-  including after a retry.
+- Workers read the plan from run.yaml, nowhere else (worker.py).
 - First-step OOM: the trainer raises `FirstStepOOM`; a torchrun worker calls
   `exit_first_step_oom()` which leaves a marker file and exits with 75 (torchrun itself
   exits 1 whatever its children did, hence the marker). `launch` then halves the micro
-  batch, doubles accumulation (global batch unchanged), says so, and retries, at most
-  `max_retries` times.
+  batch, doubles accumulation (global batch unchanged), says so, hands the new plan to
+  `on_retry` (the runner rewrites run.yaml with it, so the workers read it) and retries, at
+  most `max_retries` times.
 """
 
 from __future__ import annotations
@@ -50,21 +50,12 @@ from moai_llm.hardware.plan import Plan
 
 EXIT_FIRST_STEP_OOM = 75
 WORKER_MODULE = "moai_llm.training.worker"
-PLAN_ENV = "MOAI_PLAN_JSON"
 OOM_MARKER_ENV = "MOAI_OOM_MARKER"
 DEFAULT_MAX_RETRIES = 3
 
 
 class FirstStepOOM(RuntimeError):
     """Out of memory during the first optimizer step: the plan's micro batch is too large."""
-
-
-def plan_from_env() -> Plan | None:
-    """The plan this worker was launched with (`MOAI_PLAN_JSON`), or None outside `launch`."""
-    import json
-
-    raw = os.environ.get(PLAN_ENV)
-    return Plan.from_dict(json.loads(raw)) if raw else None
 
 
 def exit_first_step_oom(message: str = "") -> None:
@@ -121,7 +112,6 @@ def build_env(plan: Plan, base: dict[str, str] | None = None) -> tuple[dict[str,
             kept[key] = env[key]
         else:
             env[key] = str(value)
-    env[PLAN_ENV] = plan.to_json()
     return env, kept
 
 
@@ -238,12 +228,15 @@ def launch(
     in_process: Callable[[Plan], Any] | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     module: str = WORKER_MODULE,
+    on_retry: Callable[[Plan, str], None] | None = None,
 ) -> int:
     """Run `plan`; return the exit code (0 ok, 75 when OOM persisted after the retries).
 
     `dry_run` prints `format_description(describe(...))` to stdout and returns 0.
-    Several nodes do not retry on their own (the other nodes would not follow): they stop
-    with 75 and name the micro batch to rerun with.
+    `on_retry(plan, reason)` is called with the smaller plan before each relaunch (the runner
+    writes it into run.yaml, where the workers read it). Several nodes do not retry on their
+    own (the other nodes would not follow): they stop with 75 and name the micro batch to
+    rerun with.
     """
     if dry_run:
         desc = describe(
@@ -257,24 +250,30 @@ def launch(
         rc, oom = _run_once(plan, worker_args, rendezvous, in_process, module)
         if not oom:
             return rc
-        nnodes = int((rendezvous or {}).get("nnodes") or plan.nnodes or 1)
-        if nnodes > 1 and plan.micro_batch_size > 1:
-            _say(
-                f"out of memory at the first step with micro batch {plan.micro_batch_size} on a "
-                f"{nnodes}-node run; rerun every node with micro batch "
-                f"{plan.halved().micro_batch_size} (nodes cannot retry alone)"
-            )
+        smaller = _smaller_plan(plan, rendezvous, retries, max_retries)
+        if smaller is None:
             return EXIT_FIRST_STEP_OOM
-        if retries >= max_retries or plan.micro_batch_size <= 1:
-            _say(
-                f"out of memory at the first step with micro batch {plan.micro_batch_size}; "
-                f"giving up after {retries} retries (try a shorter --seq-len or a smaller model)"
-            )
-            return EXIT_FIRST_STEP_OOM
-        smaller = plan.halved()
-        _say(
-            f"out of memory at the first step with micro batch {plan.micro_batch_size}: retrying "
-            f"with micro batch {smaller.micro_batch_size} x accumulation "
-            f"{smaller.gradient_accumulation_steps} (global batch stays {smaller.global_batch})"
-        )
+        reason = (f"out of memory at the first step with micro batch {plan.micro_batch_size}: "
+                  f"retrying with micro batch {smaller.micro_batch_size} x accumulation "
+                  f"{smaller.gradient_accumulation_steps} (global batch stays "
+                  f"{smaller.global_batch})")
+        _say(reason)
+        if on_retry is not None:
+            on_retry(smaller, reason)
         plan, retries = smaller, retries + 1
+
+
+def _smaller_plan(plan: Plan, rendezvous: dict[str, Any] | None, retries: int,
+                  max_retries: int) -> Plan | None:
+    """The plan to retry with after a first-step OOM, or None (said why) when there is none."""
+    nnodes = int((rendezvous or {}).get("nnodes") or plan.nnodes or 1)
+    if nnodes > 1 and plan.micro_batch_size > 1:
+        _say(f"out of memory at the first step with micro batch {plan.micro_batch_size} on a "
+             f"{nnodes}-node run; rerun every node with micro batch "
+             f"{plan.halved().micro_batch_size} (nodes cannot retry alone)")
+        return None
+    if retries >= max_retries or plan.micro_batch_size <= 1:
+        _say(f"out of memory at the first step with micro batch {plan.micro_batch_size}; "
+             f"giving up after {retries} retries (try a shorter --seq-len or a smaller model)")
+        return None
+    return plan.halved()

@@ -18,7 +18,9 @@ its checkpoint so the file reads as one clean run.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +64,9 @@ class MetricsWriter:
             self.path.unlink()
         self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (open for the whole run)
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step)
-            except ImportError:  # tensorboard is a dependency; keep training if it is broken
-                self.tb = None
+            self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -87,6 +86,55 @@ class MetricsWriter:
         self.fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class LogWindow:
+    """One metrics.jsonl line per logging window: the loss averaged over the window's finite
+    steps (as Trainer logs it), tokens/s over the window, MFU where the peak is known.
+
+    >>> w = LogWindow(every=2, max_steps=6, start_step=0)
+    >>> for done, loss in enumerate([4.0, 2.0, 3.0, 1.0], start=1):
+    ...     w.add(loss, tokens=100)
+    ...     if w.due(done):                  # the first step, then every 2: mean of 3.0 and 1.0
+    ...         print(done, w.take(done)["loss"])
+    1 4.0
+    2 2.0
+    4 2.0
+    """
+
+    def __init__(self, every: int, max_steps: int, start_step: int, flops_per_token: float = 0.0,
+                 peak: float | None = None):
+        self.every, self.max_steps, self.start_step = every, max_steps, start_step
+        self.flops_per_token, self.peak = flops_per_token, peak
+        self.t_start = self.t0 = time.perf_counter()
+        self.tokens = self.tokens_total = 0
+        self.loss, self.steps = 0.0, 0
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.tokens += tokens
+        self.tokens_total += tokens
+        if math.isfinite(loss):
+            self.loss, self.steps = self.loss + loss, self.steps + 1
+
+    def due(self, done: int) -> bool:
+        """Every `every` steps, the last step, and the first step of a (resumed) run."""
+        return done % self.every == 0 or done == self.max_steps or done == self.start_step + 1
+
+    def take(self, done: int) -> dict[str, Any]:
+        """The window's record (loss, tokens_per_s, tokens, elapsed_s, mfu); starts a new one."""
+        now = time.perf_counter()
+        tps = self.tokens / max(now - self.t0, 1e-9)
+        record = {"loss": round(self.loss / self.steps, 6) if self.steps else float("nan"),
+                  "tokens_per_s": round(tps, 1), "tokens": self.tokens_total,
+                  "elapsed_s": round(now - self.t_start, 2), "cpu_s": round(time.process_time(), 2)}
+        if self.peak:
+            record["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
+        self.tokens, self.t0, self.loss, self.steps = 0, now, 0.0, 0
+        return record
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t_start
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

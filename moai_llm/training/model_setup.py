@@ -1,21 +1,23 @@
-"""Model, optimizer and process wrapping for training.
+"""Model and optimizer for training (processes and sharding: distributed.py).
 
 - The model keeps fp32 master weights (autocast gives bf16 compute where the plan says so;
-  never a whole-model cast). New models take their vocabulary size from the tokenizer,
-  rounded up to a multiple of 64; SFT grows the embeddings of a pretrained model when its
-  tokenizer has grown.
+  never a whole-model cast) and is built with the plan's attention backend and loss chunk,
+  the ones the plan's memory estimate assumed. New models take their vocabulary size from the
+  tokenizer, rounded up to a multiple of `vocab_multiple`; SFT grows the embeddings of a
+  pretrained model when its tokenizer has grown.
 - AdamW is the fused kernel where torch has one for the device, foreach otherwise; weight
   decay applies to matrices only (not norms or biases).
-- Several processes: DDP, or FSDP2 (`fully_shard` per decoder layer, then the root) when the
-  plan says so.
 
     >>> import torch
     >>> from moai_llm.config import MoaiConfig
+    >>> from moai_llm.hardware.plan import Plan
     >>> from moai_llm.training.settings import resolve_settings
     >>> settings, _ = resolve_settings("pretrain", flags={"model": "tiny"})
     >>> model_config = MoaiConfig.from_preset("tiny").to_dict()
-    >>> tokenizer = plan = None    # the tokenizer is needed only for --pretrained-model; plan: run.yaml's
-    >>> model = build_model(settings, model_config, tokenizer, plan)
+    >>> plan = Plan(seq_len=64, attention="eager", loss_chunk_size=512)   # run.yaml's, in a run
+    >>> model = build_model(settings, model_config, None, plan)   # tokenizer: for --pretrained-model
+    >>> model.config._attn_implementation, model.config.loss_chunk_size
+    ('eager', 512)
     >>> optimizer = build_optimizer(model, settings, torch.device("cpu"))
     >>> type(model).__name__, optimizer_kind(optimizer) in ("fused", "foreach")
     ('MoaiForCausalLM', True)
@@ -36,12 +38,14 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any) -> torch.nn.Module:
-    """A MoaiForCausalLM in fp32: from `settings.pretrained_model` or from `model_config`."""
+    """A MoaiForCausalLM in fp32, from `settings.pretrained_model` or from `model_config`, with
+    the plan's attention backend (`attn_implementation`) and loss chunk."""
     from moai_llm.config import MoaiConfig
     from moai_llm.modeling import MoaiForCausalLM
 
     if settings.pretrained_model:
-        model = MoaiForCausalLM.from_pretrained(settings.pretrained_model, dtype=torch.float32)
+        model = MoaiForCausalLM.from_pretrained(settings.pretrained_model, dtype=torch.float32,
+                                                attn_implementation=plan.attention)
         needed = len(tokenizer)
         if needed > model.config.vocab_size:
             from moai_llm.tokenizer.model_vocab import grow_embeddings
@@ -50,11 +54,10 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
     else:
         if model_config is None:
             raise MoaiInputError("no model: pass --model PRESET, --model-config FILE or --pretrained-model DIR")
-        model = MoaiForCausalLM(MoaiConfig(**model_config))
+        model = MoaiForCausalLM(MoaiConfig(**{**model_config, "attn_implementation": plan.attention}))
         model.to(torch.float32)
     model.config.use_cache = False
-    if hasattr(model.config, "loss_chunk_size") and getattr(plan, "loss_chunk_size", None):
-        model.config.loss_chunk_size = int(plan.loss_chunk_size)
+    model.config.loss_chunk_size = int(plan.loss_chunk_size)
     loss = settings.loss or {}
     if loss.get("type", "cross_entropy") not in ("cross_entropy", "ce", None):
         from moai_llm.losses import create_loss_function
@@ -82,67 +85,6 @@ def build_optimizer(model: torch.nn.Module, settings: Any, device: torch.device)
 def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
     d = optimizer.defaults
     return "fused" if d.get("fused") else ("foreach" if d.get("foreach") else "for-loop")
-
-
-def wrap_distributed(model: torch.nn.Module, plan: Any, dist: Any) -> torch.nn.Module:
-    """DDP or FSDP2 for several processes; the model itself for one."""
-    if dist.world <= 1:
-        return model
-    if getattr(plan, "strategy", "ddp") == "fsdp2":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        mp = None
-        if plan.precision == "bf16":
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        kwargs = {"mp_policy": mp} if mp is not None else {}
-        for layer in model.model.layers:
-            fully_shard(layer, **kwargs)
-        fully_shard(model, **kwargs)
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
-def optimizer_state_for_save(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Any) -> dict:
-    """Optimizer state as a plain dict (FSDP2: gathered to full tensors on CPU; collective)."""
-    if getattr(plan, "strategy", "") == "fsdp2" and torch.distributed.is_initialized():
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
-
-        return get_optimizer_state_dict(unwrap(wrapped), optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return optimizer.state_dict()
-
-
-def load_optimizer_state(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                         plan: Any) -> None:
-    if getattr(plan, "strategy", "") == "fsdp2" and torch.distributed.is_initialized():
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
-
-        set_optimizer_state_dict(unwrap(wrapped), optimizer, state,
-                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
-        return
-    optimizer.load_state_dict(state)
-
-
-def full_model_state(wrapped: torch.nn.Module, plan: Any) -> dict[str, torch.Tensor] | None:
-    """FSDP2: the gathered full weights on CPU (collective); otherwise None (save the module)."""
-    if getattr(plan, "strategy", "") != "fsdp2" or not torch.distributed.is_initialized():
-        return None
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(unwrap(wrapped), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def generation_config_for(tokenizer: Any):

@@ -43,6 +43,7 @@ class QuickstartSizes:
     micro_batch: int = 4
     pretrain_steps: int = 500
     pretrain_lr: float = 3e-3
+    pretrain_min_lr_ratio: float = 0.1  # part of the measured recipe (benchmarks/results/training.md)
     sft_steps: int = 250
     sft_lr: float = 1e-3
     answer_tokens: int = 48
@@ -71,12 +72,29 @@ def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
     from moai_llm.training.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
-    settings, reasons = resolve_settings(mode, None, flags)
-    spec = prepare_run(settings, reasons, argv=["moai", "quickstart"])
-    code, result = launch_run(spec)
+    settings, sources = resolve_settings(mode, None, flags)
+    record = prepare_run(settings, sources, argv=["moai", "quickstart"])
+    code, result = launch_run(record)
     if code != 0:
         raise MoaiRunError(f"the {mode} stage failed (exit {code})")
     return result
+
+
+def _ask(model_dir: Path, question: str, max_new_tokens: int) -> str:
+    """One greedy answer from `model_dir` through the chat session, streamed to the console."""
+    from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
+
+    model, tokenizer, chat_info = load_for_chat(model_dir)
+    session = ChatSession(model, tokenizer, chat_info,
+                          params=SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
+    console.print(f"[bold]user:[/] {question}")
+    console.print("[bold]assistant:[/] ", end="")
+    answer = []
+    for piece in session.ask(question):
+        answer.append(piece)
+        console.print(piece, end="", highlight=False)
+    console.print()
+    return "".join(answer).strip()
 
 
 def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = False,
@@ -84,7 +102,7 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
                    question: str | None = None) -> dict[str, Any]:
     """Run the five stages into `output_dir`; returns paths, losses, the answer and timings."""
     from moai_llm import corpora
-    from moai_llm.training.runner import check_output_dir
+    from moai_llm.training.inputs import check_output_dir
 
     sizes = TINY if tiny else QuickstartSizes()
     if pretrain_steps:
@@ -118,6 +136,7 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     pre = _train("pretrain", dict(common, model=sizes.model, tokenizer=str(tok_dir), dataset=[str(docs)],
                                   output_dir=str(pre_dir), max_steps=sizes.pretrain_steps,
                                   learning_rate=sizes.pretrain_lr, warmup=0.1, decay=0.3,
+                                  min_lr_ratio=sizes.pretrain_min_lr_ratio,
                                   lr_scheduler="wsd", save_steps=sizes.pretrain_steps))
     from moai_llm.training.metrics import read_metrics
 
@@ -135,27 +154,16 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     timings["sft_s"] = time.perf_counter() - t
 
     t = _stage(5, "chat: one held-out question through moai chat's code path")
-    from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
-
     held = corpora.finance_qa("heldout")
     question = question or (held[0]["input"] if held else qa[0]["input"])
-    model, tokenizer, chat_info = load_for_chat(sft_dir)
-    session = ChatSession(model, tokenizer, chat_info,
-                          params=SamplingParams(max_new_tokens=sizes.answer_tokens, temperature=0.0))
-    console.print(f"[bold]user:[/] {question}")
-    console.print("[bold]assistant:[/] ", end="")
-    answer = []
-    for piece in session.ask(question):
-        answer.append(piece)
-        console.print(piece, end="", highlight=False)
-    console.print()
+    answer = _ask(sft_dir, question, sizes.answer_tokens)
     timings["chat_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
     return {
         "output_dir": str(out), "tokenizer": str(tok_dir), "pretrain": str(pre_dir),
         "sft": str(sft_dir), "final_model": str(sft_dir / "final_model"),
         "pretrain_loss": [losses[0], losses[-1]], "sft_loss": [sft_losses[0], sft_losses[-1]],
-        "question": question, "answer": "".join(answer).strip(),
+        "question": question, "answer": answer,
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "pretrain_result": pre, "sft_result": sft,
     }

@@ -7,7 +7,8 @@ The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly.
 
     >>> import torch
     >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    >>> sched = build_scheduler(opt, make_schedule("wsd", total_steps=1000, warmup=0.01, decay=0.2))
+    >>> schedule = make_schedule("wsd", total_steps=1000, warmup=0.01, decay=0.2, min_lr_ratio=0.0)
+    >>> sched = build_scheduler(opt, schedule)
     >>> for _ in range(10):
     ...     opt.step(); sched.step()
     >>> sched.get_last_lr()     # warmup (10 steps) done: the stable phase
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from moai_llm.errors import MoaiInputError
+from moai_llm.training.settings import WSD_DECAY
 
 SCHEDULES = ("wsd", "cosine", "linear", "constant")
 # The seed's transformers names map onto moai's four shapes.
@@ -77,15 +79,17 @@ class Schedule:
 def make_schedule(
     kind: str,
     total_steps: int,
-    warmup: float | int | None = 0,
+    *,
+    warmup: float | int | None,
+    min_lr_ratio: float,
     stable: float | int | None = None,
     decay: float | int | None = None,
-    min_lr_ratio: float = 0.0,
 ) -> Schedule:
-    """Resolve phase lengths. For WSD an unset stable phase takes what warmup and decay leave
-    (decay defaults to 20% of the run); for cosine/linear the decay fills the rest.
+    """Resolve phase lengths (None = not given). For WSD an unset decay is `WSD_DECAY` of the run
+    and an unset stable phase takes what warmup and decay leave; for cosine/linear the decay
+    fills the rest. The run's values come from TrainSettings; none are defaulted here.
 
-    >>> make_schedule("wsd", 100, warmup=10, decay=0.2).stable_steps
+    >>> make_schedule("wsd", 100, warmup=10, decay=None, min_lr_ratio=0.0).stable_steps
     70
     """
     kind = ALIASES.get(kind, kind)
@@ -97,7 +101,7 @@ def make_schedule(
         raise MoaiInputError(f"the run has {total_steps} steps; it needs at least 1")
     w = min(resolve_steps(warmup, total_steps, "warmup"), total_steps)
     if kind == "wsd":
-        d = resolve_steps(0.2 if decay is None else decay, total_steps, "decay")
+        d = resolve_steps(WSD_DECAY if decay is None else decay, total_steps, "decay")
         s = total_steps - w - d if stable is None else resolve_steps(stable, total_steps, "stable")
     elif kind == "constant":
         s, d = total_steps - w, 0

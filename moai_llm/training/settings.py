@@ -1,13 +1,22 @@
-"""Training settings: one dataclass, resolved from preset ← --config FILE ← flags (flags win).
+"""Training settings: one dataclass holds every default; layers on top are kept apart.
 
-Every field of `TrainSettings` ends up in `run.yaml`, together with `reasons` (where each
-non-default value came from), so that a run can be inspected, resumed and reproduced. The
-seed's config files (a `training:` section with transformers names such as
-`per_device_train_batch_size`, `lr_scheduler_type`, `warmup_ratio`) are read too.
+A run's settings are, in order (later wins): the defaults of `TrainSettings`, what differs for
+the mode (`presets/training/<mode>.yaml`, e.g. sft's lower learning rate), a `--config FILE`,
+then flags. Each default is written once, here; the mode files hold only differences (a test
+checks they restate nothing), and `moai pretrain --help` shows `mode_defaults(mode)`.
 
-    >>> s, reasons = resolve_settings("pretrain", flags={"max_steps": 50})
-    >>> s.max_steps, reasons["max_steps"]
-    (50, 'flag')
+`resolve_settings` returns the merged settings and their `SettingsSources` (defaults, config
+values, flags, each as given): run.yaml records them separately, and nothing the user typed is
+changed afterwards. Values the run works out later (the sequence length of a prepared dataset,
+the tokenizer of a model folder) are recorded as derived, beside them. The seed's config files
+(a `training:` section with transformers names such as `per_device_train_batch_size`,
+`lr_scheduler_type`, `warmup_ratio`) are read too.
+
+    >>> s, sources = resolve_settings("pretrain", flags={"max_steps": 50})
+    >>> s.max_steps, sources.source("max_steps"), sources.source("learning_rate")
+    (50, 'flag', 'default')
+    >>> mode_defaults("sft")["learning_rate"], mode_defaults("pretrain")["learning_rate"]
+    (5e-05, 0.0003)
 """
 
 from __future__ import annotations
@@ -22,55 +31,61 @@ import yaml
 from moai_llm.errors import MoaiInputError
 from moai_llm.paths import preset_path
 
+# WSD with no decay length given decays over the last 20% of the run (MiniCPM; Hägele et al.
+# 2024 found 10-20% enough); schedule.make_schedule applies it.
+WSD_DECAY = 0.2
+
 
 @dataclass
 class TrainSettings:
     mode: str = "pretrain"                 # pretrain | sft
     # what to train
-    model: str | None = None               # model preset name (tiny, small, 0.5b, ...)
+    model: str = "small"                   # model preset of a new model (unless --model-config / --pretrained-model)
     model_config: str | None = None        # a config.json / yaml of a model
     pretrained_model: str | None = None    # start from this model directory
-    tokenizer: str | None = None           # tokenizer folder
+    tokenizer: str | None = None           # tokenizer folder (None: the pretrained model's own)
     dataset: list[str] = field(default_factory=list)   # prepared folder or raw sources
     dataset_config: str | None = None      # hub dataset config name (seed: --dataset_config)
     dataset_split: str = "train"
-    prepared_dir: str | None = None        # resolved prepared-dataset folder
+    prepared_dir: str | None = None        # derived: the prepared-dataset folder the run reads
     output_dir: str = "outputs/run"
     # optimisation
     max_steps: int = 1000
     learning_rate: float = 3e-4
+    # Decay to zero: WSD's cooldown to 0 trains best (Hägele et al. 2024, MiniCPM); a 10% floor
+    # is the cosine convention of older recipes. One value for every mode and schedule.
     min_lr_ratio: float = 0.0
-    lr_scheduler: str = "wsd"
-    warmup: float = 0.02
-    stable: float | None = None
-    decay: float | None = 0.2
+    lr_scheduler: str = "wsd"              # wsd | cosine | linear | constant
+    warmup: float = 0.02                   # steps (>= 1) or a fraction of the run (< 1)
+    stable: float | None = None            # None: what warmup and decay leave (wsd)
+    decay: float | None = None             # None: wsd decays over WSD_DECAY of the run; cosine/linear over the rest
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    seq_len: int = 2048
-    global_batch: int | None = None        # sequences per optimizer step
-    micro_batch_size: int | None = None
-    gradient_accumulation_steps: int | None = None
-    precision: str = "auto"                # auto | bf16 | fp32
-    gradient_checkpointing: bool | None = None
+    seq_len: int = 2048                    # a prepared dataset's own length wins when not given
+    global_batch: int | None = None        # sequences per optimizer step; None: the plan's
+    micro_batch_size: int | None = None    # None: the plan's
+    gradient_accumulation_steps: int | None = None   # None: the plan's
+    precision: str = "auto"                # auto (the plan: bf16 where supported) | bf16 | fp32
+    gradient_checkpointing: bool | None = None       # None: the plan's
     # bookkeeping
     save_steps: int = 500
-    save_total_limit: int = 3
-    eval_steps: int = 0
+    save_total_limit: int = 3              # keep the last K checkpoints
+    eval_steps: int = 0                    # 0: no evaluation
     logging_steps: int = 10
     seed: int = 42
     resume: str | None = None              # None | "auto" | "latest" | a checkpoint folder
-    max_consecutive_nan: int = 5
-    vocab_multiple: int = 64
+    max_consecutive_nan: int = 5           # stop after this many non-finite losses in a row
+    vocab_multiple: int = 64               # new models: vocab_size = len(tokenizer) rounded up
     loss: dict = field(default_factory=lambda: {"type": "cross_entropy", "params": {}})
     tensorboard: bool = True
     # launch
-    nproc: int | None = None
-    strategy: str | None = None            # ddp | fsdp2 (several processes); None = the plan's
-    hardware: str = "auto"                 # auto | a hardware preset name
-    simulate: str | None = None            # "COUNTxNAME"
+    nproc: int | None = None               # processes per node; None: the plan's
+    strategy: str | None = None            # ddp | fsdp2 (several processes); None: the plan's
+    hardware: str = "auto"                 # auto: probe this machine (--simulate for others)
+    simulate: str | None = None            # "COUNTxNAME": plan for recorded hardware
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str | None = None
@@ -86,6 +101,61 @@ class TrainSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def plan_choices(self) -> dict[str, Any]:
+        """What these settings leave to the planner (None) or decide for it, as
+        `make_plan(..., **choices)` keywords."""
+        return {
+            "micro_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "nproc_per_node": self.nproc,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "precision": None if self.precision == "auto" else self.precision,
+            "nnodes": self.nnodes if self.nnodes > 1 else None,
+            "strategy": self.strategy,
+        }
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+
+def mode_defaults(mode: str) -> dict[str, Any]:
+    """Every setting's default for `mode`: the dataclass's, with presets/training/<mode>.yaml
+    (what differs for the mode) on top."""
+    return {**TrainSettings(mode=mode).to_dict(), **mode_differences(mode)}
+
+
+def mode_differences(mode: str) -> dict[str, Any]:
+    """presets/training/<mode>.yaml: only the settings whose default differs for `mode`."""
+    path = preset_path("training", mode)
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    data = data or {}
+    unknown = set(data) - set(FIELDS)
+    if unknown:
+        raise MoaiInputError(f"{path}: unknown setting(s) {sorted(unknown)}")
+    return {name: _coerce(name, value, str(path)) for name, value in data.items()}
+
+
+@dataclass
+class SettingsSources:
+    """Where each setting of a run came from, kept apart and never changed afterwards."""
+
+    mode: str
+    defaults: dict[str, Any]                  # mode_defaults(mode)
+    config_file: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)   # values read from --config
+    flags: dict[str, Any] = field(default_factory=dict)    # values given on the command line
+
+    def given(self) -> dict[str, Any]:
+        """What the user gave (flags win over the config file)."""
+        return {**self.config, **self.flags}
+
+    def source(self, name: str) -> str:
+        if name in self.flags:
+            return "flag"
+        if name in self.config:
+            return f"--config {self.config_file}"
+        return "default"
+
 
 # The seed's (transformers) names for the same settings.
 SEED_NAMES = {
@@ -99,35 +169,29 @@ SEED_NAMES = {
     "max_seq_length": "seq_len",
     "tokenizer_path": "tokenizer",
     "dataset_name": "dataset",
-    "save_total_limit": "save_total_limit",
-    "num_train_epochs": None,  # moai counts steps; epochs are ignored with a reason
+    "num_train_epochs": None,  # moai counts steps; epochs are ignored
     "num_epochs": None,
 }
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 
 
-def _flatten_config(data: dict[str, Any], source: str) -> dict[str, Any]:
+def _flatten_config(data: dict[str, Any]) -> dict[str, Any]:
     """Accept flat moai files and the seed's sectioned file (model/data/training/loss)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("training", "data") and isinstance(value, dict):
-            flat.update(_flatten_config(value, source))
+            flat.update(_flatten_config(value))
         elif key == "model" and isinstance(value, dict):
             continue  # the seed's model section: use --model-config for architectures
         else:
             flat[key] = value
     out: dict[str, Any] = {}
     for key, value in flat.items():
-        name = SEED_NAMES.get(key, key) if key not in _FIELDS else key
-        if name is None or name not in _FIELDS:
+        name = key if key in FIELDS else SEED_NAMES.get(key)
+        if name is None or key in ("bf16", "fp16"):
             continue  # settings moai has no use for (wandb, num_proc, ...) are ignored
         if key == "warmup_ratio" and "warmup_steps" in flat:
             continue  # the seed set both; its steps won
-        if name == "dataset" and isinstance(value, str):
-            value = [value]
-        if key in ("bf16", "fp16"):
-            continue
-        out[name] = value
+        out[name] = [value] if name == "dataset" and isinstance(value, str) else value
     if flat.get("bf16") is True:
         out["precision"] = "bf16"
     return out
@@ -144,60 +208,56 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise MoaiInputError(f"--config {path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise MoaiInputError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
-    return _flatten_config(data, str(path))
+    return _flatten_config(data)
+
+
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Check a value against the field's type so that a typo fails before any work starts."""
     if value is None:
         return None
-    default = _FIELDS[name].default
+    kind = _SCALARS.get(str(FIELDS[name].type).split("|")[0].strip())
     try:
-        if name in ("warmup", "stable", "decay", "learning_rate", "min_lr_ratio", "weight_decay",
-                    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"):
-            return float(value)
-        if isinstance(default, bool) or name == "gradient_checkpointing":
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if isinstance(default, int) or name in ("global_batch", "micro_batch_size",
-                                                  "gradient_accumulation_steps", "nproc", "master_port"):
-            if isinstance(value, float) and value != int(value):
-                raise ValueError
-            return int(value)
+        if kind is bool and isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        if kind is int and isinstance(value, float) and value != int(value):
+            raise ValueError
+        if kind in (int, float, bool):
+            return kind(value)
     except (TypeError, ValueError):
         raise MoaiInputError(f"{source}: {name} must be a number, got {value!r}") from None
     return value
+
+
+def _layer(values: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        raise MoaiInputError(f"{source}: unknown setting {unknown[0]!r}")
+    return {k: _coerce(k, v, source) for k, v in values.items() if v is not None}
 
 
 def resolve_settings(
     mode: str,
     config_file: str | Path | None = None,
     flags: dict[str, Any] | None = None,
-) -> tuple[TrainSettings, dict[str, str]]:
-    """Merge presets/training/<mode>.yaml, then `config_file`, then `flags` (None = unset)."""
-    merged: dict[str, Any] = {"mode": mode}
-    reasons: dict[str, str] = {}
-    preset = preset_path("training", mode)
-    layers = [(f"preset {preset.name}", load_config_file(preset) if preset.is_file() else {})]
+) -> tuple[TrainSettings, SettingsSources]:
+    """Merge the mode's defaults, then `config_file`, then `flags` (None = not given)."""
+    if mode not in ("pretrain", "sft"):
+        raise MoaiInputError(f"unknown mode {mode!r}", hint="use `moai pretrain` or `moai sft`")
+    sources = SettingsSources(mode=mode, defaults=mode_defaults(mode))
     if config_file:
-        layers.append((f"--config {config_file}", load_config_file(config_file)))
-    layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
-    for source, layer in layers:
-        for name, value in layer.items():
-            if name not in _FIELDS:
-                raise MoaiInputError(f"{source}: unknown setting {name!r}")
-            merged[name] = _coerce(name, value, source)
-            reasons[name] = source
-    settings = TrainSettings.from_dict(merged)
+        sources.config_file = str(config_file)
+        sources.config = _layer(load_config_file(config_file), f"--config {config_file}")
+    sources.flags = _layer(flags or {}, "flag")
+    settings = TrainSettings.from_dict({**sources.defaults, **sources.given(), "mode": mode})
     validate(settings)
-    return settings, reasons
+    return settings, sources
 
 
 def validate(s: TrainSettings) -> None:
     """Reject settings that cannot work, naming the flag."""
-    if s.mode not in ("pretrain", "sft"):
-        raise MoaiInputError(f"unknown mode {s.mode!r}", hint="use `moai pretrain` or `moai sft`")
     checks = [
         (s.max_steps >= 1, "--max-steps must be at least 1"),
         (s.learning_rate > 0, "--learning-rate must be positive"),
@@ -209,9 +269,9 @@ def validate(s: TrainSettings) -> None:
         (s.save_total_limit >= 1, "--save-total-limit must be at least 1"),
         (s.precision in ("auto", "bf16", "fp32"), "--precision must be auto, bf16 or fp32"),
         (s.nproc is None or s.nproc >= 1, "--nproc must be at least 1"),
-        (s.strategy in (None, "ddp", "fsdp2", "single"), "--strategy must be ddp or fsdp2"),
-        (s.hardware in (None, "auto"), "--preset: only `auto` (probe this machine); use --simulate "
-                                       "COUNTxNAME to plan for other hardware"),
+        (s.strategy in (None, "ddp", "fsdp2"), "--strategy must be ddp or fsdp2"),
+        (s.hardware == "auto", "--hardware: only `auto` (probe this machine); use --simulate "
+                               "COUNTxNAME to plan for other hardware"),
     ]
     for ok, message in checks:
         if not ok:

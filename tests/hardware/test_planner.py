@@ -1,4 +1,4 @@
-"""make_plan: the seed's GPU table recomputed from facts and the memory model, every decision
+"""planner.make_plan: the seed's GPU table recomputed from facts and the memory model, every decision
 with a reason, environment only where the facts call for it, the user's choices winning, and a
 CPU plan that really trains.
 
@@ -33,9 +33,9 @@ import pytest
 from moai_llm.config import MoaiConfig
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.facts import HardwareFacts
-from moai_llm.hardware.launch import launch
-from moai_llm.hardware.presets import default_global_batch, make_plan
+from moai_llm.hardware.planner import default_global_batch, make_plan
 from moai_llm.hardware.probe import probe, simulate
+from moai_llm.training.launch import launch
 
 SEED_TABLE = [
     # spec, model preset, overrides, global batch, expected (strategy, micro, accum, ckpt)
@@ -109,8 +109,10 @@ def test_user_choices_win_and_unknown_ones_are_rejected():
                      gradient_checkpointing=True, strategy="fsdp2")
     assert plan.micro_batch_size == 2 and plan.gradient_accumulation_steps == 24
     assert plan.reasons["micro_batch_size"] == "2 (set by you)"
-    too_big = make_plan(simulate("8xA40-48GB"), cfg, 1024, 384, micro_batch_size=64)
+    too_big = make_plan(simulate("8xA40-48GB"), cfg, 1024, micro_batch_size=64)
     assert any("not to fit" in w for w in too_big.warnings)
+    with pytest.raises(MoaiInputError, match="--global-batch 384 is not a multiple of micro batch 64"):
+        make_plan(simulate("8xA40-48GB"), cfg, 1024, 384, micro_batch_size=64)
     with pytest.raises(MoaiInputError):
         make_plan(simulate("8xA40-48GB"), cfg, 1024, batch=3)
 

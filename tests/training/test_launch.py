@@ -1,25 +1,25 @@
 """launch: one process runs in-process, several run under torchrun; a first-step OOM halves the
-micro batch and retries with the global batch unchanged; --dry-run shows the exact command."""
+micro batch, hands the new plan to `on_retry` (run.yaml) and retries with the global batch
+unchanged; --dry-run shows the exact command."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 import pytest
 
-from moai_llm.hardware.launch import (
+from moai_llm.hardware.plan import Plan
+from moai_llm.training.launch import (
     EXIT_FIRST_STEP_OOM,
     FirstStepOOM,
     describe,
     format_description,
     launch,
 )
-from moai_llm.hardware.plan import Plan
 
 
 def _plan(**kw) -> Plan:
-    base = dict(micro_batch_size=8, gradient_accumulation_steps=2, env={"MOAI_TEST_VAR": "planned"},
+    base = dict(seq_len=64, micro_batch_size=8, gradient_accumulation_steps=2, env={"MOAI_TEST_VAR": "planned"},
                 reasons={"micro_batch_size": "largest that fits"})
     base.update(kw)
     return Plan(**base)
@@ -33,18 +33,19 @@ def test_one_process_runs_in_process_with_the_plan_env(monkeypatch):
         import os
 
         seen["var"] = os.environ.get("MOAI_TEST_VAR")
-        seen["plan"] = json.loads(os.environ["MOAI_PLAN_JSON"])["micro_batch_size"]
+        seen["plan"] = plan.micro_batch_size
+        seen["plan_in_env"] = any(k.startswith("MOAI_PLAN") for k in os.environ)  # run.yaml only
         return 0
 
     assert launch(_plan(), ["--run-yaml", "x.yaml"], in_process=train) == 0
-    assert seen == {"var": "planned", "plan": 8}
+    assert seen == {"var": "planned", "plan": 8, "plan_in_env": False}
     import os
 
     assert "MOAI_TEST_VAR" not in os.environ  # restored afterwards
 
 
 def test_first_step_oom_halves_micro_batch_and_keeps_global_batch(capsys):
-    tried = []
+    tried, recorded = [], []
 
     def train(plan):
         tried.append((plan.micro_batch_size, plan.gradient_accumulation_steps, plan.global_batch))
@@ -52,8 +53,13 @@ def test_first_step_oom_halves_micro_batch_and_keeps_global_batch(capsys):
             raise FirstStepOOM("CUDA out of memory")
         return 0
 
-    assert launch(_plan(), [], in_process=train) == 0
+    def on_retry(plan, reason):
+        recorded.append((plan.micro_batch_size, reason.split(":")[0]))
+
+    assert launch(_plan(), [], in_process=train, on_retry=on_retry) == 0
     assert tried == [(8, 2, 16), (4, 4, 16), (2, 8, 16)]
+    assert recorded == [(4, "out of memory at the first step with micro batch 8"),
+                        (2, "out of memory at the first step with micro batch 4")]
     assert "retrying with micro batch 4" in " ".join(capsys.readouterr().err.split())
 
 
@@ -109,23 +115,32 @@ def test_multi_node_rendezvous_flags_are_passed_through():
 
 
 @pytest.mark.slow
-def test_torchrun_workers_get_the_plan_and_oom_marker_triggers_a_retry(tmp_path, monkeypatch):
-    """Two gloo processes under real torchrun: rank 1 reports OOM while micro batch > 2."""
+def test_torchrun_workers_read_the_plan_from_run_yaml_and_an_oom_retry_rewrites_it(tmp_path, monkeypatch):
+    """Two gloo processes under real torchrun: rank 1 reports OOM while micro batch > 2; the
+    retry's plan reaches the workers through the run.yaml that `on_retry` rewrote."""
+    from moai_llm.training.record import RunRecord, read_record, record_retry
+
     (tmp_path / "fake_worker.py").write_text(textwrap.dedent("""
         import os, sys
-        from moai_llm.hardware.launch import plan_from_env, exit_first_step_oom
-        plan = plan_from_env()
-        out = sys.argv[1]
-        with open(out, "a") as f:
+        from moai_llm.training.launch import exit_first_step_oom
+        from moai_llm.training.record import read_record
+        plan = read_record(sys.argv[2]).plan()
+        with open(sys.argv[1], "a") as f:
             f.write(f"{os.environ['RANK']} {plan.micro_batch_size} {plan.gradient_accumulation_steps} {os.environ['WORLD_SIZE']}\\n")
         if plan.micro_batch_size > 2 and os.environ["RANK"] == "1":
             exit_first_step_oom()
     """))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    log = tmp_path / "log.txt"
+    log, run_yaml = tmp_path / "log.txt", tmp_path / "run.yaml"
     plan = _plan(nproc_per_node=2, micro_batch_size=4, env={"OMP_NUM_THREADS": "1"})
-    rc = launch(plan, [str(log)], module="fake_worker")
+    RunRecord(mode="pretrain", planned=plan.to_dict(), defaults={"seq_len": 64}).write(tmp_path)
+    rc = launch(plan, [str(log), str(run_yaml)], module="fake_worker",
+                on_retry=lambda p, why: record_retry(run_yaml, p, why))
     assert rc == 0
     lines = log.read_text().splitlines()
     assert [ln for ln in lines if ln.startswith("1 ")] == ["1 4 2 2", "1 2 4 2"]
     assert "0 2 4 2" in lines
+    record = read_record(run_yaml)
+    assert record.plan().micro_batch_size == 2
+    assert record.plan_retries[0]["micro_batch_size"] == 4
+    assert "out of memory" in record.plan_retries[0]["reason"]

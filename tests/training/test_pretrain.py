@@ -24,18 +24,30 @@ def run(workdir, pretrain_args):
     return out, result
 
 
-def test_run_yaml_records_settings_reasons_and_plan(run, workdir):
+def test_run_yaml_records_given_defaults_derived_and_plan_apart(run, workdir):
+    from moai_llm.training.record import read_record
+
     out, _ = run
     spec = yaml.safe_load((out / "run.yaml").read_text())
-    s = spec["settings"]
-    assert s["max_steps"] == 24 and s["seed"] == 3 and s["lr_scheduler"] == "wsd"
-    assert spec["reasons"]["max_steps"] == "flag"
-    assert spec["reasons"]["weight_decay"] == "preset pretrain.yaml"
-    assert spec["plan"]["micro_batch_size"] == 2 and spec["plan"]["world_size"] == 1
+    flags = spec["given"]["flags"]
+    assert flags["max_steps"] == 24 and flags["seed"] == 3 and flags["lr_scheduler"] == "wsd"
+    assert "seq_len" not in flags and "tokenizer" in flags  # what was typed, and only that
+    assert spec["defaults"]["weight_decay"] == 0.1 and "max_steps" not in spec["defaults"]
+    assert spec["derived"]["seq_len"] == {"value": 64, "reason": f"rows of the prepared dataset {workdir / 'data'}"}
     tok_size = spec["tokenizer"]["size"]
     assert spec["model_config"]["vocab_size"] == -(-tok_size // 64) * 64
-    assert "tokenizer" in spec["decisions"]["vocab_size"]
-    assert spec["data"]["seq_len"] == 64
+    assert spec["derived"]["vocab_size"]["value"] == spec["model_config"]["vocab_size"]
+    assert "tokenizer" in spec["derived"]["vocab_size"]["reason"]
+    assert spec["plan"]["micro_batch_size"] == 2 and spec["plan"]["world_size"] == 1
+    assert spec["plan"]["reasons"]["micro_batch_size"] == "2 (set by you)"
+    assert spec["resume"] is None and spec["plan_retries"] == []
+    # each setting is stored once: in given, defaults or derived, never in two of them
+    sections = [set(flags) | set(spec["given"]["config"]), set(spec["defaults"]), set(spec["derived"])]
+    assert all(not (a & b) for i, a in enumerate(sections) for b in sections[i + 1:])
+    text = (out / "run.yaml").read_text()
+    assert text.count("seq_len:") == 1
+    record = read_record(out)
+    assert record.settings().seq_len == 64 and record.plan().seq_len == 64
 
 
 def test_keeps_the_last_checkpoints_as_qwen3_folders(run):

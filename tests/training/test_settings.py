@@ -1,4 +1,5 @@
-"""Settings: preset ← --config ← flags, the seed's names, clear errors."""
+"""Settings: defaults ← the mode's differences ← --config ← flags, the seed's names, clear errors,
+and one home for every default."""
 
 import pytest
 import yaml
@@ -7,15 +8,17 @@ from moai_llm.errors import MoaiInputError
 from moai_llm.training.settings import resolve_settings
 
 
-def test_presets_then_config_then_flags(tmp_path):
+def test_defaults_then_config_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"max_steps": 77, "learning_rate": 1e-3, "seed": 5}))
-    s, reasons = resolve_settings("pretrain", cfg, {"max_steps": 9, "seed": None})
-    assert s.max_steps == 9 and reasons["max_steps"] == "flag"
-    assert s.learning_rate == 1e-3 and reasons["learning_rate"].startswith("--config")
+    s, sources = resolve_settings("pretrain", cfg, {"max_steps": 9, "seed": None})
+    assert s.max_steps == 9 and sources.source("max_steps") == "flag"
+    assert s.learning_rate == 1e-3 and sources.source("learning_rate").startswith("--config")
     assert s.seed == 5
-    assert s.lr_scheduler == "wsd" and reasons["lr_scheduler"] == "preset pretrain.yaml"
+    assert s.lr_scheduler == "wsd" and sources.source("lr_scheduler") == "default"
     assert s.loss["type"] == "cross_entropy"
+    # what was given is kept as given, apart from the defaults
+    assert sources.flags == {"max_steps": 9} and sources.config["max_steps"] == 77
 
 
 def test_sft_preset_has_its_own_defaults():

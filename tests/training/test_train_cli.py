@@ -6,6 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from moai_cli.app import app
+from moai_llm.training.record import read_record
 
 
 def test_the_seeds_train_py_flags_work_unchanged(workdir, tmp_path):
@@ -19,9 +20,10 @@ def test_the_seeds_train_py_flags_work_unchanged(workdir, tmp_path):
     ])
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load((out / "run.yaml").read_text())
-    s = spec["settings"]
+    s = spec["given"]["flags"]
     assert (s["max_steps"], s["learning_rate"], s["warmup"], s["lr_scheduler"]) == (3, 1e-3, 1.0, "cosine")
     assert (s["micro_batch_size"], s["seq_len"], s["save_steps"]) == (2, 64, 2)
+    assert s["precision"] == "bf16" and s["gradient_checkpointing"] is True
     assert spec["plan"]["precision"] == "bf16" and spec["plan"]["gradient_checkpointing"] is True
     assert (out / "checkpoints" / "step-2").is_dir() and (out / "final_model" / "config.json").is_file()
     assert (out / "data" / "manifest.json").is_file()  # raw sources were prepared first
@@ -39,9 +41,12 @@ def test_config_file_then_flags(workdir, pretrain_args, tmp_path):
     result = CliRunner().invoke(app, pretrain_args(workdir, out, 2) + ["--config", str(cfg), "--dry-run"])
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load((out / "run.yaml").read_text())
-    assert spec["settings"]["max_steps"] == 2  # the flag wins
-    assert spec["settings"]["learning_rate"] == 2e-3 and spec["settings"]["weight_decay"] == 0.05
-    assert spec["reasons"]["learning_rate"].startswith("--config")
+    settings = read_record(out).settings()
+    assert settings.max_steps == 2  # the flag wins
+    assert settings.learning_rate == 2e-3 and settings.weight_decay == 0.05
+    assert spec["given"]["config_file"] == str(cfg)
+    assert spec["given"]["config"]["learning_rate"] == 2e-3 and spec["given"]["config"]["max_steps"] == 50
+    assert "learning_rate" not in spec["defaults"]
 
 
 def test_simulated_hardware_prints_a_plan_and_trains_nothing(workdir, tmp_path):

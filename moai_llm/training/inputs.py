@@ -1,0 +1,206 @@
+"""A run's inputs, checked before any worker starts, and the values derived from them.
+
+Bad input costs seconds and leaves the output folder as it was: the output folder must be
+writable, the tokenizer must carry moai's special tokens (and agree with a pretrained model's
+ids), a prepared dataset must have been made with this tokenizer and for this mode. Raw
+sources are prepared (`moai_llm.data.prepare_dataset`, cached) into `<output>/data`.
+
+Nothing here changes the settings the user gave: what is worked out (the sequence length of
+a prepared dataset, the tokenizer of a model folder, the vocabulary size) goes into `derived`,
+a mapping name -> {"value", "reason"} that run.yaml records beside them.
+
+    >>> from moai_llm.training.settings import resolve_settings
+    >>> s, _ = resolve_settings("pretrain", flags={"model": "2b"})
+    >>> derived = {}
+    >>> model_config, config = model_config_for(s, None, None, derived)   # no tokenizer: the preset's vocabulary
+    >>> config.vocab_size, derived["vocab_size"]["reason"]
+    (92759, "the 2b preset's vocabulary (no tokenizer given)")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moai_llm.errors import MoaiInputError
+from moai_llm.training.settings import TrainSettings
+
+
+def derive(derived: dict[str, dict[str, Any]], name: str, value: Any, reason: str) -> Any:
+    """Record a derived value with its reason; returns the value."""
+    derived[name] = {"value": value, "reason": reason}
+    return value
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create the output folder and prove it is writable (a file written and removed)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise MoaiInputError(f"--output-dir {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".moai-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise MoaiInputError(f"--output-dir {out}: cannot write there ({exc.strerror or exc})",
+                             hint="choose a folder you can write to") from None
+    return out
+
+
+def tokenizer_dir(s: TrainSettings, derived: dict, required: bool = True) -> Path | None:
+    """--tokenizer, else the pretrained model folder's own tokenizer; None when there is none
+    and `required` is false (a plan-only dry run)."""
+    if s.tokenizer:
+        path = Path(s.tokenizer)
+    elif s.pretrained_model and (Path(s.pretrained_model) / "tokenizer.json").is_file():
+        path = derive(derived, "tokenizer", s.pretrained_model,
+                      "the tokenizer of the --pretrained-model folder")
+        path = Path(path)
+    elif not required:
+        return None
+    else:
+        raise MoaiInputError("no tokenizer: pass --tokenizer DIR",
+                             hint="train one with `moai tokenizer train`, or use a model folder that has one")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise MoaiInputError(f"--tokenizer {path}: not a tokenizer folder (no tokenizer.json)")
+    return path
+
+
+def check_special_tokens(tokenizer: Any, tok_dir: Path, model_config: Any | None,
+                         model_dir: str | None) -> dict[str, int]:
+    """The tokenizer must carry ChatML's tokens; a pretrained model must agree on their ids."""
+    from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, IM_START, PAD
+
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (ENDOFTEXT, IM_START, IM_END) if t not in vocab]
+    if missing:
+        raise MoaiInputError(
+            f"--tokenizer {tok_dir}: lacks the special token(s) {', '.join(missing)} that "
+            "moai's chat format and end-of-document markers need",
+            hint="train a tokenizer with `moai tokenizer train` (it adds them) or extend this one",
+        )
+    pad = vocab.get(PAD, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab[ENDOFTEXT])
+    ids = {"endoftext": vocab[ENDOFTEXT], "im_start": vocab[IM_START], "im_end": vocab[IM_END], "pad": pad}
+    if model_config is None:
+        return ids
+    for name, allowed in (("eos_token_id", {ids["endoftext"], ids["im_end"]}), ("pad_token_id", {ids["pad"]})):
+        value = getattr(model_config, name, None)
+        values = set(value) if isinstance(value, (list, tuple)) else {value}
+        if value is not None and not values & allowed:
+            raise MoaiInputError(
+                f"tokenizer {tok_dir} and model {model_dir or 'the model config'} disagree: the "
+                f"model's {name} is {value} but the tokenizer has {sorted(allowed)}",
+                hint="use the tokenizer the model was trained with (the model folder's own)",
+            )
+    return ids
+
+
+def pretrained_config(s: TrainSettings) -> Any | None:
+    """The config of --pretrained-model (None without one)."""
+    if not s.pretrained_model:
+        return None
+    from moai_llm.config import MoaiConfig
+
+    if not (Path(s.pretrained_model) / "config.json").is_file():
+        raise MoaiInputError(f"--pretrained-model {s.pretrained_model}: not a model folder (no config.json)")
+    return MoaiConfig.from_pretrained(s.pretrained_model)
+
+
+def is_prepared(s: TrainSettings) -> bool:
+    return (len(s.dataset) == 1 and Path(s.dataset[0]).is_dir()
+            and (Path(s.dataset[0]) / "manifest.json").is_file())
+
+
+def check_prepared(s: TrainSettings, tok_dir: Path, seq_len_given: bool, derived: dict) -> dict:
+    """A prepared folder: made with this tokenizer, for this mode, at the --seq-len given."""
+    from moai_llm.data import read_manifest, tokenizer_hash
+
+    folder = Path(s.dataset[0])
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise MoaiInputError(f"--dataset {folder}: the prepared dataset is incomplete",
+                             hint="run `moai data prepare` again")
+    want, have = tokenizer_hash(tok_dir), manifest.get("tokenizer_hash")
+    if have and want != have:
+        raise MoaiInputError(
+            f"--dataset {folder} was prepared with another tokenizer than {tok_dir} "
+            f"(hash {have[:12]} ≠ {want[:12]})",
+            hint=f"prepare it again: moai data prepare ... --tokenizer {tok_dir}",
+        )
+    if manifest.get("mode") and manifest["mode"] != s.mode:
+        raise MoaiInputError(f"--dataset {folder} holds {manifest['mode']} rows but this is `moai {s.mode}`",
+                             hint=f"prepare it with `moai data prepare --mode {s.mode}`")
+    rows = int(manifest["seq_len"])
+    if seq_len_given and rows != s.seq_len:
+        raise MoaiInputError(f"--seq-len {s.seq_len} but {folder} has rows of {rows} tokens",
+                             hint="drop --seq-len or prepare the data again with it")
+    if not seq_len_given:
+        derive(derived, "seq_len", rows, f"rows of the prepared dataset {folder}")
+    derive(derived, "prepared_dir", str(folder), "the --dataset folder is prepared")
+    return manifest
+
+
+def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -> dict:
+    """Raw sources (files, folders, globs, a hub name) prepared into `out/data` (cached)."""
+    from moai_llm.data import prepare_dataset
+
+    sources: list[str] | None = list(s.dataset)
+    options: dict[str, Any] = {"split": s.dataset_split}
+    if s.dataset_config or (len(sources) == 1 and not Path(sources[0]).exists() and "*" not in sources[0]):
+        # the seed's `--dataset wikitext --dataset_config wikitext-2-raw-v1`: one hub dataset
+        options.update(dataset=sources[0], dataset_config=s.dataset_config)
+        sources = None
+    target = out / "data"
+    manifest = prepare_dataset(sources, str(tok_dir), s.seq_len, str(target), mode=s.mode, **options)
+    derive(derived, "prepared_dir", str(target), f"prepared from {', '.join(s.dataset)}")
+    return manifest
+
+
+def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int] | None,
+                     derived: dict) -> tuple[dict | None, Any]:
+    """(config dict for a new model or None, the config object). The vocabulary is the
+    tokenizer's, rounded up; without a tokenizer (a plan-only dry run) the preset's."""
+    from moai_llm.config import MoaiConfig, list_presets
+    from moai_llm.training.model_setup import round_up
+
+    if s.pretrained_model:
+        config = pretrained_config(s)
+        if tokenizer is not None and len(tokenizer) > config.vocab_size:
+            grown = round_up(len(tokenizer), s.vocab_multiple)
+            derive(derived, "vocab_size", grown, f"{config.vocab_size} → {grown}: the tokenizer "
+                   f"has grown to {len(tokenizer)} tokens; embeddings grown")
+        return None, config
+    if s.model_config:
+        config, name = MoaiConfig(**_read_model_file(Path(s.model_config))), s.model_config
+    else:
+        try:
+            config, name = MoaiConfig.from_preset(s.model), f"the {s.model} preset"
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise MoaiInputError(f"--model {s.model}: no such model preset ({exc})",
+                                 hint=f"use one of {', '.join(list_presets())}") from None
+    if tokenizer is None:
+        derive(derived, "vocab_size", config.vocab_size, f"{name}'s vocabulary (no tokenizer given)")
+    else:
+        vocab = round_up(len(tokenizer), s.vocab_multiple)
+        rounded = f" rounded up to a multiple of {s.vocab_multiple}" if vocab != len(tokenizer) else ""
+        config.vocab_size = derive(derived, "vocab_size", vocab, f"the tokenizer's {len(tokenizer)} tokens{rounded}")
+        config.eos_token_id, config.pad_token_id, config.bos_token_id = ids["endoftext"], ids["pad"], None
+    if config.max_position_embeddings < s.seq_len:
+        config.max_position_embeddings = derive(derived, "max_position_embeddings", s.seq_len,
+                                                "raised to the training sequence length")
+    return config.to_dict(), config
+
+
+def _read_model_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MoaiInputError(f"--model-config {path}: no such file")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = data.get("model", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise MoaiInputError(f"--model-config {path}: expected a mapping of model settings")
+    data.pop("description", None)
+    return data

@@ -1,0 +1,137 @@
+"""One optimizer step, and what to do when its loss is not finite.
+
+What `TrainStep(step)` does:
+1. take this process's micro-batches of the step (`BatchOrder`, the plan's micro batch and
+   accumulation),
+2. count the labelled tokens of the whole global batch (one all-reduce) = `num_items_in_batch`,
+3. forward/backward each micro-batch under autocast (bf16 where the plan says so; weights stay
+   fp32), syncing gradients only on the last one,
+4. clip; if loss and gradient norm are finite, AdamW step; then the schedule step.
+
+An out-of-memory error in the first step of a run raises `FirstStepOOM` (launch retries with
+half the micro batch). `NonFiniteGuard` counts skipped steps and stops the run after too many
+in a row.
+
+    >>> from moai_llm.errors import MoaiRunError
+    >>> guard = NonFiniteGuard(limit=2, say=lambda message: None)
+    >>> state = {"skipped_steps": 0, "consecutive_nan": 0}
+    >>> guard.update(StepResult(float("nan"), 1.0, 0), state, step=0)
+    >>> try:
+    ...     guard.update(StepResult(float("inf"), 1.0, 0), state, step=1)
+    ... except MoaiRunError as exc:
+    ...     print(exc.args[0][:58])
+    the loss or gradient norm was NaN/inf for 2 steps in a row
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from moai_llm.errors import MoaiRunError
+from moai_llm.training.batches import BatchOrder, RowReader
+from moai_llm.training.distributed import DistInfo
+from moai_llm.training.launch import FirstStepOOM
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast over fp32 weights when the plan says bf16; nothing otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class StepResult:
+    loss: float        # mean loss per labelled token of the whole global batch
+    grad_norm: float   # before clipping
+    tokens: int        # non-padding tokens of the whole global batch
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+class TrainStep:
+    """Runs optimizer steps of a run; `step(k)` trains on global samples [k·G, (k+1)·G)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: Any, scheduler: Any, reader: RowReader,
+                 order: BatchOrder, plan: Any, dist: DistInfo, max_grad_norm: float, pad_id: int):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.reader, self.order, self.plan, self.dist = reader, order, plan, dist
+        self.max_grad_norm, self.pad_id = max_grad_norm, pad_id
+
+    def batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        rows = self.order.micro_batches(step, self.plan.micro_batch_size,
+                                        self.plan.gradient_accumulation_steps, self.dist.rank,
+                                        self.dist.world)
+        return [{k: v.to(self.dist.device, non_blocking=True) for k, v in self.reader.read(r).items()}
+                for r in rows]
+
+    def __call__(self, step: int, first: bool = False) -> StepResult:
+        batches = self.batches(step)
+        local = [float(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)),
+                 float(sum(int((b["input_ids"] != self.pad_id).sum()) for b in batches))]
+        n_items, tokens = self.dist.all_sum(local)
+        try:
+            loss_sum = self._forward_backward(batches, max(n_items, 1.0))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        except torch.OutOfMemoryError as exc:
+            if first:
+                raise FirstStepOOM(f"out of memory at the first step with micro batch "
+                                   f"{self.plan.micro_batch_size}") from exc
+            raise
+        loss, = self.dist.all_sum([float(loss_sum)])
+        result = StepResult(loss, float(grad_norm), int(tokens))
+        if result.finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # a skipped first step makes torch warn about order
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        return result
+
+    def _forward_backward(self, batches: list[dict[str, torch.Tensor]], n_items: float) -> torch.Tensor:
+        loss_sum = torch.zeros((), device=self.dist.device, dtype=torch.float32)
+        for i, b in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") \
+                else self.model.no_sync()
+            with sync, autocast(self.dist.device, self.plan.precision):
+                out = self.model(input_ids=b["input_ids"], position_ids=b["position_ids"],
+                                 labels=b["labels"], num_items_in_batch=n_items)
+                # DDP averages gradients over processes; the loss is already a share of the
+                # global sum, so scale back up to get the global-token mean.
+                loss = out.loss * self.dist.world
+            loss.backward()
+            loss_sum += out.loss.detach().float()
+        return loss_sum
+
+
+class NonFiniteGuard:
+    """Counts steps skipped for a NaN/inf loss or gradient norm; stops after `limit` in a row."""
+
+    def __init__(self, limit: int, say: Callable[[str], None] | None):
+        self.limit, self.say = limit, say
+
+    def update(self, result: StepResult, state: dict[str, Any], step: int) -> None:
+        if result.finite:
+            state["consecutive_nan"] = 0
+            return
+        state["skipped_steps"] += 1
+        state["consecutive_nan"] += 1
+        if self.say is not None:
+            self.say(f"step {step + 1}: loss {result.loss} / grad norm {result.grad_norm} is not "
+                     f"finite; step skipped ({state['consecutive_nan']} in a row)")
+        if state["consecutive_nan"] >= self.limit:
+            raise MoaiRunError(
+                f"the loss or gradient norm was NaN/inf for {state['consecutive_nan']} steps in a "
+                f"row (up to step {step + 1}); training stopped, checkpoints so far are kept",
+                hint="lower --learning-rate, use more warmup, or check the data",
+            )
