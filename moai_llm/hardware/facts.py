@@ -67,7 +67,10 @@ class HardwareFacts:
     ram_available_bytes: int = 0
     output_dir: str | None = None
     disk_free_bytes: int | None = None  # free bytes on the output folder's file system
-    infiniband: list[str] = field(default_factory=list)  # /sys/class/infiniband devices
+    infiniband: list[str] = field(default_factory=list)  # RDMA devices with an InfiniBand port
+    # The other devices of /sys/class/infiniband: name -> "roce" (Ethernet link layer), "efa"
+    # (AWS Elastic Fabric Adapter, not InfiniBand) or "other".
+    rdma: dict[str, str] = field(default_factory=dict)
     nnodes: int = 1  # from NNODES / SLURM_NNODES / WORLD_SIZE÷LOCAL_WORLD_SIZE
     node_rank: int = 0  # from NODE_RANK / GROUP_RANK / SLURM_NODEID
     hostname: str = ""

@@ -189,8 +189,7 @@ def _probe_host(facts: HardwareFacts, output_dir: str | os.PathLike | None) -> N
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent  # the folder may not exist yet: measure its file system
     facts.disk_free_bytes = int(shutil.disk_usage(probe_dir).free)
-    ib = Path("/sys/class/infiniband")
-    facts.infiniband = sorted(p.name for p in ib.iterdir()) if ib.is_dir() else []
+    facts.infiniband, facts.rdma = rdma_devices()
     facts.hostname = socket.gethostname()
 
 
@@ -203,6 +202,52 @@ def _cgroup_memory_limit() -> int | None:
         if raw.isdigit() and int(raw) < 1 << 60:
             return int(raw)
     return None
+
+
+INFINIBAND_SYSFS = Path("/sys/class/infiniband")
+EFA_PCI_VENDOR = "0x1d0f"  # Amazon
+
+
+def rdma_devices(root: str | os.PathLike | None = None) -> tuple[list[str], dict[str, str]]:
+    """(InfiniBand devices, {other RDMA device: kind}) from every device in /sys/class/infiniband.
+
+    The directory lists every RDMA device, not only InfiniBand ones: a port's `link_layer`
+    tells them apart ("InfiniBand"; "Ethernet" for RoCE). AWS EFA devices (efa_0 or
+    rdmap16s27) report "Unknown" and are recognised by their efa driver or Amazon's PCI vendor.
+
+    >>> rdma_devices("/nonexistent")
+    ([], {})
+    """
+    root = Path(root) if root is not None else INFINIBAND_SYSFS
+    if not root.is_dir():
+        return [], {}
+    infiniband, others = [], {}
+    for dev in sorted(root.iterdir(), key=lambda p: p.name):
+        layers = set()
+        for link_layer in sorted(dev.glob("ports/*/link_layer")):
+            try:
+                layers.add(link_layer.read_text().strip())
+            except OSError:
+                continue
+        if "InfiniBand" in layers:
+            infiniband.append(dev.name)
+        elif "Ethernet" in layers:
+            others[dev.name] = "roce"
+        elif _is_efa(dev):
+            others[dev.name] = "efa"
+        else:
+            others[dev.name] = "other"
+    return infiniband, others
+
+
+def _is_efa(dev: Path) -> bool:
+    driver = dev / "device" / "driver"
+    if driver.exists() and driver.resolve().name == "efa":
+        return True
+    try:
+        return (dev / "device" / "vendor").read_text().strip() == EFA_PCI_VENDOR
+    except OSError:
+        return dev.name.startswith("efa")
 
 
 def node_topology_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
@@ -235,4 +280,5 @@ def probe(output_dir: str | os.PathLike | None = None) -> HardwareFacts:
     return facts
 
 
-__all__ = ["P2P_NONE", "P2P_NVLINK", "P2P_PCIE", "HardwareFacts", "node_topology_from_env", "probe", "simulate"]
+__all__ = ["P2P_NONE", "P2P_NVLINK", "P2P_PCIE", "HardwareFacts", "node_topology_from_env", "probe",
+           "rdma_devices", "simulate"]

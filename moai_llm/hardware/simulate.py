@@ -138,6 +138,7 @@ def simulate(spec: str, output_dir: str | None = None) -> HardwareFacts:
         output_dir=output_dir,
         disk_free_bytes=int(host.get("disk_free_gib", 1000) * GIB),
         infiniband=list(host.get("infiniband") or []),
+        rdma=dict(host.get("rdma") or {}),
         nnodes=nnodes,
         node_rank=0,
         hostname="simulated",
