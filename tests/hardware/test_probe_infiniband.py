@@ -1,15 +1,17 @@
 """The probe reads every device in /sys/class/infiniband and tells InfiniBand ports from RoCE
-and EFA by each port's link_layer (fake sysfs trees laid out as the kernel writes them), and the
-recorded boxes say what that probe would report there."""
+and EFA by each port's link_layer (fake sysfs trees laid out as the kernel writes them); the
+recorded boxes say what that probe would report there, in logical CPUs, with one peak table."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import yaml
 
 from moai_llm.hardware import probe as probe_module
 from moai_llm.hardware.probe import rdma_devices, simulate
+from moai_llm.hardware.simulate import hardware_dir
 
 # DGX H100 user guide, "Network Modules" table: the eight compute ports (OSFP, InfiniBand).
 DGX_H100_COMPUTE = ["mlx5_0", "mlx5_3", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_9", "mlx5_10", "mlx5_11"]
@@ -79,3 +81,19 @@ def test_recorded_boxes_report_what_the_probe_would(spec, infiniband, kinds):
     assert sorted(facts.infiniband) == sorted(infiniband)
     assert set(facts.rdma.values()) == kinds
     assert not set(facts.infiniband) & set(facts.rdma)
+
+
+def test_records_give_one_peak_table_and_agree_where_boxes_are_alike():
+    records = [yaml.safe_load(p.read_text()) for p in sorted(hardware_dir().glob("*.yaml"))]
+    names = [r["gpu"]["name"] for r in records]
+    assert len(names) == len(set(names))  # an NVML name finds exactly one record
+    peaks = {r["gpu"]["name"]: r["peak_tflops"] for r in records}
+    for name, peak in peaks.items():
+        assert set(peak) == {"bf16", "tf32", "fp32"}, name
+        assert peak["fp32"] <= peak["tf32"] <= peak["bf16"], name  # dense, fp32 accumulate
+    assert peaks["NVIDIA H100 PCIe"]["bf16"] < peaks["NVIDIA H100 80GB HBM3"]["bf16"]
+    # The three dual-socket PCIe boxes report P2P across sockets the same way.
+    matrices = {spec: simulate(spec).p2p for spec in ("8xA40-48GB", "8xL40S-48GB", "8xH100-PCIE-80GB")}
+    assert len({str(m) for m in matrices.values()}) == 1
+    # Logical CPUs, as the probe counts them: DGX A100 has 256 threads, DGX H100 224.
+    assert simulate("8xA100-80GB").cpu_cores == 256 and simulate("8xH100-80GB").cpu_cores == 224
