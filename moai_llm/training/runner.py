@@ -29,6 +29,7 @@ the --seq-len setting are used, it says so, and nothing is written.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,16 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
                 plan_only: bool = False) -> RunRecord:
     """Check everything, prepare data, size the model and plan; write run.yaml. Returns it.
 
-    `plan_only` (a dry run): a missing tokenizer or dataset is allowed; then nothing is
-    checked on disk or written, and the record holds the plan alone."""
+    Inputs are checked before the output folder is touched; a folder this call created is
+    removed again when the run is refused, so bad input leaves nothing behind. `plan_only` (a
+    dry run): a missing tokenizer or dataset is allowed; then nothing is checked on disk or
+    written, and the record holds the plan alone."""
     if plan_only and (not s.dataset or inputs.tokenizer_dir(s, {}, required=False) is None):
         return _plan_without_inputs(s, sources, argv)
-    from moai_llm.config import parameter_count
-    from moai_llm.progress import info
     from moai_llm.tokenizer import load_tokenizer
     from moai_llm.training.checkpoint import resolve_resume
 
-    out = inputs.check_output_dir(s.output_dir)
-    resume_from = resolve_resume(s.resume, out)  # resolved once: the workers read run.yaml
+    resume_from = resolve_resume(s.resume, s.output_dir)  # once: the workers read run.yaml
     derived: dict[str, dict[str, Any]] = {}
     tok_dir = inputs.tokenizer_dir(s, derived)
     tokenizer = load_tokenizer(tok_dir)
@@ -79,14 +79,34 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
         raise MoaiInputError("`moai sft` needs --pretrained-model DIR (a model folder to fine-tune)")
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
+    manifest = None
     if inputs.is_prepared(s):
         manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
-    else:
-        manifest = inputs.prepare_sources(s, tok_dir, out, derived)
-    s = _with_derived(s, derived)
+    created = not Path(s.output_dir).exists()
+    out = inputs.check_output_dir(s.output_dir)
+    try:
+        if manifest is None:
+            manifest = inputs.prepare_sources(s, tok_dir, out, derived)
+        record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
+                         tok_dir, ids, resume_from, argv)
+    except MoaiInputError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # made by this call: nothing of yours was there
+        raise
+    record.write(out)
+    return record
+
+
+def _record(s: TrainSettings, sources: SettingsSources, derived: dict, out: Path, manifest: dict,
+            tokenizer: Any, tok_dir: Path, ids: dict[str, int], resume_from: Path | None,
+            argv: list[str] | None) -> RunRecord:
+    """Size the model, plan, and put it all in a RunRecord."""
+    from moai_llm.config import parameter_count
+    from moai_llm.progress import info
+
     info(f"data: {manifest.get('num_rows', '?')} rows of {s.seq_len} tokens in {s.prepared_dir}")
     model_config, config = inputs.model_config_for(s, tokenizer, ids, derived)
-    record = RunRecord.from_sources(
+    return RunRecord.from_sources(
         sources, derived, plan_for(s, config, facts_for(s, out)), command=_argv(argv),
         resume=_resume_section(s.resume, resume_from), model_config=model_config,
         model={"parameters": parameter_count(config), "vocab_size": config.vocab_size,
@@ -95,8 +115,6 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
         data={k: manifest.get(k) for k in ("num_rows", "num_tokens", "mode",
                                            "packing_efficiency", "tokenizer_hash")},
     )
-    record.write(out)
-    return record
 
 
 def _plan_without_inputs(s: TrainSettings, sources: SettingsSources,
