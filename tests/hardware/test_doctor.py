@@ -119,3 +119,45 @@ def test_doctor_simulates_every_box_without_failing(spec):
     result = runner.invoke(app, ["doctor", "--simulate", spec, "--model", "2b", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["plan"]["nnodes"] == (2 if spec.startswith("2x8") else 1)
+
+
+def _plan_json(args: list[str]) -> dict:
+    result = runner.invoke(app, args)
+    assert result.exit_code in (0, 1), result.output  # doctor exits 1 when a check fails
+    return json.loads(result.stdout)["plan"]
+
+
+PLAN_FLAGS = [
+    ["--model", "2b", "--simulate", "8xA100-80GB"],
+    ["--model", "2b", "--simulate", "4xRTX4090-24GB", "--seq-len", "1024"],
+    ["--model", "3b", "--simulate", "1xH200-141GB", "--global-batch", "256"],
+    ["--model", "seed-3b", "--simulate", "2x8xH100-80GB", "--batch-size", "4"],
+    ["--model", "0.5b", "--simulate", "8xA40-48GB", "--nproc", "4", "--bf16",
+     "--gradient-checkpointing", "--global-batch", "128", "--gradient-accumulation-steps", "4"],
+]
+
+
+@pytest.mark.parametrize("flags", PLAN_FLAGS, ids=lambda f: " ".join(f[1:4]))
+def test_doctor_and_pretrain_dry_run_show_the_same_plan(flags):
+    """The same flags give the same plan from `moai doctor` and `moai pretrain --dry-run`:
+    one planner, one set of defaults (seq_len included)."""
+    doctor = _plan_json(["doctor", *flags, "--json"])
+    dry_run = _plan_json(["pretrain", *flags, "--dry-run", "--json"])
+    assert doctor == dry_run
+    from moai_llm.training.settings import TrainSettings
+
+    seq_len = int(flags[flags.index("--seq-len") + 1]) if "--seq-len" in flags else TrainSettings().seq_len
+    assert doctor["seq_len"] == seq_len and doctor["reasons"]["micro_batch_size"]
+
+
+def test_doctor_and_pretrain_dry_run_agree_on_this_machine(tmp_path):
+    """Probed facts: RAM available moves between two probes, so the memory budget may differ
+    slightly; every decision must not."""
+    flags = ["--model", "tiny", "--output-dir", str(tmp_path / "run")]
+    doctor = _plan_json(["doctor", *flags, "--json"])
+    dry_run = _plan_json(["pretrain", *flags, "--dry-run", "--json"])
+    for plan in (doctor, dry_run):
+        plan.pop("device_memory_bytes")
+        plan["reasons"].pop("memory")
+    assert doctor == dry_run
+    assert not (tmp_path / "run").exists()  # a plan-only dry run writes nothing
