@@ -159,7 +159,7 @@ CASES = [
     Case("data-seq-len-huge", f"{PREP} -i {{w}}/d.jsonl --seq-len 1000000000",
          "--seq-len 1000000000: longer than 1048576 tokens", {"d.jsonl": OK}),
     Case("data-seq-len-memory", f"{PREP} -i {{w}}/d.jsonl --seq-len 1048576",
-         "--seq-len 1048576: needs about 124.0 MiB of memory", {"d.jsonl": OK}, env={"budget_mib": "110"}),
+         "--seq-len 1048576: needs about 109.0 MiB of memory", {"d.jsonl": OK}, env={"budget_mib": "100"}),
     Case("data-seq-len-zero", f"{PREP} -i {{w}}/d.jsonl --seq-len 0", "--seq-len 0: a row must hold at least 8 tokens",
          {"d.jsonl": OK}),
     Case("data-seq-len-negative", f"{PREP} -i {{w}}/d.jsonl --seq-len -5", "--seq-len -5: a row must hold at least 8",

@@ -32,7 +32,7 @@ from pathlib import Path
 from moai_llm.data.packing import MAX_BUFFER_TOKENS
 from moai_llm.data.store import ROW_BYTES_PER_TOKEN, batch_rows_for
 
-LIBRARIES = 100 << 20
+LIBRARIES = 85 << 20
 WRITE_COPIES = 2  # the rows, and their concatenation per column when a batch is written
 DOC_OVERHEAD = 800
 # The longest row prepared without --max-positions: about a million tokens, the context of the

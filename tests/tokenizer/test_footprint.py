@@ -1,0 +1,41 @@
+"""footprint.py: the vocabulary tables the `tokenizers` trainers reserve, predicted from
+--vocab-size, equal what a real training run reserves (its peak virtual memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from moai_llm.tokenizer.footprint import train_memory, vocab_table_bytes, words_bytes
+
+MEASURE = """
+import re, sys
+from moai_llm.tokenizer.train import train_tokenizer
+def vmpeak():
+    return int(re.search(r"VmPeak:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+train_tokenizer(["warm up the trainer once"] * 10, sys.argv[3] + "/warm", vocab_size=300, mode=sys.argv[2])
+before = vmpeak()
+train_tokenizer(["hello world the quick brown fox"] * 50, sys.argv[3] + "/tok", vocab_size=int(sys.argv[1]), mode=sys.argv[2])
+print(vmpeak() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmPeak from /proc")
+@pytest.mark.parametrize(("mode", "model"), [("default", "bpe"), ("ultrafast", "unigram")])
+def test_the_prediction_is_what_the_trainer_reserves(tmp_path, mode, model):
+    vocab = 20_000_000  # 1.5 GB of address space reserved, hardly any of it touched on a tiny input
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(vocab), mode, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reserved = int(done.stdout)
+    assert 0.9 < reserved / vocab_table_bytes(vocab, model) < 1.1
+
+
+def test_tables_grow_in_power_of_two_steps_and_words_with_the_input():
+    assert vocab_table_bytes(2**20 - 5000, "bpe") < vocab_table_bytes(2**20, "bpe")
+    assert words_bytes(None) == 0 and words_bytes(1 << 20) == 62 << 20
+    assert words_bytes(32 << 20) < 32 * words_bytes(1 << 20)  # distinct words grow slower than text
+    assert words_bytes(10 << 30) == words_bytes(64 << 20)  # only what is certain is counted
+    assert train_memory(32000, 10 << 20) < 1 << 30
