@@ -144,6 +144,7 @@ class RunLock:
         self.took_over: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._made: list[Path] = []
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -161,7 +162,9 @@ class RunLock:
         }).encode()
 
     def _try_create(self) -> bool:
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = self._made or missing  # removed again on release when still empty
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -260,3 +263,8 @@ class RunLock:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
+        for folder in self._made:  # deepest first: a refused run leaves no empty parent behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break

@@ -173,3 +173,12 @@ def test_processes_racing_for_a_stale_lock_hold_it_one_at_a_time(tmp_path):
     for enter, leave in zip(events[::2], events[1::2], strict=True):  # in A, out A, in B, out B, ...
         assert enter[0] == "in" and leave[0] == "out" and enter[1] == leave[1]
     assert not lock_path(out).exists()
+
+
+def test_parents_made_for_the_lock_go_when_they_stay_empty(tmp_path):
+    with RunLock(tmp_path / "new" / "deeper" / "run"):
+        assert (tmp_path / "new" / "deeper").is_dir()
+    assert list(tmp_path.iterdir()) == []
+    with RunLock(tmp_path / "kept" / "run"):
+        (tmp_path / "kept" / "run").mkdir()  # the run wrote its folder: the parent stays
+    assert (tmp_path / "kept" / "run").is_dir()
