@@ -129,8 +129,10 @@ def parameters(names: list[str], mode: str, overrides: dict[str, Opt] | None = N
     defaults = mode_defaults(mode)
     params = []
     for name in names:
-        opt = (overrides or {}).get(name) or BY_NAME[name]
-        default = False if opt.type is bool and opt.name not in defaults else defaults.get(opt.name)
+        own = name in (overrides or {})  # a command's own option, not a setting: no setting default
+        opt = overrides[name] if own else BY_NAME[name]
+        default = False if opt.type is bool and (own or opt.name not in defaults) else \
+            None if own else defaults.get(opt.name)
         if isinstance(default, list):
             default = default or None
         show: bool | str = True if default is not None else (opt.show or False)

@@ -169,3 +169,55 @@ def test_cpu_plan_really_trains_through_launch(tmp_path):
 
     assert launch(plan, [], in_process=train) == 0
     assert plan.global_batch == 8 and len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_two_of_batch_size_accumulation_and_global_batch_fix_the_third():
+    cfg, facts = MoaiConfig.from_preset("0.5b"), simulate("8xA100-80GB")
+
+    def shape(**kw):
+        p = make_plan(facts, cfg, 1024, kw.pop("global_batch", None), **kw)
+        return p.micro_batch_size, p.gradient_accumulation_steps, p.global_batch
+
+    assert shape(global_batch=384, micro_batch_size=2) == (2, 24, 384)
+    assert shape(global_batch=384, gradient_accumulation_steps=6) == (8, 6, 384)
+    assert shape(micro_batch_size=4, gradient_accumulation_steps=3) == (4, 3, 96)
+    assert shape(global_batch=384, micro_batch_size=4, gradient_accumulation_steps=12) == (4, 12, 384)
+    with pytest.raises(MoaiInputError, match="384 ≠ micro batch 4 × accumulation 4 × 8") as err:
+        make_plan(facts, cfg, 1024, 384, micro_batch_size=4, gradient_accumulation_steps=4)
+    assert "give two of" in err.value.hint
+    with pytest.raises(MoaiInputError, match="not a multiple of 8 processes"):
+        make_plan(facts, cfg, 1024, 100)
+    with pytest.raises(MoaiInputError, match="accumulation 5"):
+        make_plan(facts, cfg, 1024, 384, gradient_accumulation_steps=5)
+
+
+def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(tmp_path):
+    cpu = HardwareFacts.from_dict(probe(tmp_path).to_dict() | {"gpus": [], "p2p": []})
+    tiny = MoaiConfig.from_preset("tiny")
+    plan = make_plan(cpu, tiny, 64)
+    assert plan.precision == "fp32" and "unless you ask for bf16" in plan.reasons["precision"]
+    asked = make_plan(cpu, tiny, 64, precision="bf16")
+    assert asked.precision == "bf16" and asked.reasons["precision"] == "bf16 (set by you)"
+    assert make_plan(cpu, tiny, 64, precision="auto").precision == "fp32"
+
+
+def test_the_attention_backend_is_one_decision_the_memory_model_follows():
+    from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA
+    from moai_llm.hardware.planner import memory_attention
+
+    facts = simulate("8xA100-80GB")
+    cfg = MoaiConfig.from_preset("2b")
+    plan = make_plan(facts, cfg, 1024)
+    assert plan.attention == ATTENTION_SDPA and memory_attention(plan) == "sdpa-packed"
+    with_flash = make_plan(dataclasses.replace(facts, flash_attn_version="2.7.4"), cfg, 1024)
+    assert with_flash.attention == ATTENTION_FLASH and memory_attention(with_flash) == "flash"
+    assert "flash-attn 2.7.4" in with_flash.reasons["attention"]
+    fp32 = make_plan(dataclasses.replace(facts, flash_attn_version="2.7.4"), cfg, 1024, precision="fp32")
+    assert fp32.attention == ATTENTION_SDPA and memory_attention(fp32) == "sdpa-math"
+    # the estimate counts the backend the model will be built with
+    from moai_llm.hardware.memory import ModelShape
+    from moai_llm.hardware.planner import estimate_for
+
+    shape = ModelShape.from_config(cfg)
+    as_sdpa = dataclasses.replace(with_flash, attention=ATTENTION_SDPA)
+    assert estimate_for(shape, with_flash).activations < estimate_for(shape, as_sdpa).activations

@@ -123,3 +123,24 @@ def test_fused_adamw_and_no_whole_model_cast():
     out.loss.backward()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+
+
+def test_the_model_is_built_with_the_plans_attention_backend(run):
+    """plan.attention configures the model, new or from a folder: what the memory estimate
+    assumed is what runs."""
+    from moai_llm.config import MoaiConfig
+    from moai_llm.hardware.plan import Plan
+    from moai_llm.tokenizer import load_tokenizer
+    from moai_llm.training.model_setup import build_model
+    from moai_llm.training.settings import TrainSettings
+
+    out, _ = run
+    plan = Plan(seq_len=64, attention="eager", loss_chunk_size=256)
+    new = build_model(TrainSettings(), MoaiConfig.from_preset("tiny").to_dict(), None, plan)
+    assert new.config._attn_implementation == "eager" and new.config.loss_chunk_size == 256
+    folder = out / "final_model"
+    loaded = build_model(TrainSettings(pretrained_model=str(folder)), None, load_tokenizer(folder), plan)
+    assert loaded.config._attn_implementation == "eager"
+    sdpa = build_model(TrainSettings(), MoaiConfig.from_preset("tiny").to_dict(), None,
+                       Plan(seq_len=64, attention="sdpa"))
+    assert sdpa.config._attn_implementation == "sdpa"

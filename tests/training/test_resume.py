@@ -65,7 +65,16 @@ def test_resume_auto_starts_fresh_and_resume_without_checkpoint_fails(workdir, p
     assert not (out / "run.yaml").exists()  # nothing was started
     result = CliRunner().invoke(app, pretrain_args(workdir, out, 2) + ["--resume", "auto"])
     assert result.exit_code == 0, result.output
+    import yaml
+
+    assert yaml.safe_load((out / "run.yaml").read_text())["resume"] is None  # nothing to resume
     # a finished run resumed again has nothing left to do but still ends well
     result = CliRunner().invoke(app, pretrain_args(workdir, out, 2) + ["--resume", "auto"])
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
+    import yaml
+
+    spec = yaml.safe_load((out / "run.yaml").read_text())
+    assert spec["resume"] == {"requested": "auto", "checkpoint": str(out / "checkpoints" / "step-2"),
+                              "step": 2}
+    assert spec["given"]["flags"]["resume"] == "auto"  # what was typed stays as typed

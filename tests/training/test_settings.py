@@ -53,3 +53,40 @@ def test_bad_values_name_the_setting(tmp_path):
         resolve_settings("pretrain", cfg)
     with pytest.raises(MoaiInputError, match="no such file"):
         resolve_settings("pretrain", tmp_path / "missing.yaml")
+
+
+def test_each_default_is_written_once_and_help_shows_it():
+    """The dataclass holds every default; a mode file only what differs for its mode; the
+    commands' --help shows exactly the mode's defaults."""
+    import dataclasses
+
+    from typer.main import get_command
+
+    from moai_cli.app import app
+    from moai_llm.paths import PRESETS_DIR
+    from moai_llm.training.settings import TrainSettings, mode_defaults
+
+    base = TrainSettings()
+    files = sorted((PRESETS_DIR / "training").glob("*.yaml"))
+    assert {f.stem for f in files} == {"pretrain", "sft"}
+    for path in files:
+        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+            assert name in {f.name for f in dataclasses.fields(TrainSettings)}, (path.name, name)
+            assert value != getattr(base, name), f"{path.name} restates the default of {name}"
+    commands = get_command(app).commands
+    for mode in ("pretrain", "sft"):
+        defaults = mode_defaults(mode)
+        for param in commands[mode].params:
+            if param.name in defaults and defaults[param.name] not in (None, []):
+                assert param.default == defaults[param.name], (mode, param.name)
+                assert param.show_default, (mode, param.name)
+    assert mode_defaults("pretrain")["min_lr_ratio"] == mode_defaults("sft")["min_lr_ratio"] == 0.0
+
+
+def test_settings_sources_are_kept_as_given(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"training": {"per_device_train_batch_size": 4}}))
+    s, sources = resolve_settings("sft", cfg, {"learning_rate": 1e-4})
+    assert sources.config == {"micro_batch_size": 4} and sources.flags == {"learning_rate": 1e-4}
+    assert sources.defaults["learning_rate"] == 5e-5  # sft's own default, recorded as such
+    assert (s.micro_batch_size, s.learning_rate, sources.source("lr_scheduler")) == (4, 1e-4, "default")
