@@ -102,14 +102,14 @@ def run_moai(work: Path, tok_dir: Path, warm: int, steps: int, rnd: int) -> floa
     from moai_llm.tokenizer import load_tokenizer
 
     model_file.write_text(yaml.safe_dump(model_config(load_tokenizer(tok_dir))))
-    s, reasons = resolve_settings("pretrain", None, dict(
+    s, sources = resolve_settings("pretrain", None, dict(
         model_config=str(model_file), tokenizer=str(tok_dir), dataset=[str(work / "packed")],
         output_dir=str(out), max_steps=warm + steps, micro_batch_size=PACKED_BATCH,
         gradient_accumulation_steps=1, learning_rate=LR, lr_scheduler="constant", warmup=0,
         save_steps=10**9, logging_steps=1, nproc=1, vocab_multiple=1, tensorboard=False, precision="fp32"))
     set_quiet(True)
-    spec = prepare_run(s, reasons, argv=["bench"])
-    launch_run(spec, show_progress=False)
+    record = prepare_run(s, sources, argv=["bench"])
+    launch_run(record, show_progress=False)
     set_quiet(False)
     rec = {r["step"]: r for r in read_metrics(out) if "loss" in r}
     a, b = rec[warm], rec[warm + steps]

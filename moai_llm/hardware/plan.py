@@ -12,7 +12,6 @@ A `Plan` is plain data so it can be printed by `moai doctor` and `--dry-run`, sa
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +74,6 @@ class Plan:
         """Inverse of `to_dict` (derived keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     def halved(self) -> Plan:
         """The plan after a first-step OOM: micro batch halved, accumulation doubled.
