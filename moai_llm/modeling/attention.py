@@ -59,9 +59,11 @@ def attention_backends(
     """Usable attention backends for packed rows on `device_type`, best first, each with why.
 
     CUDA: flash-attn varlen (when installed) -> FlexAttention -> SDPA -> eager. CPU: flex only
-    without gradients: torch 2.13 has no flex backward on the CPU; forward-only, compiled flex
-    took 0.15-0.25x the time of SDPA with a dense mask on packed rows of 2048 tokens
-    (benchmarks/bench_attention.py, RESULTS.md). `flash_installed=None` looks at this machine.
+    without gradients (torch 2.13 has no flex backward on the CPU), where it was the fastest:
+    one layer at T = 2048 with documents of ~15 / ~200 / ~1500 tokens took 0.17x / 0.20x /
+    0.46x the time of SDPA with a dense mask, a forward of the `small` preset 0.62x / 0.72x /
+    0.85x (benchmarks/bench_attention.py, RESULTS.md). For CPU training SDPA runs short
+    documents in a band of tiles (banded.py). `flash_installed=None` looks at this machine.
 
     >>> [name for name, why in attention_backends("cpu")]
     ['sdpa', 'eager']

@@ -10,10 +10,10 @@ pair is dropped and the result is the same attention (a test compares it with ea
 
 This is the packed path of the SDPA backend wherever FlexAttention cannot run, above all CPU
 training (flex has no CPU backward in torch 2.13). It is used when the window is at most a
-quarter of the row (`MAX_WINDOW_FRACTION`); measured on a 2-core CPU at T = 2048, forward +
-backward of one layer's attention: documents of ~15 tokens 0.09-0.17x the dense-mask time,
-~100-200 tokens 0.2x; a window of half the row was no faster than the dense mask
-(benchmarks/bench_attention.py).
+quarter of the row (`MAX_WINDOW_FRACTION`). Forward + backward of one layer's attention at
+T = 2048 on a 2-core CPU took 0.15x the dense-mask time with documents of ~15 tokens and 0.41x
+with ~200 (benchmarks/bench_attention.py); a window of half the row was no faster than the
+dense mask (measured while choosing the threshold), so longer documents keep it.
 
     >>> import torch
     >>> starts = torch.zeros(1, 256, dtype=torch.bool)
@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 TILES = (128, 64, 32, 16)  # query tile sizes tried, largest first (fewer, larger SDPA calls)
 MAX_WINDOW_FRACTION = 4  # banded only when window <= T / 4; beyond that the dense mask is as fast
+# False makes SDPA use the dense block-diagonal mask again (the baseline of the benchmark).
+enabled = True
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Band:
     def build(cls, starts: torch.Tensor) -> Band | None:
         """The band for rows whose documents begin where `starts` [B, T] is True; None when
         the documents are too long for a band to beat the dense mask."""
+        if not enabled:
+            return None
         b, t = starts.shape
         idx = torch.arange(t, device=starts.device)
         doc_start = torch.where(starts, idx, 0).cummax(dim=1).values  # first token of its doc
