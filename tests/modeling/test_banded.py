@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moai_llm.modeling import MoaiForCausalLM
+from moai_llm.modeling import MoaiForCausalLM, banded
 from moai_llm.modeling.attention import AttentionPlan, eager_attention
 from moai_llm.modeling.banded import Band, banded_sdpa
 
@@ -61,6 +61,13 @@ def test_band_only_for_short_documents_and_divisible_rows():
     eager = AttentionPlan.build("eager", _positions(LAYOUTS["short"]), None, q_len=T, past_len=0,
                                 dtype=torch.float32)  # fmt: skip
     assert eager.band is None and eager.mask is not None  # eager stays the dense reference
+
+
+def test_switching_the_band_off_gives_the_dense_mask(monkeypatch):
+    monkeypatch.setattr(banded, "enabled", False)
+    plan = AttentionPlan.build("sdpa", _positions(LAYOUTS["short"]), None, q_len=T, past_len=0,
+                               dtype=torch.float32)  # fmt: skip
+    assert plan.band is None and plan.mask.shape == (2, 1, T, T)
 
 
 def test_sdpa_model_on_short_documents_equals_eager_and_keeps_documents_apart():
