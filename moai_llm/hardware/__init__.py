@@ -6,6 +6,7 @@
 - `memory`      bytes per process: weights, gradients, AdamW, activations, loss, DDP/FSDP2
 - `planner`     `make_plan(facts, model_config, seq_len, global_batch, **choices)` -> `Plan`:
                 the one place a run plan is decided, every decision with its reason
+- `fit`         does a plan fit: the memory model applied to a plan and a device's memory
 - `environment` the plan's environment variables (allocator, threads, NCCL), with reasons
 - `plan`        the `Plan` dataclass (saved in run.yaml, which is how it reaches training)
 - `checks`      pass / warn / fail checks with a fix each (`moai doctor`)

@@ -36,12 +36,15 @@ from typing import Any
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.environment import decide_environment
 from moai_llm.hardware.facts import HardwareFacts
-from moai_llm.hardware.memory import GIB, MemoryEstimate, ModelShape, estimate, fmt_bytes
+from moai_llm.hardware.fit import (
+    GPU_MARGIN,
+    device_memory,
+    estimate_for,
+    max_micro_batch,
+)
+from moai_llm.hardware.memory import GIB, ModelShape, fmt_bytes
 from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA, Plan
 
-GPU_MARGIN = 0.08  # keep 8% of GPU memory free: other allocations, estimate error
-CPU_RAM_SHARE = 0.75  # of available RAM, split between processes
-CPU_PROCESS_OVERHEAD = 1.5 * GIB  # python + torch + data loading per CPU process
 TARGET_MICRO_TOKENS = 4096  # tokens per micro batch that keep a GPU busy at 0.5-3B
 CHUNK_RANGE = (512, 8192)  # fused CE chunk sizes considered (powers of two)
 
@@ -176,21 +179,6 @@ def decide_global_batch(shape: ModelShape, global_batch: int | None) -> tuple[in
     return default_global_batch(shape.params)
 
 
-def device_memory(facts: HardwareFacts, nproc: int, gpu: bool, warnings: list[str]) -> int:
-    """Usable bytes per process: the smallest GPU (or what is free of it), or a RAM share."""
-    if gpu:
-        total = facts.min_gpu_memory_bytes
-        free = [g.memory_free_mib for g in facts.gpus if g.memory_free_mib is not None]
-        if free and min(free) * 1024**2 < 0.9 * total:
-            warnings.append(
-                f"a GPU has only {fmt_bytes(min(free) * 1024**2)} free of {fmt_bytes(total)}: "
-                "another process is using it; the plan uses what is free"
-            )
-            return min(free) * 1024**2
-        return total
-    return int(facts.ram_available_bytes * CPU_RAM_SHARE / max(nproc, 1))
-
-
 def decide_loss_chunk(shape: ModelShape, memory: int, precision: str, gpu: bool,
                       choices: dict) -> tuple[int, str]:
     if "loss_chunk_size" in choices:
@@ -205,51 +193,6 @@ def decide_loss_chunk(shape: ModelShape, memory: int, precision: str, gpu: bool,
         f"{fmt_bytes(chunk * shape.vocab * per_entry)}) stays under {fmt_bytes(budget)}; "
         "full logits are never materialised"
     )
-
-
-def memory_attention(plan: Plan) -> str:
-    """The memory model's name for the attention path of `plan`: flash-attn, SDPA's math path
-    (fp32 on CUDA with GQA), or SDPA over packed rows (pretraining rows hold documents)."""
-    if plan.attention == ATTENTION_FLASH:
-        return "flash"
-    if plan.device == "cuda" and plan.precision == "fp32":
-        return "sdpa-math"
-    return "sdpa-packed"
-
-
-def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> MemoryEstimate:
-    """The memory model's estimate for `plan` (optionally at another micro batch)."""
-    return estimate(
-        shape, plan.seq_len, micro or plan.micro_batch_size, precision=plan.precision,
-        gradient_checkpointing=plan.gradient_checkpointing, loss_chunk_size=plan.loss_chunk_size,
-        strategy=plan.strategy, world_size=plan.world_size, device=plan.device,
-        attention=memory_attention(plan),
-    )
-
-
-def fits(est: MemoryEstimate, memory: int, gpu: bool) -> bool:
-    if gpu:
-        return est.peak_reserved <= memory * (1 - GPU_MARGIN)
-    return est.peak_allocated * 1.15 + CPU_PROCESS_OVERHEAD <= memory
-
-
-def max_micro_batch(shape: ModelShape, plan: Plan, cap: int) -> int:
-    """Largest micro batch in [1, cap] that fits (0 if not even 1 fits); memory is monotonic."""
-    gpu = plan.device == "cuda"
-
-    def ok(m: int) -> bool:
-        return fits(estimate_for(shape, plan, m), plan.device_memory_bytes or 0, gpu)
-
-    if not ok(1):
-        return 0
-    lo, hi = 1, 2
-    while hi <= cap and ok(hi):
-        lo, hi = hi, hi * 2
-    hi = min(hi, cap + 1)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
 
 
 def decide_layout(plan: Plan, shape: ModelShape, target: int, choices: dict) -> int:

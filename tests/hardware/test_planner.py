@@ -203,7 +203,7 @@ def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(tmp_path):
 
 def test_the_attention_backend_is_one_decision_the_memory_model_follows():
     from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA
-    from moai_llm.hardware.planner import memory_attention
+    from moai_llm.hardware.fit import memory_attention
 
     facts = simulate("8xA100-80GB")
     cfg = MoaiConfig.from_preset("2b")
