@@ -158,7 +158,7 @@ def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | Non
     """All checks for these facts, and for `plan` of a model with `params` parameters whose
     run keeps `keep_checkpoints` checkpoints (the run's --save-total-limit)."""
     checks = _gpu_checks(facts)
-    if facts.nnodes > 1 and not facts.infiniband:
+    if facts.nnodes > 1 and not facts.infiniband and not facts.rdma:
         checks.append(Check("network", WARN, f"{facts.nnodes} nodes and no InfiniBand: gradients "
                             "cross Ethernet", "use InfiniBand/RoCE between nodes or fewer nodes"))
     if params and facts.disk_free_bytes is not None:

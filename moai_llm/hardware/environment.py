@@ -3,7 +3,7 @@
 One decision of the planner (`planner.make_plan` calls it last, when processes, precision and
 strategy are known). Variables are set only where the facts call for them: `NCCL_P2P_DISABLE`
 when NVML reports no P2P between any GPU pair (not because of a GPU's name),
-`NCCL_IB_DISABLE` when there is no InfiniBand device.
+`NCCL_IB_DISABLE` when there is neither an InfiniBand nor a RoCE port.
 
     >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.planner import make_plan
@@ -65,13 +65,21 @@ def _p2p(plan: Plan, facts: HardwareFacts, env: dict[str, str], r: dict[str, str
 
 
 def _infiniband(plan: Plan, facts: HardwareFacts, env: dict[str, str], r: dict[str, str]) -> None:
+    """NCCL's IB transport serves InfiniBand and RoCE ports alike; without either it is off."""
+    roce = sorted(name for name, kind in facts.rdma.items() if kind == "roce")
     if facts.infiniband:
         r["NCCL_IB_DISABLE"] = f"unset: InfiniBand present ({', '.join(facts.infiniband[:4])})"
         return
+    if roce:
+        r["NCCL_IB_DISABLE"] = (f"unset: RoCE device(s) {', '.join(roce[:4])}; NCCL's IB transport "
+                                "uses them")
+        return
     env["NCCL_IB_DISABLE"] = "1"
     where = ("the recorded box has none" if facts.source.startswith("simulated")
-             else "/sys/class/infiniband is empty")
-    r["NCCL_IB_DISABLE"] = f"1: no InfiniBand device ({where})"
-    if plan.nnodes > 1:
+             else "/sys/class/infiniband has no InfiniBand or RoCE port")
+    efa = sorted(name for name, kind in facts.rdma.items() if kind == "efa")
+    also = f"; EFA ({', '.join(efa[:2])}) is reached through the aws-ofi-nccl plugin" if efa else ""
+    r["NCCL_IB_DISABLE"] = f"1: no InfiniBand device ({where}){also}"
+    if plan.nnodes > 1 and not efa:
         plan.warnings.append("several nodes without InfiniBand: gradients cross Ethernet "
                              "sockets; expect slow steps")

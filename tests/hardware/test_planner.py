@@ -202,8 +202,8 @@ def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(tmp_path):
 
 
 def test_the_attention_backend_is_one_decision_the_memory_model_follows():
-    from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA
     from moai_llm.hardware.fit import memory_attention
+    from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA
 
     facts = simulate("8xA100-80GB")
     cfg = MoaiConfig.from_preset("2b")
@@ -221,3 +221,14 @@ def test_the_attention_backend_is_one_decision_the_memory_model_follows():
     shape = ModelShape.from_config(cfg)
     as_sdpa = dataclasses.replace(with_flash, attention=ATTENTION_SDPA)
     assert estimate_for(shape, with_flash).activations < estimate_for(shape, as_sdpa).activations
+
+
+def test_nccl_ib_stays_on_for_roce_and_goes_off_without_rdma():
+    cfg = MoaiConfig.from_preset("0.5b")
+    box = dataclasses.replace(simulate("2x8xA40-48GB"), infiniband=[], rdma={})
+    off = make_plan(box, cfg, 1024)
+    assert off.env["NCCL_IB_DISABLE"] == "1" and any("InfiniBand" in w for w in off.warnings)
+    roce = make_plan(dataclasses.replace(box, rdma={"mlx5_0": "roce"}), cfg, 1024)
+    assert "NCCL_IB_DISABLE" not in roce.env and "RoCE" in roce.reasons["NCCL_IB_DISABLE"]
+    efa = make_plan(dataclasses.replace(box, rdma={"rdmap0s6": "efa"}), cfg, 1024)
+    assert efa.env["NCCL_IB_DISABLE"] == "1" and "aws-ofi-nccl" in efa.reasons["NCCL_IB_DISABLE"]
