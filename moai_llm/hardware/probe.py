@@ -44,11 +44,8 @@ def _nvml_call(fn, *args, default=None):
 
 
 def _probe_gpus(facts: HardwareFacts) -> None:
-    try:
-        import pynvml
-    except ImportError:
-        facts.notes.append("nvidia-ml-py is not installed: GPU facts unavailable")
-        return
+    import pynvml  # nvidia-ml-py, a dependency; the driver may still be missing (below)
+
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded: no NVIDIA driver
@@ -142,11 +139,8 @@ def _str(value) -> str:
 
 
 def _probe_software(facts: HardwareFacts) -> None:
-    try:
-        import torch
-    except ImportError:
-        facts.notes.append("torch is not installed")
-        return
+    import torch
+
     facts.torch_version = torch.__version__
     facts.torch_cuda_version = torch.version.cuda
     facts.cuda_available = bool(torch.cuda.is_available())
