@@ -31,12 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 PREPARE = """
-import json, resource, sys, psutil
+import json, re, sys, psutil
+def peak_rss():  # VmHWM: ru_maxrss would carry the parent's peak over fork and exec
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 from moai_llm.data.prepare import prepare_dataset
 import moai_llm.data.encoding, moai_llm.data.store, moai_llm.data.packing
 start = psutil.Process().memory_info().rss
 prepare_dataset([sys.argv[1]], sys.argv[2], int(sys.argv[3]), sys.argv[4], max_positions=int(sys.argv[3]), force=True)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start)
+print(peak_rss() - start)
 """
 
 TABLES = """
@@ -51,7 +53,9 @@ print(vmpeak() - before)
 """
 
 WORDS = """
-import json, resource, sys, psutil
+import json, re, sys, psutil
+def peak_rss():  # VmHWM: ru_maxrss would carry the parent's peak over fork and exec
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 from moai_llm.tokenizer.train import train_tokenizer
 texts, size = [], 0
 for line in open(sys.argv[1], encoding="utf-8"):
@@ -59,7 +63,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
     if size >= float(sys.argv[2]) * 2**20: break
 start = psutil.Process().memory_info().rss
 train_tokenizer(texts, sys.argv[3] + "/tok", vocab_size=8000)
-print(json.dumps({"bytes": size, "delta": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start}))
+print(json.dumps({"bytes": size, "delta": peak_rss() - start}))
 """
 
 
