@@ -11,8 +11,8 @@ here), the same documents and the same machine; lm-eval's HFLM wraps the already
 with `max_length = seq_len - 1`, which gives exactly moai's windows (the separator first, then
 disjoint windows with one token of context), so the two sums of negative log-likelihood must
 agree. Timed: tokenizing + packing + scoring for moai; `loglikelihood_rolling` (which tokenizes)
-for lm-eval. moai scores 8 rows of seq_len per forward; lm-eval runs at batch 8 and 64 windows
-(a batch of short documents is small, so a larger one is fairer to it). Texts: Korean
+for lm-eval. Both at batch 8 and at batch 64 (moai: rows of seq_len tokens; lm-eval: windows, as
+long as a row for long documents, as long as the document for short ones). Texts: Korean
 movie reviews (short documents, many to a row) and tiny-shakespeare in 4,000-character documents
 (longer than a row: windows). Text from ../shared/corpora (or MOAI_SHARED_CORPORA); skips without.
 
@@ -101,32 +101,33 @@ def speed(args) -> None:
     texts = _texts(args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer = _setup(Path(tmp))
-    batches = [int(b) for b in args.lm_eval_batches.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
     lms = {b: make_lm(model, tokenizer, batch_size=b, max_length=args.seq_len - 1) for b in batches}
     print(f"model: small preset, {sum(p.numel() for p in model.parameters()):,} parameters, vocab {len(tokenizer)}; "
-          f"seq_len {args.seq_len}; moai batch {args.batch} rows; torch threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    print("| text | documents | bytes | tokens | lm-eval batch | moai tok/s | lm-eval tok/s | moai / lm-eval, median (rounds) | "
+          f"seq_len {args.seq_len}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}",
+          file=sys.stderr)
+    print("| text | documents | bytes | tokens | batch | moai tok/s | lm-eval tok/s | moai / lm-eval, median (rounds) | "
           "bits per byte, moai | lm-eval | relative difference of the NLL |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for name, docs in texts.items():
         n_bytes = sum(len(t.encode("utf-8")) for t in docs)
-        moai_rates, rates, ratios, nll_l = [], {b: [] for b in batches}, {b: [] for b in batches}, {}
+        rates = {(who, b): [] for who in ("moai", "lm-eval") for b in batches}
+        ratios, nll = {b: [] for b in batches}, {}
         for r in range(args.rounds):
-            nll_m, tokens, t_m = _moai(model, tokenizer, docs, args.seq_len, args.batch)
-            moai_rates.append(tokens / t_m)
             for b, lm in lms.items():
-                nll_l[b], t_l = _lm_eval(lm, docs)
-                rates[b].append(tokens / t_l)
+                nll["moai", b], tokens, t_m = _moai(model, tokenizer, docs, args.seq_len, b)
+                nll["lm-eval", b], t_l = _lm_eval(lm, docs)
+                rates["moai", b].append(tokens / t_m)
+                rates["lm-eval", b].append(tokens / t_l)
                 ratios[b].append(t_l / t_m)
-                print(f"  {name} round {r + 1}: moai {t_m:.2f} s, lm-eval (batch {b}) {t_l:.2f} s, "
-                      f"nll {nll_m:.4f} vs {nll_l[b]:.4f}; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-        bpb_m = nll_m / (math.log(2) * n_bytes)
+                print(f"  {name} round {r + 1}, batch {b}: moai {t_m:.2f} s, lm-eval {t_l:.2f} s, "
+                      f"nll {nll['moai', b]:.4f} vs {nll['lm-eval', b]:.4f}; load {os.getloadavg()[0]:.2f}", file=sys.stderr)
         for b in batches:
-            print(f"| {name} | {len(docs):,} | {n_bytes:,} | {tokens:,} | {b} | {statistics.median(moai_rates):,.0f} | "
-                  f"{statistics.median(rates[b]):,.0f} | {statistics.median(ratios[b]):.2f}x "
-                  f"({', '.join(f'{x:.2f}' for x in ratios[b])}) | {bpb_m:.6f} | "
-                  f"{nll_l[b] / (math.log(2) * n_bytes):.6f} | {abs(nll_m - nll_l[b]) / nll_l[b]:.1e} |")
+            m, ref = nll["moai", b], nll["lm-eval", b]
+            print(f"| {name} | {len(docs):,} | {n_bytes:,} | {tokens:,} | {b} | {statistics.median(rates['moai', b]):,.0f} | "
+                  f"{statistics.median(rates['lm-eval', b]):,.0f} | {statistics.median(ratios[b]):.2f}x "
+                  f"({', '.join(f'{x:.2f}' for x in ratios[b])}) | {m / (math.log(2) * n_bytes):.6f} | "
+                  f"{ref / (math.log(2) * n_bytes):.6f} | {abs(m - ref) / ref:.1e} |")
 
 
 # ---------------------------------------------------------------- memory, one method per process
@@ -195,8 +196,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer documents (a smoke run)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=8, help="moai: rows of seq_len per forward")
-    parser.add_argument("--lm-eval-batches", default="8,64", help="lm-eval batch sizes (windows per forward)")
+    parser.add_argument("--batches", default="8,64",
+                        help="batch sizes: moai rows of seq_len per forward, lm-eval windows per forward")
     parser.add_argument("--chunk", type=int, default=1024, help="fused loss chunk for the memory part")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
