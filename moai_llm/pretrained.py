@@ -277,17 +277,19 @@ def _tokenizer_facts(folder: Path, tokenizer_config: dict) -> tuple[Path | None,
     return folder, tok.get_vocab_size(with_added_tokens=True), ids
 
 
-def load_model(pretrained: Pretrained, dtype: Any = None, trust_remote_code: bool = False) -> Any:
+def load_model(pretrained: Pretrained, dtype: Any = None, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     """moai's Qwen3 model with the folder's weights (fp32 unless `dtype` says otherwise).
 
     moai's own implementation is used for every Qwen3 folder, so `auto_map` code never runs.
+    `kwargs` go to `from_pretrained` (e.g. `attn_implementation=plan.attention`,
+    `quantization_config=` for QLoRA).
     """
     import torch
 
     from moai_llm.modeling import MoaiForCausalLM
 
     return MoaiForCausalLM.from_pretrained(str(pretrained.path), dtype=dtype or torch.float32, use_safetensors=True,
-                                           trust_remote_code=trust_remote_code)
+                                           trust_remote_code=trust_remote_code, **kwargs)
 
 
 def load_tokenizer(pretrained: Pretrained, trust_remote_code: bool = False) -> Any:
