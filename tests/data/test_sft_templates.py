@@ -151,3 +151,20 @@ def test_labels_of_a_prepared_row_decode_to_the_answers(tokenizers, tmp_path):
     tok = load_backend(folder).backend_tokenizer
     learned = tok.decode([int(x) for x in labels[labels != -100]], skip_special_tokens=False)
     assert learned == "".join(a + end for a in ANSWERS)
+
+
+def test_cli_thinking_option(tokenizers, tmp_path):
+    from typer.testing import CliRunner
+
+    from moai_cli.app import app
+
+    folder, _ = tokenizers["qwen3"]
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": REASONED}, ensure_ascii=False) + "\n")
+    args = ["data", "prepare", "--input", str(tmp_path / "chat.jsonl"), "--tokenizer", str(folder), "--mode", "sft",
+            "--seq-len", "256"]
+    bad = CliRunner().invoke(app, [*args, "--output-dir", str(tmp_path / "bad"), "--thinking", "maybe"])
+    assert bad.exit_code == 2 and "--thinking maybe: unknown value" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    good = CliRunner().invoke(app, [*args, "--output-dir", str(tmp_path / "keep"), "--thinking", "keep", "--json"])
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.stdout)["settings"]["thinking"] == "keep"
