@@ -75,7 +75,7 @@ def attention_backends(
     order = []
     if device_type == "cuda" and flash_installed:
         order.append((FLASH, "flash-attn varlen: packed documents without a mask (bf16/fp16)"))
-    sdpa = "SDPA: a block-diagonal mask on packed rows"
+    sdpa = "SDPA: a band of key tiles for short documents, else a block-diagonal mask"
     if flex.flex_available() and (device_type == "cuda" or not needs_grad):
         order.append((FLEX, "FlexAttention: compiled, skips the blocks between documents"))
     elif flex.flex_available():
