@@ -4,9 +4,13 @@ Each checkpoint is a loadable Qwen3 model directory (config.json + model.safeten
 tokenizer + generation_config.json) plus the trainer state needed to continue exactly:
 `optimizer.pt` and `scheduler.pt` (torch.save of plain state dicts, read back with
 `weights_only=True`), `rng-rank{R}.pt` (every process's generators) and `trainer_state.json`
-(step, samples consumed = data position, NaN counters). It is written into
-`checkpoints/.tmp-step-N-*` and renamed into place, so a crash (even SIGKILL) leaves either
-the whole checkpoint or nothing; stale temp folders are removed on the next start.
+(the `TrainerState`: step, samples consumed = data position, NaN counters). It is written into
+`checkpoints/.tmp-step-N` and renamed into place, so a crash (even SIGKILL) leaves either
+the whole checkpoint or nothing; stale temporary folders (of checkpoints and of final_model/)
+are removed on the next start. A full disk while saving removes the partial folder and raises
+`DiskFullError` (exit 2) with the size needed and the space free: the last complete checkpoint
+stays, and `--resume auto` continues from it once there is room. Folders and files follow the
+umask. `fault_point`s mark every gap between the files (tests kill runs there: faults.py).
 
     >>> import pathlib, tempfile, torch
     >>> from moai_llm import corpora
@@ -28,22 +32,27 @@ the whole checkpoint or nothing; stale temp folders are removed on the next star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
-import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from moai_llm.atomic import replace_dir
+from moai_llm.atomic import remove_leftovers, replace_dir, temp_dir_beside
 from moai_llm.errors import MoaiInputError
+from moai_llm.training.faults import fault_point
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
+FINAL_MODEL = "final_model"
+FINAL_STATE = "training_state.json"  # in final_model/: the step (and loss) its weights are from
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:
@@ -98,13 +107,23 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     return found
 
 
-def remove_stale_temps(output_dir: str | Path) -> None:
-    """Folders left by a save that was killed halfway: never valid, always safe to delete."""
+def remove_stale_temps(output_dir: str | Path) -> int:
+    """What saves killed halfway left (temporary checkpoint and final_model folders, old ones
+    set aside): never valid, always safe to delete while holding the run folder's lock.
+    Returns how many there were."""
+    found = 0
     root = checkpoints_dir(output_dir)
     if root.is_dir():
         for child in root.iterdir():
-            if child.name.startswith(".tmp-") or child.name.startswith(".old-"):
+            if child.name.startswith("."):  # .tmp-step-N, .old-step-N, .step-N.old-*
                 shutil.rmtree(child, ignore_errors=True)
+                found += 1
+    final = Path(output_dir) / FINAL_MODEL
+    found += remove_leftovers(final)
+    for legacy in Path(output_dir).glob(".tmp-final_model-*"):  # moai's earlier temporary name
+        shutil.rmtree(legacy, ignore_errors=True)
+        found += 1
+    return found
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -135,6 +154,29 @@ def write_model_dir(target: Path, model: Any, tokenizer: Any, generation_config:
     save_tokenizer(tokenizer, target)
     if generation_config is not None:
         generation_config.save_pretrained(target)
+    follow_umask(target)
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give the files of `folder` the mode a new file gets under the umask (0644 under 022):
+    safetensors writes model.safetensors 0600 whatever the umask, unreadable to the other
+    users of a shared machine."""
+    mode = 0o666 & ~_umask()
+    for child in folder.iterdir():
+        if child.is_file() and (child.stat().st_mode & 0o777) != mode:
+            os.chmod(child, mode)
 
 
 def rng_state() -> dict[str, Any]:
@@ -156,6 +198,23 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+@contextlib.contextmanager
+def _written_or_removed(tmp: Path, target: Path, needed: int | None) -> Iterator[None]:
+    """Remove `tmp` when writing it fails; a full disk becomes DiskFullError naming `target`,
+    the size `needed` and the space free once `tmp` is gone."""
+    from moai_llm.resources import disk_full_error, free_disk, is_disk_full
+
+    try:
+        yield
+    except Exception as exc:
+        # torch.save reports ENOSPC as "file write failed": a disk with no room left tells.
+        full = is_disk_full(exc) or (isinstance(exc, (OSError, RuntimeError)) and free_disk(tmp) < 1 << 20)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise disk_full_error(target, needed) from exc
+        raise
+
+
 def save_checkpoint(
     output_dir: str | Path,
     step: int,
@@ -168,9 +227,15 @@ def save_checkpoint(
     rank: int = 0,
     generation_config: Any = None,
     model_state: dict[str, torch.Tensor] | None = None,
+    needed: int | None = None,
 ) -> Path | None:
-    """Write checkpoints/step-N atomically (all ranks call; rank 0 writes the shared files)
-    and delete all but the newest `keep`. Returns the folder on rank 0."""
+    """Write checkpoints/step-`step` atomically (all ranks call; rank 0 writes the shared
+    files) and delete all but the newest `keep`. Returns the folder on rank 0.
+
+    trainer_state.json holds `state` with `"step": step` (a "step" in `state` must agree).
+    `needed` (bytes of one checkpoint) is what a full-disk error says it needs."""
+    if state.get("step", step) != step:
+        raise ValueError(f"checkpoint step-{step} given a trainer state at step {state['step']}")
     root = checkpoints_dir(output_dir)
     final = root / f"step-{step}"
     tmp_name = root / f".tmp-step-{step}"
@@ -178,28 +243,61 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp_name, ignore_errors=True)
         tmp_name.mkdir()
+        fault_point("checkpoint.begin")
     _barrier()
-    torch.save(rng_state(), tmp_name / f"rng-rank{rank}.pt")
+    with _written_or_removed(tmp_name, final, needed):
+        torch.save(rng_state(), tmp_name / f"rng-rank{rank}.pt")
+        fault_point("checkpoint.after_rng")
+        if rank == 0:
+            _write_checkpoint_files(tmp_name, step, model, tokenizer, optimizer_state, scheduler,
+                                    state, generation_config, model_state)
     if rank == 0:
-        write_model_dir(tmp_name, model, tokenizer, generation_config, model_state)
-        torch.save(optimizer_state, tmp_name / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp_name / "scheduler.pt")
-        # trainer_state.json last: its presence marks a complete folder.
-        (tmp_name / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-        _fsync_dir(tmp_name)
+        fault_point("checkpoint.before_rename")
         replace_dir(tmp_name, final)  # the same step saved again (a resumed run) is replaced whole
-        for stale in list_checkpoints(output_dir)[:-keep]:
-            trash = root / f".old-{stale.name}"
-            os.replace(stale, trash)  # rename first: a half-deleted step-N would look complete
-            shutil.rmtree(trash, ignore_errors=True)
+        fault_point("checkpoint.after_rename")
+        prune_checkpoints(output_dir, keep)
     _barrier()
     return final if rank == 0 else None
 
 
-def _fsync_dir(path: Path) -> None:
+def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (also at the start of a run: a save killed
+    after publishing its checkpoint had not removed the old ones yet)."""
+    for stale in list_checkpoints(output_dir)[:-keep]:
+        _remove_checkpoint(stale)
+
+
+def _write_checkpoint_files(tmp: Path, step: int, model: Any, tokenizer: Any, optimizer_state: dict,
+                            scheduler: Any, state: dict[str, Any], generation_config: Any,
+                            model_state: dict[str, torch.Tensor] | None) -> None:
+    write_model_dir(tmp, model, tokenizer, generation_config, model_state)
+    fault_point("checkpoint.after_weights")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    fault_point("checkpoint.after_optimizer")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    fault_point("checkpoint.after_scheduler")
+    _fsync_dir(tmp)
+    fault_point("checkpoint.before_state")
+    # trainer_state.json last: its presence marks a complete folder.
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
+    _fsync_dir(tmp, only=STATE_FILE)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Rename aside first (a half-deleted step-N would look complete), then delete."""
+    trash = path.parent / f".old-{path.name}"
+    os.replace(path, trash)
+    files = sorted(p for p in trash.iterdir() if p.is_file())
+    if files:
+        files[0].unlink()
+        fault_point("checkpoint.deleting_old")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_dir(path: Path, only: str | None = None) -> None:
     """Flush file contents before the rename so a power loss cannot publish empty files."""
     for child in path.iterdir():
-        if child.is_file():
+        if child.is_file() and (only is None or child.name == only):
             with open(child, "rb") as fh:
                 os.fsync(fh.fileno())
 
@@ -240,10 +338,39 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def write_final_model(output_dir: str | Path, model: Any, tokenizer: Any, generation_config: Any,
-                      model_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """final_model/: written beside, then renamed over any previous one."""
+                      model_state: dict[str, torch.Tensor] | None = None,
+                      needed: int | None = None, extra: dict[str, str] | None = None) -> Path:
+    """final_model/: written beside (`.final_model.building-*`), then renamed over any previous
+    one; at every moment final_model/ is the old complete folder, the new one, or (killed
+    between the two renames) absent while the run is resumable from its last checkpoint.
+    `extra` adds small text files (name -> content), e.g. the step the weights are from."""
     output_dir = Path(output_dir)
-    final = output_dir / "final_model"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-final_model-", dir=output_dir))
-    write_model_dir(tmp, model, tokenizer, generation_config, model_state)
-    return replace_dir(tmp, final)
+    final = output_dir / FINAL_MODEL
+    tmp = temp_dir_beside(final)  # follows the umask (tempfile.mkdtemp would make it 0700)
+    fault_point("final.begin")
+    with _written_or_removed(tmp, final, needed):
+        write_model_dir(tmp, model, tokenizer, generation_config, model_state)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        _fsync_dir(tmp)
+    fault_point("final.after_weights")
+    old = None
+    if final.exists():
+        old = final.parent / f".{FINAL_MODEL}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+        fault_point("final.between_renames")
+    os.replace(tmp, final)
+    fault_point("final.after_rename")
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def final_model_state(output_dir: str | Path) -> dict[str, Any] | None:
+    """What final_model/training_state.json says (step, loss, ...), or None when there is no
+    final model (or one written without it)."""
+    path = Path(output_dir) / FINAL_MODEL / FINAL_STATE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

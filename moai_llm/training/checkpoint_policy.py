@@ -2,12 +2,16 @@
 
 - every `--save-steps` steps: `checkpoints/step-N/` (not at the last step: the end saves it),
 - at the end of a run that trained at least one step: `checkpoints/step-<max_steps>/`,
-- at the end: `final_model/` (a Qwen3 model directory with the tokenizer and chat defaults),
+- at the end: `final_model/` (a Qwen3 model directory with the tokenizer and chat defaults, and
+  `training_state.json`: the step and loss its weights are from, which is how a resumed run
+  knows it is complete),
 - keep the last `--save-total-limit` checkpoints.
 
 A checkpoint holds what exact resume needs: weights, optimizer and scheduler state, every
-process's RNG, and the trainer state (step, samples consumed = data position, NaN counters,
-global batch and world size). Writing it is checkpoint.py's (atomic, all ranks call).
+process's RNG, and the trainer state (trainer_state.py: step, samples consumed = data
+position, NaN counters, global batch, world size, max steps). The step saved is the state's
+own: no other number can end up in trainer_state.json. Writing it is checkpoint.py's (atomic,
+all ranks call).
 
     >>> policy = CheckpointPolicy.__new__(CheckpointPolicy)    # the schedule alone
     >>> policy.save_steps, policy.max_steps = 500, 1200
@@ -17,16 +21,18 @@ global batch and world size). Writing it is checkpoint.py's (atomic, all ranks c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from moai_llm.training.checkpoint import save_checkpoint, write_final_model
+from moai_llm.training.checkpoint import FINAL_STATE, save_checkpoint, write_final_model
 from moai_llm.training.distributed import (
     DistInfo,
     full_model_state,
     optimizer_state_for_save,
     unwrap,
 )
+from moai_llm.training.trainer_state import TrainerState
 
 
 class CheckpointPolicy:
@@ -35,31 +41,41 @@ class CheckpointPolicy:
 
     def __init__(self, run_dir: Path, settings: Any, plan: Any, dist: DistInfo,
                  wrapped: Any, optimizer: Any, scheduler: Any, generation_config: Any):
+        from moai_llm.hardware.checks import checkpoint_bytes
+
         self.run_dir, self.plan, self.dist = run_dir, plan, dist
         self.save_steps, self.max_steps = settings.save_steps, settings.max_steps
         self.keep, self.tokenizer = settings.save_total_limit, settings.tokenizer
         self.wrapped, self.optimizer, self.scheduler = wrapped, optimizer, scheduler
         self.generation_config = generation_config
+        model = unwrap(wrapped)
+        params = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.sizes = checkpoint_bytes(params, trainable, settings.tokenizer)  # for a full disk's message
 
     def due(self, done: int) -> bool:
         return bool(self.save_steps) and done % self.save_steps == 0 and done < self.max_steps
 
-    def save(self, step: int, state: dict[str, Any]) -> None:
-        """checkpoints/step-`step` (collective: every rank calls)."""
+    def save(self, state: TrainerState) -> None:
+        """checkpoints/step-`state.step` (collective: every rank calls)."""
         weights = full_model_state(self.wrapped, self.plan)
         optimizer_state = optimizer_state_for_save(self.wrapped, self.optimizer, self.plan)
-        trainer_state = {**state, "global_batch": self.plan.global_batch, "world_size": self.dist.world}
-        save_checkpoint(self.run_dir, step, unwrap(self.wrapped), self.tokenizer, optimizer_state,
-                        self.scheduler, trainer_state, keep=self.keep, rank=self.dist.rank,
-                        generation_config=self.generation_config, model_state=weights)
+        save_checkpoint(self.run_dir, state.step, unwrap(self.wrapped), self.tokenizer, optimizer_state,
+                        self.scheduler, state.to_json(), keep=self.keep, rank=self.dist.rank,
+                        generation_config=self.generation_config, model_state=weights,
+                        needed=self.sizes["checkpoint"])
 
-    def finish(self, trained: bool, state: dict[str, Any]) -> Path | None:
+    def finish(self, trained: bool, state: TrainerState) -> Path | None:
         """The last checkpoint (when this run trained) and final_model/; returns its path on
         rank 0."""
         if trained:
-            self.save(self.max_steps, state)
+            self.save(state)
         weights = full_model_state(self.wrapped, self.plan)
         if not self.dist.main:
             return None
+        record = {"step": state.step, "loss": state.loss, "samples_consumed": state.samples_consumed,
+                  "tokens": state.tokens, "max_steps": state.max_steps}
         return write_final_model(self.run_dir, unwrap(self.wrapped), self.tokenizer,
-                                 self.generation_config, model_state=weights)
+                                 self.generation_config, model_state=weights,
+                                 needed=self.sizes["final_model"],
+                                 extra={FINAL_STATE: json.dumps(record, indent=2)})

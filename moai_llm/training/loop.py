@@ -37,7 +37,8 @@ it is given (from run.yaml) and derives nothing from the hardware itself.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,13 @@ from moai_llm.training.checkpoint import (
     load_model_weights,
     load_optimizer_file,
     load_trainer_state,
+    prune_checkpoints,
     remove_stale_temps,
 )
 from moai_llm.training.checkpoint_policy import CheckpointPolicy
 from moai_llm.training.distributed import DistInfo, load_optimizer_state, unwrap, wrap_distributed
 from moai_llm.training.evaluation import HeldOut
+from moai_llm.training.faults import fault_point
 from moai_llm.training.metrics import (
     LogWindow,
     MetricsWriter,
@@ -65,6 +68,7 @@ from moai_llm.training.model_setup import build_model, build_optimizer, generati
 from moai_llm.training.schedule import build_scheduler, make_schedule
 from moai_llm.training.settings import TrainSettings
 from moai_llm.training.step import NonFiniteGuard, TrainStep
+from moai_llm.training.trainer_state import TrainerState
 
 
 @dataclass
@@ -81,9 +85,8 @@ class Run:
     saver: CheckpointPolicy
     metrics: MetricsWriter
     window: LogWindow
-    start_step: int = 0
-    state: dict[str, Any] = field(default_factory=lambda: {
-        "samples_consumed": 0, "skipped_steps": 0, "consecutive_nan": 0})
+    state: TrainerState             # where the run stands; replaced after every step
+    start_step: int = 0             # the step this process started from (0, or the checkpoint's)
 
 
 def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config: dict | None = None,
@@ -93,7 +96,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
 
     Returns {"step", "loss", "final_model", "tokens", "seconds", "skipped_steps", "world_size"}.
     Raises FirstStepOOM when the first step runs out of memory; MoaiRunError after too many
-    non-finite losses in a row.
+    non-finite losses in a row; DiskFullError (exit 2) when the disk fills while saving.
     """
     from moai_llm.progress import progress_bar, warn
 
@@ -101,19 +104,20 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     guard = NonFiniteGuard(settings.max_consecutive_nan, warn if run.dist.main else None)
     show = run.dist.main and show_progress
     bar = progress_bar(unit="step", log_every=settings.logging_steps) if show else contextlib.nullcontext()
-    last_loss = float("nan")
+    fault_point("run.start")
     try:
         with bar as progress:
             task = progress.add_task(settings.mode, total=settings.max_steps, completed=run.start_step,
                                      info="") if progress is not None else None
-            for step in range(run.start_step, settings.max_steps):
-                result = run.step(step, first=step == run.start_step)
-                guard.update(result, run.state, step)
-                last_loss = result.loss if result.finite else last_loss
-                _after_step(run, step + 1, result)
+            while run.state.step < settings.max_steps:
+                result = run.step(run.state.step, first=run.state.step == run.start_step)
+                run.state = run.state.after_step(result, run.plan.global_batch)
+                fault_point("step.end")
+                guard.check(result, run.state)
+                _after_step(run, result)
                 if progress is not None:
                     rate = run.window.tokens_total / max(run.window.seconds, 1e-9)
-                    progress.update(task, completed=step + 1,
+                    progress.update(task, completed=run.state.step,
                                     info=f"loss {result.loss:.4f}  {rate:,.0f} tok/s")
         final = run.saver.finish(run.start_step < settings.max_steps, run.state)
     finally:
@@ -121,26 +125,29 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     if run.dist.main:
         plot_loss(run_dir)
     run.dist.barrier()
-    return {"step": settings.max_steps, "loss": last_loss, "final_model": str(final) if final else None,
-            "tokens": run.window.tokens_total, "seconds": run.window.seconds,
-            "skipped_steps": run.state["skipped_steps"], "world_size": run.dist.world}
+    fault_point("run.end")
+    return {"step": run.state.step, "loss": run.state.loss if run.state.loss is not None else float("nan"),
+            "final_model": str(final) if final else None, "tokens": run.window.tokens_total,
+            "seconds": run.window.seconds, "skipped_steps": run.state.skipped_steps,
+            "world_size": run.dist.world}
 
 
-def _after_step(run: Run, done: int, result: Any) -> None:
-    """Bookkeeping after optimizer step `done`: data position, metrics, evaluation, checkpoint."""
-    run.state["samples_consumed"] = done * run.plan.global_batch
+def _after_step(run: Run, result: Any) -> None:
+    """Bookkeeping after an optimizer step: metrics, evaluation, checkpoint."""
+    done = run.state.step
     run.window.add(result.loss, result.tokens)
     if run.dist.main and run.window.due(done):
         record = run.window.take(done)
-        run.metrics.log(done, {**record, "lr": run.step.scheduler.get_last_lr()[0],
+        run.metrics.log(done, {**record, "tokens": run.state.tokens,
+                               "lr": run.step.scheduler.get_last_lr()[0],
                                "grad_norm": round(result.grad_norm, 6),
-                               "samples": run.state["samples_consumed"],
-                               "skipped_steps": run.state["skipped_steps"]})
+                               "samples": run.state.samples_consumed,
+                               "skipped_steps": run.state.skipped_steps})
     if run.held_out.due(done):
         run.metrics.log(done, run.held_out(run.model, run.reader, run.plan.micro_batch_size,
                                            run.dist, run.plan.precision))
     if run.saver.due(done):
-        run.saver.save(done, run.state)
+        run.saver.save(run.state)
 
 
 def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict | None,
@@ -158,7 +165,7 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
                            f"{plan.world_size} processes", hint="launch the run with `moai pretrain`/`moai sft`")
     if plan.tf32 and dist.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    tokenizer = load_tokenizer(settings.tokenizer)
+    tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     reader = RowReader(load_prepared(settings.prepared_dir))
     held_out = HeldOut(reader.num_rows, settings.eval_steps)
     torch.manual_seed(settings.seed)  # same initial weights on every process and every rerun
@@ -168,6 +175,7 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
     model.train()
     if dist.main:
         remove_stale_temps(run_dir)
+        prune_checkpoints(run_dir, settings.save_total_limit)
     if resume_from is not None:
         load_model_weights(model, resume_from)  # before sharding: full tensors
     wrapped = wrap_distributed(model, plan, dist)
@@ -181,39 +189,37 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
     saver = CheckpointPolicy(run_dir, settings, plan, dist, wrapped, optimizer, scheduler,
                              generation_config_for(tokenizer))
     state = _resume(resume_from, wrapped, optimizer, scheduler, plan, dist)
-    start = int(state.pop("step", 0))
+    state = dataclasses.replace(state, global_batch=plan.global_batch, world_size=dist.world,
+                                max_steps=settings.max_steps)
     cfg = unwrap(model).config
     fpt = flops_per_token(sum(p.numel() for p in model.parameters()), cfg.num_hidden_layers,
                           cfg.hidden_size, settings.seq_len)
     peak = peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     return Run(settings, plan, dist, reader, held_out, wrapped, step, saver,
                MetricsWriter(run_dir, enabled=dist.main, tensorboard=settings.tensorboard,
-                             resume_step=start if resume_from is not None else None),
-               LogWindow(settings.logging_steps, settings.max_steps, start, fpt,
+                             resume_step=state.step if resume_from is not None else None),
+               LogWindow(settings.logging_steps, settings.max_steps, state.step, fpt,
                          peak * dist.world if peak else None),
-               start_step=start, state=state)
+               state=state, start_step=state.step)
 
 
 def _resume(checkpoint: Path | None, wrapped: Any, optimizer: Any, scheduler: Any, plan: Any,
-            dist: DistInfo) -> dict[str, Any]:
+            dist: DistInfo) -> TrainerState:
     """The trainer state to continue from: a fresh one, or the checkpoint's (optimizer,
     scheduler and RNG restored)."""
-    fresh = {"step": 0, "samples_consumed": 0, "skipped_steps": 0, "consecutive_nan": 0}
     if checkpoint is None:
-        return fresh
+        return TrainerState()
     load_optimizer_state(wrapped, optimizer, load_optimizer_file(checkpoint), plan)
-    state = {**fresh, **load_trainer_state(checkpoint, scheduler, dist.rank)}
-    if state.get("global_batch") not in (None, plan.global_batch):
+    state = TrainerState.from_json(load_trainer_state(checkpoint, scheduler, dist.rank))
+    if state.global_batch not in (0, plan.global_batch):
         raise MoaiRunError(
-            f"{checkpoint} was trained with global batch {state['global_batch']}, this run has "
+            f"{checkpoint} was trained with global batch {state.global_batch}, this run has "
             f"{plan.global_batch}: the data position would not match",
             hint="resume with the same --global-batch / batch settings",
         )
     if dist.main:
         from moai_llm.progress import info
 
-        info(f"resuming from {checkpoint} (step {state['step']}, "
-             f"{state['samples_consumed']} samples consumed)")
-    for key in ("global_batch", "world_size"):
-        state.pop(key, None)
+        info(f"resuming from {checkpoint} (step {state.step}, "
+             f"{state.samples_consumed} samples consumed)")
     return state

@@ -9,17 +9,20 @@ What `TrainStep(step)` does:
 4. clip; if loss and gradient norm are finite, AdamW step; then the schedule step.
 
 An out-of-memory error in the first step of a run raises `FirstStepOOM` (launch retries with
-half the micro batch). `NonFiniteGuard` counts skipped steps and stops the run after too many
-in a row.
+half the micro batch). `NonFiniteGuard` says when a step was skipped and stops the run after
+too many in a row (the trainer state counts them).
 
     >>> from moai_llm.errors import MoaiRunError
+    >>> from moai_llm.training.trainer_state import TrainerState
     >>> guard = NonFiniteGuard(limit=2, say=lambda message: None)
-    >>> state = {"skipped_steps": 0, "consecutive_nan": 0}
-    >>> guard.update(StepResult(float("nan"), 1.0, 0), state, step=0)
-    >>> try:
-    ...     guard.update(StepResult(float("inf"), 1.0, 0), state, step=1)
-    ... except MoaiRunError as exc:
-    ...     print(exc.args[0][:58])
+    >>> state = TrainerState()
+    >>> for loss in (float("nan"), float("inf")):
+    ...     result = StepResult(loss, 1.0, 0)
+    ...     state = state.after_step(result, global_batch=8)
+    ...     try:
+    ...         guard.check(result, state)
+    ...     except MoaiRunError as exc:
+    ...         print(exc.args[0][:58])
     the loss or gradient norm was NaN/inf for 2 steps in a row
 """
 
@@ -115,23 +118,22 @@ class TrainStep:
 
 
 class NonFiniteGuard:
-    """Counts steps skipped for a NaN/inf loss or gradient norm; stops after `limit` in a row."""
+    """Says when a step was skipped for a NaN/inf loss or gradient norm; stops after `limit` in
+    a row (the counts live in the trainer state, so they survive a resume)."""
 
     def __init__(self, limit: int, say: Callable[[str], None] | None):
         self.limit, self.say = limit, say
 
-    def update(self, result: StepResult, state: dict[str, Any], step: int) -> None:
+    def check(self, result: StepResult, state: Any) -> None:
+        """`state`: the trainer state after the step that gave `result`."""
         if result.finite:
-            state["consecutive_nan"] = 0
             return
-        state["skipped_steps"] += 1
-        state["consecutive_nan"] += 1
         if self.say is not None:
-            self.say(f"step {step + 1}: loss {result.loss} / grad norm {result.grad_norm} is not "
-                     f"finite; step skipped ({state['consecutive_nan']} in a row)")
-        if state["consecutive_nan"] >= self.limit:
+            self.say(f"step {state.step}: loss {result.loss} / grad norm {result.grad_norm} is not "
+                     f"finite; step skipped ({state.consecutive_nan} in a row)")
+        if state.consecutive_nan >= self.limit:
             raise MoaiRunError(
-                f"the loss or gradient norm was NaN/inf for {state['consecutive_nan']} steps in a "
-                f"row (up to step {step + 1}); training stopped, checkpoints so far are kept",
+                f"the loss or gradient norm was NaN/inf for {state.consecutive_nan} steps in a "
+                f"row (up to step {state.step}); training stopped, checkpoints so far are kept",
                 hint="lower --learning-rate, use more warmup, or check the data",
             )

@@ -1,0 +1,92 @@
+"""Named fault points: the places where a test kills a run on purpose, to prove it survives.
+
+`fault_point("checkpoint.before_rename")` marks a moment of a run (inside a checkpoint write,
+the final save, after a step). It does nothing unless one of two environment variables is set,
+so a normal run pays three dictionary lookups per point:
+
+- `MOAI_FAULT_KILL_AT=NAME#K`: the process SIGKILLs itself the K-th time it reaches the point
+  NAME (`NAME` alone: the first time); `MOAI_FAULT_KILL_AT=N`: at the N-th point reached, of
+  any name. SIGKILL is what an out-of-memory killer, a preempted node or `kill -9` does: no
+  handler, no `finally`, no flush runs.
+- `MOAI_FAULT_STOP_AT=NAME#K` (or `N`): the process stops itself there with SIGSTOP instead,
+  alive and holding what it holds (the run folder's lock) until it gets SIGCONT: how a test
+  makes a second launch meet a first one at a known moment.
+- `MOAI_FAULT_LOG=FILE`: every point reached is appended to FILE, one name per line, so a test
+  can list the moments a run passes through and pick some to kill at.
+
+The points (`POINTS`) cover a step, every gap between the files of a checkpoint, its rename,
+the removal of old checkpoints, and the publication of final_model/. Counting is per process:
+a run that is killed and resumed starts counting again.
+
+    >>> import os
+    >>> fault_point("step.end")            # unset: nothing happens
+    >>> parse_kill_at("checkpoint.before_rename#2"), parse_kill_at("7"), parse_kill_at("")
+    (('checkpoint.before_rename', 2), (None, 7), None)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_ENV = "MOAI_FAULT_KILL_AT"
+STOP_ENV = "MOAI_FAULT_STOP_AT"
+LOG_ENV = "MOAI_FAULT_LOG"
+
+# Every point the library marks, in the order a run meets them (tests pick from these).
+POINTS = (
+    "run.start",                      # lock held, run.yaml written, before any training
+    "step.end",                       # after an optimizer step, before its bookkeeping
+    "checkpoint.begin",               # the temporary folder exists, empty
+    "checkpoint.after_rng",           # this process's RNG file written
+    "checkpoint.after_weights",       # config.json, model.safetensors, tokenizer written
+    "checkpoint.after_optimizer",     # optimizer.pt written
+    "checkpoint.after_scheduler",     # scheduler.pt written
+    "checkpoint.before_state",        # everything but trainer_state.json (the completion mark)
+    "checkpoint.before_rename",       # complete and flushed, still under its temporary name
+    "checkpoint.after_rename",        # published as step-N; older ones not yet removed
+    "checkpoint.deleting_old",        # an old checkpoint renamed aside, partly deleted
+    "final.begin",                    # final_model's temporary folder exists, empty
+    "final.after_weights",            # the model folder is written under its temporary name
+    "final.between_renames",          # the previous final_model set aside, the new one not in place
+    "final.after_rename",             # final_model/ published; the previous one not yet removed
+    "run.end",                        # everything written, lock still held
+)
+
+_counts: dict[str, int] = {}
+_pid = 0
+
+
+def parse_kill_at(spec: str) -> tuple[str | None, int] | None:
+    """`NAME#K` -> (NAME, K); `NAME` -> (NAME, 1); `N` -> (None, N); empty -> None."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    if spec.isdigit():
+        return None, int(spec)
+    name, _, count = spec.partition("#")
+    return name, int(count) if count else 1
+
+
+def fault_point(name: str) -> None:
+    """Mark the moment `name` (see the module docstring); kills (or stops) this process when
+    asked."""
+    environ = os.environ
+    if KILL_ENV in environ or STOP_ENV in environ or LOG_ENV in environ:
+        _reached(name, environ.get(KILL_ENV), environ.get(STOP_ENV), environ.get(LOG_ENV))
+
+
+def _reached(name: str, kill_at: str | None, stop_at: str | None, log: str | None) -> None:
+    global _pid
+    if _pid != os.getpid():  # a forked child counts from zero, like a fresh process
+        _counts.clear()
+        _pid = os.getpid()
+    _counts[name] = _counts.get(name, 0) + 1
+    _counts[""] = _counts.get("", 0) + 1
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+    for spec, sig in ((kill_at, signal.SIGKILL), (stop_at, signal.SIGSTOP)):
+        target = parse_kill_at(spec or "")
+        if target is not None and target[0] in (None, name) and _counts[target[0] or ""] == target[1]:
+            os.kill(os.getpid(), sig)
