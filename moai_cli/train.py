@@ -115,6 +115,8 @@ OPTIONS = [
     Opt("dry_run", "--dry-run", bool, "Print the plan and the launch command; train nothing.",
         OUTPUT, ""),
     Opt("as_json", "--json", bool, "Print the result (or the plan) as JSON.", OUTPUT, ""),
+    Opt("trust_remote_code", "--trust-remote-code", bool, "Run Python code a tokenizer or model "
+        "folder names (auto_map); only for folders you trust.", MODEL, "", "off"),
     Opt("config", "--config", help="YAML settings file (flags win over it).", metavar="FILE"),
     Opt("seed_mode", "--mode", hidden=True),
 ]
@@ -194,16 +196,17 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
     """Resolve settings, prepare (or plan only), launch, report."""
     if as_json:
         set_quiet(True)
-    from moai_llm.training.runner import launch_description, launch_run, prepare_run
+    from moai_llm.training.runner import holding, launch_description, launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
     settings, sources = resolve_settings(mode, config, flags)
     dry_run = dry_run or bool(settings.simulate)  # other hardware can only be planned for
-    record = prepare_run(settings, sources, plan_only=dry_run)
     if dry_run:
-        _print_dry_run(launch_description(record), as_json)
+        _print_dry_run(launch_description(prepare_run(settings, sources, plan_only=True)), as_json)
         return
-    code, result = launch_run(record, show_progress=not as_json)
+    with holding(settings.output_dir, mode):  # the whole run, torchrun workers and retries included
+        record = prepare_run(settings, sources)
+        code, result = launch_run(record, show_progress=not as_json)
     if code != 0:
         raise typer.Exit(code)
     _report(mode, record.settings().output_dir, result, as_json)
@@ -232,6 +235,13 @@ def _report(mode: str, out: str, result: dict[str, Any], as_json: bool) -> None:
         print_json(summary)
         return
     loss = result.get("loss")
+    if result.get("complete"):
+        console.print(f"[bold green]complete[/]: {out} already trained all {result['step']} steps and "
+                      f"wrote final_model/; nothing to do (raise --max-steps to train further)"
+                      + (f"; final loss {loss:.4f}" if isinstance(loss, float) else ""),
+                      soft_wrap=True, highlight=False)
+        console.print(f"{'model:':<8} {out}/final_model", soft_wrap=True, highlight=False, markup=False)
+        return
     console.print(f"[bold green]done[/]: {result.get('step', '?')} steps"
                   + (f", final loss {loss:.4f}" if isinstance(loss, float) else "")
                   + (f", {result['tokens'] / max(result['seconds'], 1e-9):,.0f} tokens/s"

@@ -15,6 +15,8 @@ The planner asks these questions while it decides; `moai doctor` shows `estimate
 
 from __future__ import annotations
 
+import math
+
 from moai_llm.hardware.facts import HardwareFacts
 from moai_llm.hardware.memory import GIB, MemoryEstimate, ModelShape, estimate, fmt_bytes
 from moai_llm.hardware.plan import ATTENTION_FLASH, Plan
@@ -59,10 +61,21 @@ def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> Mem
     )
 
 
-def fits(est: MemoryEstimate, memory: int, gpu: bool) -> bool:
+def need_bytes(est: MemoryEstimate, gpu: bool) -> int:
+    """What a plan takes of a process's memory: the reserved peak on a GPU; on CPU the
+    allocated peak with 15% slack plus the interpreter, torch and data loading."""
     if gpu:
-        return est.peak_reserved <= memory * (1 - GPU_MARGIN)
-    return est.peak_allocated * 1.15 + CPU_PROCESS_OVERHEAD <= memory
+        return math.ceil(est.peak_reserved)
+    return math.ceil(est.peak_allocated * 1.15 + CPU_PROCESS_OVERHEAD)
+
+
+def usable_bytes(memory: int, gpu: bool) -> int:
+    """Of a process's memory, what a plan may take: all of its RAM share; a GPU less its margin."""
+    return int(memory * (1 - GPU_MARGIN)) if gpu else int(memory)
+
+
+def fits(est: MemoryEstimate, memory: int, gpu: bool) -> bool:
+    return need_bytes(est, gpu) <= usable_bytes(memory, gpu)
 
 
 def max_micro_batch(shape: ModelShape, plan: Plan, cap: int) -> int:

@@ -51,20 +51,36 @@ def check_output_dir(path: str | Path) -> Path:
     return out
 
 
+def pretrained_folder(s: TrainSettings) -> Any | None:
+    """--pretrained-model checked (moai_llm.pretrained: a Qwen3 folder with complete safetensors
+    weights, no folder code unless --trust-remote-code; a hub name is downloaded first), or None
+    without one. Nothing is loaded."""
+    if not s.pretrained_model:
+        return None
+    from moai_llm.pretrained import resolve_pretrained
+
+    return resolve_pretrained(s.pretrained_model, trust_remote_code=s.trust_remote_code)
+
+
 def tokenizer_dir(s: TrainSettings, derived: dict, required: bool = True) -> Path | None:
     """--tokenizer, else the pretrained model folder's own tokenizer; None when there is none
     and `required` is false (a plan-only dry run)."""
+    pretrained = pretrained_folder(s) if not s.tokenizer and (required or s.pretrained_model) else None
     if s.tokenizer:
         path = Path(s.tokenizer)
-    elif s.pretrained_model and (Path(s.pretrained_model) / "tokenizer.json").is_file():
-        path = derive(derived, "tokenizer", s.pretrained_model,
-                      "the tokenizer of the --pretrained-model folder")
-        path = Path(path)
+    elif pretrained is not None and pretrained.tokenizer_dir is not None:
+        path = Path(derive(derived, "tokenizer", str(pretrained.tokenizer_dir),
+                           "the tokenizer of the --pretrained-model folder"))
     elif not required:
         return None
+    elif pretrained is not None:
+        raise MoaiInputError(f"--pretrained-model {s.pretrained_model}: has no tokenizer",
+                             hint="pass --tokenizer DIR (the tokenizer the model was trained with)")
     else:
         raise MoaiInputError("no tokenizer: pass --tokenizer DIR",
                              hint="train one with `moai tokenizer train`, or use a model folder that has one")
+    if not path.is_dir():
+        raise MoaiInputError(f"--tokenizer {path}: no such folder")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise MoaiInputError(f"--tokenizer {path}: not a tokenizer folder (no tokenizer.json)")
     return path
@@ -100,14 +116,52 @@ def check_special_tokens(tokenizer: Any, tok_dir: Path, model_config: Any | None
 
 
 def pretrained_config(s: TrainSettings) -> Any | None:
-    """The config of --pretrained-model (None without one)."""
-    if not s.pretrained_model:
+    """The config of --pretrained-model (None without one), after the folder's checks."""
+    pretrained = pretrained_folder(s)
+    if pretrained is None:
         return None
     from moai_llm.config import MoaiConfig
 
-    if not (Path(s.pretrained_model) / "config.json").is_file():
-        raise MoaiInputError(f"--pretrained-model {s.pretrained_model}: not a model folder (no config.json)")
-    return MoaiConfig.from_pretrained(s.pretrained_model)
+    return MoaiConfig.from_pretrained(str(pretrained.path))
+
+
+def context_of(s: TrainSettings) -> tuple[int, str]:
+    """(max_position_embeddings, what it is of) for the model the run trains."""
+    if s.pretrained_model:
+        config = pretrained_folder(s).config
+        return int(config.get("max_position_embeddings") or 0), f"--pretrained-model {s.pretrained_model}"
+    if s.model_config:
+        data = _read_model_file(Path(s.model_config))
+        return int(data.get("max_position_embeddings") or 0), f"--model-config {s.model_config}"
+    from moai_llm.config import MoaiConfig, list_presets
+
+    try:
+        return MoaiConfig.from_preset(s.model).max_position_embeddings, f"the {s.model} preset"
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise MoaiInputError(f"--model {s.model}: no such model preset ({exc})",
+                             hint=f"use one of {', '.join(list_presets())}") from None
+
+
+def check_context(s: TrainSettings, chosen: bool, derived: dict) -> None:
+    """The sequence length must fit the model's positions (max_position_embeddings). A length
+    you chose (--seq-len, or the rows of a prepared dataset) beyond them is refused; the default
+    length is cut to them for a pretrained model. A new model trained at the default length
+    gets that many positions (model_config_for says so)."""
+    longest, of = context_of(s)
+    seq_len = derived.get("seq_len", {}).get("value", s.seq_len)
+    if not longest or seq_len <= longest:
+        return
+    if chosen:
+        where = (f"--seq-len {seq_len}" if "seq_len" not in derived
+                 else f"--dataset {s.dataset[0]} (rows of {seq_len} tokens)")
+        raise MoaiInputError(
+            f"{where}: longer than the {longest} positions of {of} (max_position_embeddings)",
+            hint=f"use --seq-len {longest} or less, or a model with a longer context: a preset or "
+                 "--model-config with a larger max_position_embeddings, or RoPE scaling "
+                 "(rope_scaling: {type: yarn, factor: F, original_max_position_embeddings: N})")
+    if s.pretrained_model:
+        derive(derived, "seq_len", longest, f"the {longest} positions of {of} (the default "
+               f"--seq-len {s.seq_len} is longer)")
 
 
 def is_prepared(s: TrainSettings) -> bool:
@@ -190,8 +244,10 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
         config.vocab_size = derive(derived, "vocab_size", vocab, f"the tokenizer's {len(tokenizer)} tokens{rounded}")
         config.eos_token_id, config.pad_token_id, config.bos_token_id = ids["endoftext"], ids["pad"], None
     if config.max_position_embeddings < s.seq_len:
-        config.max_position_embeddings = derive(derived, "max_position_embeddings", s.seq_len,
-                                                "raised to the training sequence length")
+        config.max_position_embeddings = derive(
+            derived, "max_position_embeddings", s.seq_len,
+            f"raised to the training sequence length (the default --seq-len {s.seq_len} is longer "
+            f"than {name}'s {config.max_position_embeddings} positions; a new model learns them)")
     return config.to_dict(), config
 
 

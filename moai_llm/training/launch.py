@@ -51,6 +51,7 @@ from moai_llm.hardware.plan import Plan
 EXIT_FIRST_STEP_OOM = 75
 WORKER_MODULE = "moai_llm.training.worker"
 OOM_MARKER_ENV = "MOAI_OOM_MARKER"
+EXIT_CODE_ENV = "MOAI_WORKER_EXIT_CODE"
 DEFAULT_MAX_RETRIES = 3
 
 
@@ -213,11 +214,44 @@ def _run_once(
     desc = describe(plan, worker_args, rendezvous, in_process=False, module=module)
     env, _ = build_env(plan)
     with tempfile.TemporaryDirectory(prefix="moai-launch-") as tmp:
-        marker = Path(tmp) / "first_step_oom"
-        env[OOM_MARKER_ENV] = str(marker)
-        rc = subprocess.call(desc["command"], env=env)
+        marker, exit_file = Path(tmp) / "first_step_oom", Path(tmp) / "exit_code"
+        env[OOM_MARKER_ENV], env[EXIT_CODE_ENV] = str(marker), str(exit_file)
+        rc = subprocess.call(desc["command"], env=env, preexec_fn=_parent_death_signal())
         oom = rc == EXIT_FIRST_STEP_OOM or marker.exists()
+        if rc != 0 and not oom and exit_file.exists():
+            rc = int(exit_file.read_text().strip() or rc)  # torchrun says 1 whatever its workers did
     return rc, oom
+
+
+def _parent_death_signal() -> Callable[[], Any] | None:
+    """For a child process: be SIGKILLed when this process dies (Linux), so that torchrun and
+    its workers (which ask the same of torchrun: `die_with_parent`) never outlive a killed
+    launcher and write into a run folder whose lock is gone. Resolved before the fork: the
+    child only makes one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def die_with_parent() -> None:
+    """Ask to be SIGKILLed when the parent process (torchrun) dies (Linux; a no-op elsewhere)."""
+    set_signal = _parent_death_signal()
+    if set_signal is not None:
+        set_signal()
+
+
+def record_exit_code(code: int) -> None:
+    """For torchrun workers: leave the exit code for `launch` (torchrun itself exits 1)."""
+    path = os.environ.get(EXIT_CODE_ENV)
+    if path and code:
+        Path(path).write_text(str(code))
 
 
 def launch(

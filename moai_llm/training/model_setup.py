@@ -44,8 +44,13 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
     from moai_llm.modeling import MoaiForCausalLM
 
     if settings.pretrained_model:
-        model = MoaiForCausalLM.from_pretrained(settings.pretrained_model, dtype=torch.float32,
-                                                attn_implementation=plan.attention)
+        from moai_llm.pretrained import resolve_pretrained
+
+        # Checked again here (a worker may run on another node): Qwen3, safetensors only.
+        folder = resolve_pretrained(settings.pretrained_model, trust_remote_code=settings.trust_remote_code)
+        model = MoaiForCausalLM.from_pretrained(str(folder.path), dtype=torch.float32,
+                                                attn_implementation=plan.attention,
+                                                use_safetensors=True, trust_remote_code=False)
         needed = len(tokenizer)
         if needed > model.config.vocab_size:
             from moai_llm.tokenizer.model_vocab import grow_embeddings

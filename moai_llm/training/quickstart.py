@@ -72,6 +72,11 @@ def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
     from moai_llm.training.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
+    out = Path(flags["output_dir"])
+    if (out / "run.yaml").is_file():  # a stage of an earlier quickstart: each run starts afresh
+        import shutil
+
+        shutil.rmtree(out)
     settings, sources = resolve_settings(mode, None, flags)
     record = prepare_run(settings, sources, argv=["moai", "quickstart"])
     code, result = launch_run(record)

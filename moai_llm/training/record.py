@@ -69,6 +69,10 @@ class RunRecord:
     data: dict[str, Any] = field(default_factory=dict)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     created: str = field(default_factory=_now)
+    # Not written to run.yaml: what this launch found (set by runner.prepare_run).
+    complete: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    found_in_folder: frozenset[str] | None = field(default=None, compare=False, repr=False)  # None: unknown
+    made_folder: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_sources(cls, sources: SettingsSources, derived: dict[str, dict[str, Any]],

@@ -29,13 +29,17 @@ the --seq-len setting are used, it says so, and nothing is written.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
-from moai_llm.training import inputs
+from moai_llm.training import guards, inputs, resume
+from moai_llm.training.checkpoint import remove_stale_temps
 from moai_llm.training.record import RUN_YAML, RunRecord, record_retry
 from moai_llm.training.settings import SettingsSources, TrainSettings
 
@@ -46,7 +50,15 @@ def facts_for(s: TrainSettings, output_dir: str | Path | None = None):
     from moai_llm.hardware.simulate import simulate
 
     where = str(output_dir) if output_dir else None
-    return simulate(s.simulate, where) if s.simulate else probe(where)
+    if s.simulate:
+        return simulate(s.simulate, where)
+    from moai_llm.resources import available_memory
+
+    facts = probe(where)
+    # The tightest of free RAM, a cgroup limit, ulimit -v and MOAI_MEMORY_LIMIT: what a run can get.
+    room = available_memory().bytes
+    facts.ram_available_bytes = min(facts.ram_available_bytes, room) if facts.ram_available_bytes else room
+    return facts
 
 
 def plan_for(s: TrainSettings, model_config: Any, facts: Any = None) -> Plan:
@@ -62,52 +74,111 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     """Check everything, prepare data, size the model and plan; write run.yaml. Returns it.
 
     Inputs are checked before the output folder is touched; a folder this call created is
-    removed again when the run is refused, so bad input leaves nothing behind. `plan_only` (a
-    dry run): a missing tokenizer or dataset is allowed; then nothing is checked on disk or
+    removed again when the run is refused, so bad input leaves nothing behind. The folder's
+    lock is held from the first write (`holding`). A finished run asked to resume is not
+    touched: the record returned says it is complete (`record.complete`). `plan_only` (a dry
+    run): a missing tokenizer or dataset is allowed; then nothing is checked on disk or
     written, and the record holds the plan alone."""
     if plan_only and (not s.dataset or inputs.tokenizer_dir(s, {}, required=False) is None):
         return _plan_without_inputs(s, sources, argv)
     from moai_llm.tokenizer import load_tokenizer
-    from moai_llm.training.checkpoint import resolve_resume
 
-    resume_from = resolve_resume(s.resume, s.output_dir)  # once: the workers read run.yaml
     derived: dict[str, dict[str, Any]] = {}
+    pretrained = inputs.pretrained_folder(s)  # named first: "no such folder", not "no tokenizer"
     tok_dir = inputs.tokenizer_dir(s, derived)
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = load_tokenizer(tok_dir, trust_remote_code=s.trust_remote_code)
     ids = inputs.check_special_tokens(tokenizer, tok_dir, inputs.pretrained_config(s), s.pretrained_model)
-    if s.mode == "sft" and not s.pretrained_model:
+    if s.mode == "sft" and pretrained is None:
         raise MoaiInputError("`moai sft` needs --pretrained-model DIR (a model folder to fine-tune)")
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
     manifest = None
     if inputs.is_prepared(s):
         manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
-    created = not Path(s.output_dir).exists()
-    out = inputs.check_output_dir(s.output_dir)
-    try:
-        if manifest is None:
-            manifest = inputs.prepare_sources(s, tok_dir, out, derived)
-        record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
-                         tok_dir, ids, resume_from, argv)
-    except MoaiInputError:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # made by this call: nothing of yours was there
-        raise
-    record.write(out)
+    inputs.check_context(s, "seq_len" in sources.given() or manifest is not None, derived)
+    with holding(s.output_dir, s.mode):
+        done = resume.finished_run(s)
+        if done is not None:
+            return done
+        resume_from = resume.resolve(s)  # once: the workers read run.yaml
+        found = _entries(s.output_dir)
+        out = inputs.check_output_dir(s.output_dir)
+        try:
+            remove_stale_temps(out)  # what killed saves left: the lock says no live run owns it
+            if manifest is None:
+                manifest = inputs.prepare_sources(s, tok_dir, out, derived)
+            record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
+                             tok_dir, ids, resume_from, argv, plan_only)
+        except MoaiInputError:
+            _remove_new(out, found)  # made by this call: nothing of yours was there
+            raise
+        record.found_in_folder, record.made_folder = found or frozenset(), found is None
+        record.write(out)
     return record
+
+
+def _entries(folder: str | Path) -> frozenset[str] | None:
+    """The names in `folder` now (None: it does not exist)."""
+    path = Path(folder)
+    return frozenset(os.listdir(path)) if path.is_dir() else None
+
+
+def _remove_new(out: Path, found: frozenset[str] | None) -> None:
+    """Remove what this launch added to `out` (the whole folder when it made it)."""
+    if found is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in set(os.listdir(out)) - found:
+        path = out / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+_HELD: dict[Path, Any] = {}
+
+
+@contextlib.contextmanager
+def holding(output_dir: str | Path, mode: str) -> Iterator[Any]:
+    """Hold the run folder's lock (moai_llm.locks.RunLock: a second launch into it is refused,
+    one line naming the owner; a dead owner's lock is taken over, said so) for the block.
+    Re-entrant in one process: the CLI holds it around `prepare_run` and `launch_run`, which take
+    it themselves when called alone; torchrun workers and OOM retries run under the launcher's."""
+    from moai_llm.locks import RunLock, lock_path
+
+    key = lock_path(output_dir)
+    if key in _HELD:
+        yield _HELD[key]
+        return
+    lock = RunLock(output_dir, command=f"moai {mode}")
+    try:
+        lock.acquire()
+    except OSError as exc:  # a file where a folder should be, no permission, a read-only disk
+        raise MoaiInputError(f"--output-dir {output_dir}: cannot write there ({exc.strerror or exc})",
+                             hint="choose a folder you can write to") from None
+    _HELD[key] = lock
+    try:
+        yield lock
+    finally:
+        _HELD.pop(key, None)
+        lock.release()
 
 
 def _record(s: TrainSettings, sources: SettingsSources, derived: dict, out: Path, manifest: dict,
             tokenizer: Any, tok_dir: Path, ids: dict[str, int], resume_from: Path | None,
-            argv: list[str] | None) -> RunRecord:
-    """Size the model, plan, and put it all in a RunRecord."""
+            argv: list[str] | None, plan_only: bool = False) -> RunRecord:
+    """Size the model, plan, check memory and disk against the plan, and put it all in a
+    RunRecord."""
     from moai_llm.config import parameter_count
     from moai_llm.progress import info
 
     info(f"data: {manifest.get('num_rows', '?')} rows of {s.seq_len} tokens in {s.prepared_dir}")
     model_config, config = inputs.model_config_for(s, tokenizer, ids, derived)
+    plan = plan_for(s, config, facts_for(s, out))
+    resume.check_global_batch(resume_from, plan.global_batch)
+    if not plan_only:  # a dry run allocates nothing: it shows the plan and its warnings
+        guards.check_memory(plan, config)
+        guards.check_disk(out, config, s.save_total_limit, tok_dir)
     return RunRecord.from_sources(
-        sources, derived, plan_for(s, config, facts_for(s, out)), command=_argv(argv),
+        sources, derived, plan, command=_argv(argv),
         resume=_resume_section(s.resume, resume_from), model_config=model_config,
         model={"parameters": parameter_count(config), "vocab_size": config.vocab_size,
                "from": s.pretrained_model or s.model_config or s.model},
@@ -124,6 +195,8 @@ def _plan_without_inputs(s: TrainSettings, sources: SettingsSources,
     from moai_llm.progress import info
 
     derived: dict[str, dict[str, Any]] = {}
+    inputs.check_context(s, "seq_len" in sources.given(), derived)
+    s = _with_derived(s, derived)
     model_config, config = inputs.model_config_for(s, None, None, derived)
     if not s.tokenizer:
         info(f"no tokenizer: planning with {derived['vocab_size']['reason'].split(' (')[0]} "
@@ -178,10 +251,14 @@ def _rendezvous(s: TrainSettings) -> dict[str, Any] | None:
 
 def launch_run(record: RunRecord, show_progress: bool = True) -> tuple[int, dict]:
     """Run the plan of `record`: in this process for one process, torchrun for several.
-    A first-step OOM retry rewrites the plan in run.yaml before relaunching."""
+    A first-step OOM retry rewrites the plan in run.yaml before relaunching. A complete run
+    (`record.complete`) is not run again. A run that fails before it saved anything leaves
+    the folder as it found it (no lone run.yaml)."""
     from moai_llm.training.launch import launch
     from moai_llm.training.loop import train
 
+    if record.complete:
+        return 0, dict(record.complete)
     s = record.settings()
     run_yaml = Path(s.output_dir) / RUN_YAML
     result: dict[str, Any] = {}
@@ -191,6 +268,28 @@ def launch_run(record: RunRecord, show_progress: bool = True) -> tuple[int, dict
                             resume_from=record.resume_checkpoint))
         return 0
 
-    code = launch(record.plan(), ["--run-yaml", str(run_yaml)], rendezvous=_rendezvous(s),
-                  in_process=in_process, on_retry=lambda plan, why: record_retry(run_yaml, plan, why))
+    with holding(s.output_dir, s.mode):
+        try:
+            code = launch(record.plan(), ["--run-yaml", str(run_yaml)], rendezvous=_rendezvous(s),
+                          in_process=in_process,
+                          on_retry=lambda plan, why: record_retry(run_yaml, plan, why))
+        except BaseException:
+            _forget_if_nothing_saved(record, Path(s.output_dir))
+            raise
+        if code != 0:
+            _forget_if_nothing_saved(record, Path(s.output_dir))
     return code, result
+
+
+def _forget_if_nothing_saved(record: RunRecord, out: Path) -> None:
+    """After a failed fresh launch: when no checkpoint was saved and no step was logged, remove
+    what this launch added to the folder (run.yaml, prepared data, empty logs), or the folder
+    it made: a failed run leaves no lone run.yaml."""
+    from moai_llm.training.checkpoint import latest_checkpoint
+    from moai_llm.training.metrics import read_metrics
+
+    if record.found_in_folder is None or record.resume is not None or not out.is_dir():
+        return  # not prepared by this launch, or a resumed run: its folder is the user's
+    if latest_checkpoint(out) is not None or read_metrics(out):
+        return
+    _remove_new(out, None if record.made_folder else record.found_in_folder)

@@ -2,8 +2,9 @@
 
 Each process reads everything from run.yaml: the settings, the plan (after a first-step OOM
 retry, the rewritten one), the model config and the checkpoint to resume from; then trains.
-Exit codes: 0 done, 1 run failure (message on stderr), 2 bad input, 75 out of memory at the
-first step (launch.py retries with half the micro batch).
+Exit codes: 0 done, 1 run failure (message on stderr), 2 bad input (a full disk included),
+75 out of memory at the first step (launch.py retries with half the micro batch). A worker
+dies with torchrun, which dies with the launcher that holds the run folder's lock.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from moai_llm.errors import MoaiInputError, MoaiRunError
     from moai_llm.progress import console
-    from moai_llm.training.launch import FirstStepOOM, exit_first_step_oom
+    from moai_llm.training.launch import (
+        FirstStepOOM,
+        die_with_parent,
+        exit_first_step_oom,
+        record_exit_code,
+    )
     from moai_llm.training.loop import train
     from moai_llm.training.record import read_record
 
+    die_with_parent()  # a killed launcher takes torchrun and its workers with it
     try:
         record = read_record(args.run_yaml)
         settings = record.settings()
@@ -36,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         if exc.hint:
             console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
-        return 2 if isinstance(exc, MoaiInputError) else 1
+        code = 2 if isinstance(exc, MoaiInputError) else 1
+        record_exit_code(code)
+        return code
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -68,8 +68,15 @@ def test_resume_auto_starts_fresh_and_resume_without_checkpoint_fails(workdir, p
     import yaml
 
     assert yaml.safe_load((out / "run.yaml").read_text())["resume"] is None  # nothing to resume
-    # a finished run resumed again has nothing left to do but still ends well
+    # a finished run resumed again says it is complete and changes nothing
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     result = CliRunner().invoke(app, pretrain_args(workdir, out, 2) + ["--resume", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "complete" in result.output and "resuming from" not in result.output
+    assert "nan" not in result.output
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    # with more steps asked for, it resumes, and run.yaml records from where
+    result = CliRunner().invoke(app, pretrain_args(workdir, out, 3) + ["--resume", "auto"])
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.output
     import yaml

@@ -1,0 +1,114 @@
+"""Resuming a run: which checkpoint, whether there is anything left to do, what changed.
+
+Decided once, in the launching process, while it holds the run folder's lock:
+
+- `--resume` / `--resume auto` / `--resume DIR` name a checkpoint (checkpoint.resolve_resume);
+  the one chosen is recorded in run.yaml and the workers read it there.
+- A run that is already complete (final_model/ is from step --max-steps, no checkpoint is
+  beyond it) is not trained again: `finished_run` returns its record marked complete, and
+  nothing in the folder changes (what killed saves left beside it is removed).
+- `--max-steps` above what the checkpoint's run was planned for continues from the checkpoint
+  to the new end, and says so. The learning-rate schedule is a function of --max-steps, so the
+  steps already trained followed the old schedule: the result equals a run planned for the new
+  --max-steps from the start only where both schedules agree on those steps (a constant
+  schedule, or a warmup given in steps and a WSD decay that had not begun). A checkpoint beyond
+  --max-steps is refused (its weights are past the end asked for).
+- Starting fresh (no --resume) in a folder that holds checkpoints is refused: the new run's
+  checkpoints would mix with the old ones, and the newest (the old run's) would win a later
+  resume.
+
+    >>> import tempfile
+    >>> from moai_llm.training.settings import resolve_settings
+    >>> s, _ = resolve_settings("pretrain", flags={"output_dir": tempfile.mkdtemp(), "resume": "auto"})
+    >>> finished_run(s) is None, resolve(s) is None          # nothing there yet: start fresh
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from moai_llm.errors import MoaiInputError
+from moai_llm.training.checkpoint import (
+    STATE_FILE,
+    final_model_state,
+    latest_checkpoint,
+    remove_stale_temps,
+    resolve_resume,
+)
+from moai_llm.training.settings import TrainSettings
+
+
+def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
+    """trainer_state.json of a complete checkpoint."""
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def finished_run(s: TrainSettings) -> Any:
+    """The record of the run in `s.output_dir`, marked complete, when --resume was asked for and
+    the run already trained all `s.max_steps` steps and wrote final_model/; otherwise None.
+    Call it holding the folder's lock."""
+    if not s.resume:
+        return None
+    final = final_model_state(s.output_dir)
+    latest = latest_checkpoint(s.output_dir)
+    if final is None or final.get("step") != s.max_steps:
+        return None
+    if latest is not None and checkpoint_state(latest)["step"] > s.max_steps:
+        return None  # resolve() refuses it, with the reason
+    from moai_llm.training.record import RUN_YAML, RunRecord, read_record
+
+    out = Path(s.output_dir)
+    remove_stale_temps(out)  # what a save killed after publishing left beside it
+    if not (out / "loss.png").exists():
+        from moai_llm.training.metrics import plot_loss
+
+        plot_loss(out)
+    record = read_record(out) if (out / RUN_YAML).is_file() else RunRecord(mode=s.mode)
+    record.complete = {"step": final["step"], "loss": final.get("loss"),
+                       "final_model": str(out / "final_model"), "complete": True}
+    return record
+
+
+def resolve(s: TrainSettings) -> Path | None:
+    """The checkpoint to start from (None: fresh), after the checks in the module docstring."""
+    checkpoint = resolve_resume(s.resume, s.output_dir)
+    if checkpoint is None:
+        existing = latest_checkpoint(s.output_dir)
+        if existing is not None and not s.resume:
+            raise MoaiInputError(
+                f"--output-dir {s.output_dir} holds checkpoints of an earlier run (newest "
+                f"{existing.name}); a fresh run would mix its checkpoints with them",
+                hint="pass --resume auto to continue that run, or another --output-dir (or delete "
+                     f"{Path(s.output_dir) / 'checkpoints'} to start over)")
+        return None
+    state = checkpoint_state(checkpoint)
+    step, planned = int(state["step"]), int(state.get("max_steps") or 0)
+    if step > s.max_steps:
+        raise MoaiInputError(
+            f"--max-steps {s.max_steps}: the run is already at step {step} ({checkpoint})",
+            hint=f"pass --max-steps {step} or more to continue it, or start a fresh run in another "
+                 "--output-dir")
+    if planned and planned != s.max_steps and step < s.max_steps:
+        from moai_llm.progress import info
+
+        info(f"--max-steps {s.max_steps}: continuing from {checkpoint} (step {step}, of a run planned "
+             f"for {planned} steps) to step {s.max_steps}; the learning-rate schedule is now the one "
+             f"for {s.max_steps} steps (steps 1-{step} followed the {planned}-step schedule)")
+    return checkpoint
+
+
+def check_global_batch(checkpoint: Path | None, global_batch: int) -> None:
+    """A resume must keep the global batch: the data position is counted in samples, and each
+    step covers one global batch of them."""
+    if checkpoint is None:
+        return
+    saved = int(checkpoint_state(checkpoint).get("global_batch") or 0)
+    if saved and saved != global_batch:
+        raise MoaiInputError(
+            f"--resume {checkpoint}: it was trained with global batch {saved}, this run's plan has "
+            f"{global_batch}; the data position would not match",
+            hint=f"resume with --global-batch {saved} (any number of processes and micro batch "
+                 "that make it)")
