@@ -107,6 +107,74 @@ def _long_text(w: Path, tok: Path):
                                          for i in range(2500)))
 
 
+# ---------------------------------------------------------------- training inputs (pretrain, sft)
+RUN = "--dataset {w}/d.jsonl -o {w}/run"
+PRETRAIN = "pretrain --model tiny --tokenizer {tok} " + RUN
+SFT = "sft --dataset {w}/qa.jsonl -o {w}/run --pretrained-model {w}/m"
+QA = b'{"question": "2+2?", "answer": "4"}\n'
+
+
+def _model(change: Callable[[Path], None] | None = None):
+    """A random Qwen3 model folder at {w}/m (tests/random_models.py), then `change(folder)`."""
+    def setup(w: Path, tok: Path):
+        from random_models import write_random_model
+
+        write_random_model(w / "m", tokenizer_dir=tok, hidden_size=32, num_layers=1, num_heads=2,
+                           num_kv_heads=1)
+        if change:
+            change(w / "m")
+    return setup
+
+
+def _only_pickle(m: Path):
+    """pytorch_model.bin whose unpickling would write MARKER: it must never be unpickled."""
+    import pickle
+
+    class Hostile:
+        def __reduce__(self):
+            return (Path(m / "MARKER").write_text, ("unpickled",))
+
+    (m / "model.safetensors").unlink()
+    (m / "pytorch_model.bin").write_bytes(pickle.dumps(Hostile()))
+
+
+def _config(m: Path, **changes):
+    config = json.loads((m / "config.json").read_text())
+    config.update(changes)
+    (m / "config.json").write_text(json.dumps(config))
+
+
+def _model_code(m: Path):
+    (m / "evil.py").write_text(f"import pathlib\npathlib.Path({str(m / 'MARKER')!r}).write_text('code ran')\n")
+    _config(m, auto_map={"AutoModelForCausalLM": "evil.EvilModel"})
+
+
+def _cut(name: str):
+    def change(m: Path):
+        data = (m / name).read_bytes()
+        (m / name).write_bytes(data[: len(data) // 2])
+    return change
+
+
+def _checkpoint(step: int, **state):
+    """A complete-looking checkpoint of an earlier run at {w}/run/checkpoints/step-N."""
+    def setup(w: Path, tok: Path):
+        folder = w / "run" / "checkpoints" / f"step-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step, **state}))
+    return setup
+
+
+def _long_context(w: Path, tok: Path):
+    import yaml
+
+    from moai_llm.paths import preset_path
+
+    config = yaml.safe_load(preset_path("models", "tiny").read_text())
+    config.pop("description", None)
+    (w / "long.yaml").write_text(yaml.safe_dump({**config, "max_position_embeddings": 131072}))
+
+
 CASES = [
     # ---------------------------------------------------------------- data prepare: inputs
     Case("data-empty-file", f"{PREP} -i {{w}}/bad.jsonl", "bad.jsonl: the file is empty", {"bad.jsonl": b""}),
@@ -227,6 +295,47 @@ CASES = [
     # ---------------------------------------------------------------- checks before training or chat starts
     Case("pretrain-missing-tokenizer", "pretrain --model tiny --tokenizer {w}/nosuch --dataset {w}/d.jsonl -o {w}/run",
          "--tokenizer", {"d.jsonl": OK}),
+    # ---------------------------------------------------------------- training: pretrain and sft
+    Case("pretrain-truncated-tokenizer", "pretrain --model tiny --tokenizer {w}/cut " + RUN,
+         "cut/tokenizer.json: cannot be loaded as a tokenizer", {"d.jsonl": OK}, setup=_copy_tokenizer("cut", cut=True)),
+    Case("pretrain-tokenizer-code-only", "pretrain --model tiny --tokenizer {w}/code " + RUN,
+         "defined by Python code in the folder", {"d.jsonl": OK}, setup=_copy_tokenizer("code", code_only=True)),
+    Case("pretrain-seq-len-over-positions", PRETRAIN + " --seq-len 100000",
+         "--seq-len 100000: longer than the 512 positions of the tiny preset (max_position_embeddings)",
+         {"d.jsonl": OK}),
+    Case("pretrain-seq-len-memory", "pretrain --model-config {w}/long.yaml --tokenizer {tok} " + RUN + " --seq-len 100000",
+         "--seq-len 100000: needs about", {"d.jsonl": OK}, setup=_long_context),
+    Case("pretrain-batch-size-memory", PRETRAIN + " --seq-len 64 --batch-size 10000000",
+         "--batch-size 10000000: needs about", {"d.jsonl": OK}),
+    Case("pretrain-output-unwritable", "pretrain --model tiny --tokenizer {tok} --dataset {w}/d.jsonl -o {w}/ro/run",
+         "ro/run: cannot write there", {"d.jsonl": OK}, setup=_mounted("ro", "ro")),
+    Case("pretrain-output-in-use", PRETRAIN + " --seq-len 64", "run is in use by moai pretrain (pid",
+         {"d.jsonl": OK}, setup=_hold_lock("run", "moai pretrain")),
+    Case("pretrain-disk-full", "pretrain --model tiny --tokenizer {tok} --dataset {w}/d.jsonl -o {w}/disk/run --seq-len 64",
+         "one checkpoint needs about", {"d.jsonl": OK}, setup=_mounted("disk", size="256k")),
+    Case("pretrain-fresh-over-checkpoints", PRETRAIN + " --seq-len 64", "holds checkpoints of an earlier run (newest step-10)",
+         {"d.jsonl": OK}, setup=_checkpoint(10)),
+    Case("pretrain-resume-past-max-steps", PRETRAIN + " --seq-len 64 --max-steps 5 --resume auto",
+         "--max-steps 5: the run is already at step 10", {"d.jsonl": OK}, setup=_checkpoint(10)),
+    Case("pretrain-resume-other-global-batch", PRETRAIN + " --seq-len 64 --max-steps 5 --global-batch 4 --resume auto",
+         "it was trained with global batch 999", {"d.jsonl": OK}, setup=_checkpoint(2, global_batch=999)),
+    Case("sft-missing-model", "sft --pretrained-model {w}/nosuch --dataset {w}/qa.jsonl -o {w}/run",
+         "nosuch: no such folder", {"qa.jsonl": QA}),
+    Case("sft-model-is-a-file", "sft --pretrained-model {w}/qa.jsonl --dataset {w}/qa.jsonl -o {w}/run",
+         "qa.jsonl: is a file, not a model folder", {"qa.jsonl": QA}),
+    Case("sft-only-pickled-weights", SFT, "has only pickled weights (pytorch_model.bin)", {"qa.jsonl": QA},
+         setup=_model(_only_pickle)),
+    Case("sft-llama-config", SFT, "architecture 'llama' (LlamaForCausalLM); moai trains Qwen3 models",
+         {"qa.jsonl": QA}, setup=_model(lambda m: _config(m, model_type="llama", architectures=["LlamaForCausalLM"]))),
+    Case("sft-truncated-safetensors", SFT, "model.safetensors is damaged or incomplete", {"qa.jsonl": QA},
+         setup=_model(_cut("model.safetensors"))),
+    Case("sft-bad-config-json", SFT, "config.json is not valid JSON", {"qa.jsonl": QA}, setup=_model(_cut("config.json"))),
+    Case("sft-missing-weights", SFT, "no model.safetensors (no weights)", {"qa.jsonl": QA},
+         setup=_model(lambda m: (m / "model.safetensors").unlink())),
+    Case("sft-model-code", SFT, "config.json asks to run the folder's own Python code (auto_map: evil.EvilModel)",
+         {"qa.jsonl": QA}, setup=_model(_model_code)),
+    Case("sft-seq-len-over-positions", SFT + " --seq-len 1024", "--seq-len 1024: longer than the 512 positions of "
+         "--pretrained-model", {"qa.jsonl": QA}, setup=_model()),
     Case("chat-missing-model", "chat {w}/nosuch --prompt hi", "nosuch: no such folder"),
     Case("doctor-unknown-model", "doctor --model nosuch", "--model nosuch: not a preset"),
 ]

@@ -206,11 +206,11 @@ def checkpoint_bytes(params: int, trainable: int | None = None,
                      tokenizer_dir: str | None = None) -> dict[str, int]:
     """Bytes on disk of one checkpoint and of final_model/: fp32 weights (4 B a parameter),
     AdamW's two fp32 moments (8 B a trainable parameter) in the checkpoint, the tokenizer's
-    files in both, and 1 MiB for configs, RNG and scheduler states.
+    files in both, and 256 KiB for configs, RNG and scheduler states.
 
     >>> sizes = checkpoint_bytes(1_000_000)
-    >>> sizes["checkpoint"] // 2**20, sizes["final_model"] // 2**20
-    (12, 4)
+    >>> round(sizes["checkpoint"] / 1e6, 1), round(sizes["final_model"] / 1e6, 1)
+    (12.3, 4.3)
     """
     import os
 
@@ -218,7 +218,7 @@ def checkpoint_bytes(params: int, trainable: int | None = None,
     tokenizer = 0
     if tokenizer_dir and os.path.isdir(tokenizer_dir):
         tokenizer = sum(e.stat().st_size for e in os.scandir(tokenizer_dir) if e.is_file())
-    small = 2**20 + tokenizer
+    small = 2**18 + tokenizer
     return {"checkpoint": 4 * params + 8 * trainable + small, "final_model": 4 * params + small}
 
 
@@ -231,18 +231,18 @@ def disk_for_run(free: int, sizes: dict[str, int], keep: int, where: str, existi
     >>> [disk_for_run(free * 2**30, sizes, keep=2, where="out").status for free in (8, 20, 60)]
     ['fail', 'warn', 'pass']
     """
+    from moai_llm.resources import human_bytes as size
+
     one, final = sizes["checkpoint"], sizes["final_model"]
     need = (keep + 1 - min(existing, keep)) * one + final
     if free < one:
-        return Check("disk", FAIL, f"{where}: {fmt_bytes(free)} free, but one checkpoint needs "
-                     f"{fmt_bytes(one)}", "free space on that disk, or choose another --output-dir")
+        return Check("disk", FAIL, f"{where}: one checkpoint needs about {size(one)} but only "
+                     f"{size(free)} is free", "free space on that disk, or choose another --output-dir")
     if free < need:
-        return Check("disk", WARN, f"{where}: {fmt_bytes(free)} free; {keep} checkpoints + the one "
-                     f"being written ({fmt_bytes(one)} each) + final_model ({fmt_bytes(final)}) "
-                     f"need {fmt_bytes(need)}",
+        return Check("disk", WARN, f"{where}: {size(free)} free; {keep} checkpoints + the one "
+                     f"being written ({size(one)} each) + final_model ({size(final)}) need {size(need)}",
                      "free space, lower --save-total-limit, or choose another --output-dir")
-    return Check("disk", PASS, f"{where}: {fmt_bytes(free)} free; checkpoints and final model "
-                 f"need {fmt_bytes(need)}")
+    return Check("disk", PASS, f"{where}: {size(free)} free; checkpoints and final model need {size(need)}")
 
 
 def worst(checks: list[Check]) -> str:

@@ -282,9 +282,10 @@ def decide_batch(plan: Plan, shape: ModelShape, target: int, exact: bool, max_mi
     plan.micro_batch_size, plan.gradient_accumulation_steps = int(micro), int(accum)
     if "micro_batch_size" in choices:
         r["micro_batch_size"] = f"{micro} {SET_BY_YOU}"
-        if max_micro < micro:
+        largest = max_micro_batch(shape, plan, micro) if max_micro < micro else micro  # not capped
+        if largest < micro:
             plan.warnings.append(f"micro batch {micro} is predicted not to fit "
-                                 f"(largest that fits: {max_micro})")
+                                 f"(largest that fits: {largest})")
     elif max_micro == 0:
         est = estimate_for(shape, plan, 1)
         need = est.peak_reserved if plan.device == "cuda" else est.peak_allocated

@@ -168,6 +168,8 @@ def format_description(desc: dict[str, Any]) -> str:
         lines.append(desc["command_line"])
     for key, reason in desc["plan"].get("reasons", {}).items():
         lines.append(f"# {key}: {reason}")
+    for warning in desc["plan"].get("warnings", []):
+        lines.append(f"# warning: {warning}")
     return "\n".join(lines)
 
 
