@@ -82,12 +82,13 @@ def eval_models(
 
 
 def _render(result: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     tab = result["table"]
-    table = Table(*tab["columns"], title="moai eval")
+    table = Table(*map(escape, tab["columns"]), title="moai eval")
     for row in tab["rows"]:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # "[normalised]" is a filter name, not markup
     console.print(table)
     for path in result["written"]:
         console.print(f"[dim]written:[/] {path}", highlight=False)

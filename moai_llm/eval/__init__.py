@@ -5,7 +5,7 @@
     targets.py       MODEL -> model folders (run folders, --all-checkpoints), run.yaml defaults
     harness.py       lm-eval: task names and suites, datasets needed, HFLM, running, results
     local_tasks.py   a local file + flags -> an lm-eval task config (multiple-choice, generate)
-    finance_task.py  the embedded finance Q&A as a local multiple-choice task file
+    heldout.py       evaluation files from the embedded corpora: held-out text, finance Q&A tasks
     report.py        result JSONs (atomic, with versions), tables, bits-per-byte curves
     evaluate.py      run_eval: all of it, as `moai eval` does
 

@@ -118,7 +118,7 @@ def _evaluate_one(req: EvalRequest, target: EvalTarget, texts: list[str], reques
     from moai_llm.inference.loading import load_for_chat
 
     started = time.perf_counter()
-    info(f"[bold]{target.label}[/]: {target.path}")
+    info(f"[bold]{target.label}[/]" + ("" if target.label == str(target.path) else f" ({target.path})"))
     model, tokenizer, load_info = load_for_chat(target.path, device=req.device, dtype=req.dtype,
                                                 trust_remote_code=req.trust_remote_code, tokenizer_path=req.tokenizer)
     settings: dict[str, Any] = {"device": load_info["device"], "dtype": load_info["dtype"], "batch_size": req.batch_size}

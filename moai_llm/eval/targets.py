@@ -45,11 +45,26 @@ class EvalTarget:
     @property
     def mode(self) -> str | None:
         """"pretrain" or "sft" when the run says so."""
-        return (self.run.get("settings") or {}).get("mode")
+        return run_setting(self.run, "mode")
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec, "path": str(self.path), "source": self.source, "label": self.label,
                 "step": self.step, "run_dir": str(self.run_dir) if self.run_dir else None, "mode": self.mode}
+
+
+def run_setting(run: dict[str, Any], name: str) -> Any:
+    """A setting recorded in run.yaml: `mode` and `given` flags / config file / `derived` /
+    `defaults` (merged in the order training merges them), or a flat `settings:` block."""
+    if name == "mode" and run.get("mode"):
+        return run["mode"]
+    given = run.get("given") or {}
+    derived = (run.get("derived") or {}).get(name)
+    for found in ((derived or {}).get("value") if isinstance(derived, dict) else None,
+                  (given.get("flags") or {}).get(name), (given.get("config") or {}).get(name),
+                  (run.get("defaults") or {}).get(name), (run.get("settings") or {}).get(name)):
+        if found is not None:
+            return found
+    return None
 
 
 def read_run(folder: Path) -> dict[str, Any] | None:
@@ -150,7 +165,7 @@ def chat_template_default(target: EvalTarget, tokenizer_has_template: bool) -> t
 
 def default_seq_len(target: EvalTarget, model_positions: int | None) -> tuple[int, str]:
     """Row length for bits per byte: the run's --seq-len, else the model's context up to 2048."""
-    seq = (target.run.get("settings") or {}).get("seq_len")
+    seq = run_setting(target.run, "seq_len")
     if isinstance(seq, int) and seq >= 2:
         return seq, "the run's seq_len"
     if model_positions:

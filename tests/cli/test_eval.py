@@ -35,7 +35,7 @@ def run(tmp_path_factory, tok):
     for i, step in enumerate((10, 20)):
         _model(root / "checkpoints" / f"step-{step}", tok, seed=i)
     _model(root / "final_model", tok, seed=5)
-    (root / "run.yaml").write_text(yaml.safe_dump({"settings": {"mode": "pretrain", "seq_len": 64}}))
+    (root / "run.yaml").write_text(yaml.safe_dump({"moai_run": 2, "mode": "pretrain", "given": {"flags": {"seq_len": 64}}}))
     (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 4.0}) + "\n" for s in (10, 20, 30)))
     return root
 
@@ -117,6 +117,17 @@ def test_chat_template_default_is_stated_and_follows_the_run(run, mc_file, tmp_p
     assert result.exit_code == 0, result.stderr
     assert "benchmarks without the chat template" in result.stderr and "mode pretrain" in result.stderr
     assert "local_mc acc" in result.stdout and "written:" in result.stdout
+
+
+def test_generate_task_table_shows_the_filter(tok, tmp_path, monkeypatch):
+    _model(tmp_path / "m", tok, seed=4)
+    monkeypatch.chdir(tmp_path)  # a short column header: the table fits the test's 80 columns
+    (tmp_path / "calc.jsonl").write_text("".join(json.dumps({"question": f"{i} + {i} = ?", "answer": f"#### {2 * i}"}) + "\n"
+                                                 for i in range(3)))
+    result = runner.invoke(app, ["eval", "m", "--task-file", "calc.jsonl", "--kind", "generate",
+                                 "--max-new-tokens", "4", "--no-chat-template"])
+    assert result.exit_code == 0, result.stderr
+    assert "local_calc exact_match [normalised], 0-shot" in result.stdout
 
 
 def _refused(args, *expected):

@@ -48,7 +48,9 @@ def make_run(root, tokenizer_dir, mode="pretrain", seq_len=64, steps=(10, 20), f
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "run.yaml").write_text(yaml.safe_dump({"moai_run": 1, "settings": {"mode": mode, "seq_len": seq_len}}))
+    (root / "run.yaml").write_text(yaml.safe_dump({  # the layout training writes (moai_run 2)
+        "moai_run": 2, "mode": mode, "given": {"flags": {"max_steps": last_step}, "config": {}},
+        "defaults": {"eval_steps": 0}, "derived": {"seq_len": {"value": seq_len, "reason": "the dataset's rows"}}}))
     for i, step in enumerate(steps):
         write_random_model(root / "checkpoints" / f"step-{step}", tokenizer_dir, hidden_size=32, num_layers=1,
                            context_length=128, seed=i + 1)

@@ -8,7 +8,12 @@ import shutil
 import pytest
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.eval.targets import chat_template_default, default_seq_len, resolve_targets
+from moai_llm.eval.targets import (
+    chat_template_default,
+    default_seq_len,
+    resolve_targets,
+    run_setting,
+)
 
 
 def test_a_run_folder_is_its_final_model_and_knows_its_run(pretrain_run):
@@ -55,3 +60,11 @@ def test_defaults_come_from_the_run(tmp_path, tokenizer_dir, pretrain_run, run_f
     (m,) = resolve_targets([str(lone)])
     assert m.run_dir is None and chat_template_default(m, True)[0] is True
     assert default_seq_len(m, 40960) == (2048, "min(model context 40960, 2048)")
+
+
+def test_run_settings_are_read_as_training_merges_them():
+    run = {"moai_run": 2, "mode": "sft", "given": {"flags": {"seq_len": 128}, "config": {"seq_len": 64, "seed": 1}},
+           "defaults": {"seed": 42, "eval_steps": 0}, "derived": {"max_steps": {"value": 9, "reason": "r"}}}
+    assert [run_setting(run, k) for k in ("mode", "seq_len", "seed", "max_steps", "eval_steps", "nope")] == \
+        ["sft", 128, 1, 9, 0, None]
+    assert run_setting({"settings": {"mode": "pretrain", "seq_len": 32}}, "seq_len") == 32  # the first layout

@@ -1,9 +1,12 @@
-"""Local task files made from the embedded finance Q&A (moai_llm/corpora), for quickstart's table.
+"""Evaluation files made from the embedded corpora's held-out split (moai_llm/corpora), for
+quickstart's table and for trying `moai eval` offline:
 
-- multiple choice: every held-out question with its own answer and three answers to other
+- held-out text: the ko/en/ja/zh documents no moai tokenizer or quickstart model trains on
+  (`--text`, bits per byte);
+- finance multiple choice: every held-out question with its own answer and three answers to other
   held-out questions of the same language and kind (hand-written or computed) as distractors,
   in a seeded order; scored by lm-eval's log-likelihood of each answer (`acc`, `acc_norm`).
-- generate: the held-out computed questions (interest, fees, instalments, ...), whose answers
+- finance generate: the held-out computed questions (interest, fees, instalments, ...), whose answers
   end in a number; scored by exact match of the final number.
 
 Nothing here is hand-written: rerunning the generator gives the same files.
@@ -12,7 +15,7 @@ Nothing here is hand-written: rerunning the generator gives the same files.
     >>> len(rows), len(rows[0]["choices"]), rows[0]["choices"][rows[0]["answer"]] == rows[0]["reference"]
     (56, 4, True)
 
-    python -m moai_llm.eval.finance_task OUT_DIR      # writes finance_mc.jsonl, finance_calc.jsonl
+    python -m moai_llm.eval.heldout OUT_DIR   # heldout_text.jsonl, finance_mc.jsonl, finance_calc.jsonl
 """
 
 from __future__ import annotations
@@ -56,18 +59,27 @@ def generate_rows(split: str = "heldout") -> list[dict[str, Any]]:
             for r in corpora.finance_qa(split) if r.get("origin") == "computed"]
 
 
-def write_finance_tasks(folder: str | Path) -> dict[str, Path]:
-    """Write finance_mc.jsonl and finance_calc.jsonl into `folder` (atomically)."""
+def heldout_texts() -> list[str]:
+    """The held-out documents of every shipped language (ko, en, ja, zh)."""
+    from moai_llm import corpora
+
+    return [text for lang in corpora.languages() for text in corpora.iter_texts(lang, "heldout")]
+
+
+def write_eval_files(folder: str | Path) -> dict[str, Path]:
+    """Write heldout_text.jsonl, finance_mc.jsonl and finance_calc.jsonl into `folder`
+    (atomically); returns their paths by kind ("text", "multiple_choice", "generate")."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
     def dump(name: str, rows: list[dict]) -> Path:
         return write_text_atomic(folder / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
-    return {"multiple_choice": dump("finance_mc.jsonl", multiple_choice_rows()),
+    return {"text": dump("heldout_text.jsonl", [{"text": t} for t in heldout_texts()]),
+            "multiple_choice": dump("finance_mc.jsonl", multiple_choice_rows()),
             "generate": dump("finance_calc.jsonl", generate_rows())}
 
 
 if __name__ == "__main__":
-    for kind, path in write_finance_tasks(sys.argv[1] if len(sys.argv) > 1 else ".").items():
+    for kind, path in write_eval_files(sys.argv[1] if len(sys.argv) > 1 else ".").items():
         print(f"{kind}: {path}")

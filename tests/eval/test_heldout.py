@@ -1,11 +1,16 @@
-"""The finance local tasks are generated from the embedded Q&A, reproducibly and correctly."""
+"""The held-out evaluation files are generated from the embedded corpora, reproducibly and correctly."""
 
 from __future__ import annotations
 
 import json
 
 from moai_llm import corpora
-from moai_llm.eval.finance_task import generate_rows, multiple_choice_rows, write_finance_tasks
+from moai_llm.eval.heldout import (
+    generate_rows,
+    heldout_texts,
+    multiple_choice_rows,
+    write_eval_files,
+)
 from moai_llm.eval.local_tasks import final_number
 
 
@@ -27,6 +32,11 @@ def test_multiple_choice_rows_hold_the_right_answer_and_distinct_same_language_d
 def test_generate_rows_are_the_computed_questions_with_a_final_number(tmp_path):
     rows = generate_rows()
     assert rows and all(final_number(r["answer"]) is not None for r in rows)
-    paths = write_finance_tasks(tmp_path)
+    paths = write_eval_files(tmp_path)
     assert [json.loads(x) for x in paths["generate"].read_text().splitlines()] == rows
     assert len(paths["multiple_choice"].read_text().splitlines()) == len(multiple_choice_rows())
+    texts = [json.loads(x)["text"] for x in paths["text"].read_text().splitlines()]
+    assert texts == heldout_texts() and len(texts) == sum(len(list(corpora.iter_texts(lang, "heldout")))
+                                                          for lang in corpora.languages())
+    train = {t for lang in corpora.languages() for t in corpora.iter_texts(lang, "train")}
+    assert not train & set(texts)  # held out: nothing the quickstart trains on
