@@ -239,7 +239,7 @@ def disk_for_run(free: int, sizes: dict[str, int], keep: int, where: str, existi
         return Check("disk", FAIL, f"{where}: one checkpoint needs about {size(one)} but only "
                      f"{size(free)} is free", "free space on that disk, or choose another --output-dir")
     if free < need:
-        return Check("disk", WARN, f"{where}: {size(free)} free; {keep} checkpoints + the one "
+        return Check("disk", WARN, f"{where}: {size(free)} free; {keep} kept checkpoint{'s' * (keep != 1)} + the one "
                      f"being written ({size(one)} each) + final_model ({size(final)}) need {size(need)}",
                      "free space, lower --save-total-limit, or choose another --output-dir")
     return Check("disk", PASS, f"{where}: {size(free)} free; checkpoints and final model need {size(need)}")
