@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,10 @@ class MetricsWriter:
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             write_text_atomic(self.path, "".join(line + "\n" for line in kept))
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
+        elif resume_step is None:  # a fresh start: what an earlier attempt logged is not this run's
+            self.path.unlink(missing_ok=True)
+            if tensorboard:
+                shutil.rmtree(Path(run_dir) / "tb", ignore_errors=True)
         self.fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (open for the whole run)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -117,8 +120,10 @@ class LogWindow:
             self.loss, self.steps = self.loss + loss, self.steps + 1
 
     def due(self, done: int) -> bool:
-        """Every `every` steps, the last step, and the first step of a (resumed) run."""
-        return done % self.every == 0 or done == self.max_steps or done == self.start_step + 1
+        """Every `every` steps, the last step, and the first step of the run. A resumed run
+        logs where the uninterrupted one would: with --save-steps a multiple of
+        --logging-steps its lines (and their losses) are the same."""
+        return done % self.every == 0 or done == self.max_steps or done == 1
 
     def take(self, done: int) -> dict[str, Any]:
         """The window's record (loss, tokens_per_s, tokens, elapsed_s, mfu); starts a new one."""

@@ -5,7 +5,7 @@ Decided once, in the launching process, while it holds the run folder's lock:
 - `--resume` / `--resume auto` / `--resume DIR` name a checkpoint (checkpoint.resolve_resume);
   the one chosen is recorded in run.yaml and the workers read it there.
 - A run that is already complete (final_model/ is from step --max-steps, no checkpoint is
-  beyond it) is not trained again: `finished_run` returns its record marked complete, and
+  beyond it) asked to resume from its newest checkpoint is not trained again: `finished_run` returns its record marked complete, and
   nothing in the folder changes (what killed saves left beside it is removed).
 - `--max-steps` above what the checkpoint's run was planned for continues from the checkpoint
   to the new end, and says so. The learning-rate schedule is a function of --max-steps, so the
@@ -50,8 +50,8 @@ def finished_run(s: TrainSettings) -> Any:
     """The record of the run in `s.output_dir`, marked complete, when --resume was asked for and
     the run already trained all `s.max_steps` steps and wrote final_model/; otherwise None.
     Call it holding the folder's lock."""
-    if not s.resume:
-        return None
+    if s.resume not in ("auto", "latest", "true", "True"):
+        return None  # fresh, or a checkpoint named on purpose: train from it
     final = final_model_state(s.output_dir)
     latest = latest_checkpoint(s.output_dir)
     if final is None or final.get("step") != s.max_steps:

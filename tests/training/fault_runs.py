@@ -54,7 +54,10 @@ def _child(args: list[str], env: dict[str, str], log: str, cwd: str) -> None:
     os.dup2(fd, 2)
     import torch
 
+    from moai_llm.training import faults
+
     torch.set_num_threads(1)
+    faults.arm()  # the server imported it before this run's MOAI_FAULT_* were set
     from moai_cli.app import main
 
     sys.argv = ["moai", *args]
@@ -111,7 +114,7 @@ def moai(args: list[str], *, kill_at: str | None = None, kill_after: float | Non
 CHECKPOINT_POINTS = ("checkpoint.begin", "checkpoint.after_rng", "checkpoint.after_weights",
                      "checkpoint.after_optimizer", "checkpoint.after_scheduler", "checkpoint.before_state",
                      "checkpoint.before_rename", "checkpoint.after_rename")
-FINAL_POINTS = ("final.begin", "final.after_weights", "final.after_rename", "run.end")
+FINAL_POINTS = ("final.begin", "final.after_weights", "final.after_rename")
 
 
 def latest_step(out: Path) -> int:
@@ -125,10 +128,12 @@ def latest_step(out: Path) -> int:
 def pick_kill(rng, out: Path, max_steps: int, save_steps: int, keep: int, where: str) -> str:
     """A fault point the next launch of the run in `out` is sure to reach, drawn with `rng`:
     `where` is "step", "checkpoint" (any gap of a checkpoint write, or removing an old one),
-    "final" (the final save) or "start"."""
+    "final" (the final save), "start" or "end" (all written, the lock still held)."""
+    if where in ("start", "end"):
+        return f"run.{where}"
     done = latest_step(out)
     saves = [s for s in range(done + 1, max_steps + 1) if s % save_steps == 0 or s == max_steps]
-    if where == "start" or (where in ("step", "checkpoint") and not saves):
+    if where in ("step", "checkpoint") and not saves:
         return "run.start"
     if where == "step":
         return f"step.end#{rng.randint(1, max_steps - done)}"
