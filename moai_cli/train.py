@@ -209,7 +209,7 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
         code, result = launch_run(record, show_progress=not as_json)
     if code != 0:
         raise typer.Exit(code)
-    _report(mode, record.settings().output_dir, result, as_json)
+    _report(mode, settings.output_dir, result, as_json)
 
 
 def _print_dry_run(desc: dict[str, Any], as_json: bool) -> None:

@@ -5,13 +5,17 @@ One module per concern; the runner composes the run, the loop composes its parts
     settings.py          TrainSettings: every default, once; mode differences; --config; flags
     inputs.py            checks of tokenizer, data, output folder; values derived from them
     record.py            run.yaml: given / defaults / derived / plan / resume, kept apart
-    runner.py            prepare_run (check, derive, plan, record) and launch_run
+    runner.py            prepare_run (check, derive, plan, record) and launch_run, under the folder's lock
     launch.py            in-process or torchrun, first-step OOM retry (FirstStepOOM)
     worker.py            torchrun entry: python -m moai_llm.training.worker --run-yaml OUT/run.yaml
     loop.py              the training loop: builds the parts below and steps through the run
     step.py              one optimizer step (accumulation, global-token loss, NaN skip)
     evaluation.py        held-out rows, eval_loss every --eval-steps
     checkpoint_policy.py when to save; checkpoint.py: atomic checkpoints/step-N, resume, final_model/
+    trainer_state.py     TrainerState: where a run stands (step, data position, ...), one value
+    resume.py            which checkpoint to resume, a finished run left alone, --max-steps raised
+    guards.py            memory and disk checked against the plan before anything is allocated
+    faults.py            named fault points where tests kill runs (MOAI_FAULT_KILL_AT)
     metrics.py           metrics.jsonl, the logging window, TensorBoard, loss.png, MFU
     distributed.py       rank/device, process group, DDP/FSDP2 wrapping, gathered states
     model_setup.py       the model (the plan's attention backend, fp32 masters) and fused AdamW

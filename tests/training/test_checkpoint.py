@@ -81,3 +81,29 @@ def test_resume_resolution(tmp_path):
     assert resolve_resume("auto", tmp_path) == path
     assert resolve_resume(str(tmp_path), tmp_path / "other") == path
     assert resolve_resume(str(path), tmp_path) == path
+
+
+def test_a_state_of_another_step_is_refused(tmp_path):
+    model = TinyModel()
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    with pytest.raises(ValueError, match="step-8 given a trainer state at step 6"):
+        save_checkpoint(tmp_path, 8, model, None, opt.state_dict(), sched, {"step": 6}, keep=2)
+    assert not (tmp_path / "checkpoints" / "step-8").exists()
+
+
+def test_what_killed_saves_left_is_removed_and_old_checkpoints_pruned(tmp_path):
+    from moai_llm.training.checkpoint import prune_checkpoints
+
+    for step in (2, 4, 6):
+        _save(tmp_path, step, keep=5)
+    left = [tmp_path / "checkpoints" / ".tmp-step-8", tmp_path / "checkpoints" / ".old-step-0",
+            tmp_path / ".final_model.building-1a2b3c4d", tmp_path / ".final_model.old-1a2b3c4d",
+            tmp_path / ".tmp-final_model-x1"]
+    for path in left:
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path) == len(left)
+    assert not any(p.exists() for p in left)
+    prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-4", "step-6"]
