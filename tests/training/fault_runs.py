@@ -8,7 +8,9 @@ threads of its own, so forking it is safe. A run is killed two ways:
 - inside: `kill_at="checkpoint.before_rename#2"` sets MOAI_FAULT_KILL_AT, and the library's
   fault point SIGKILLs its own process at that moment (moai_llm/training/faults.py);
 - outside: `kill_after=0.8` sends SIGKILL from this process after that many seconds, whatever
-  the run is doing (a random moment, as an out-of-memory killer or a preemption picks one).
+  the run is doing (a random moment, as an out-of-memory killer or a preemption picks one);
+  `kill_when=lambda: ...` sends it as soon as a condition seen from outside holds (e.g. the
+  third line of metrics.jsonl), somewhere in whatever the run does next.
 
     run = moai(["pretrain", ...], kill_at="final.between_renames")
     run.code      # -9 when killed, else the exit code
@@ -23,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +99,16 @@ def start(args: list[str], *, kill_at: str | None = None, env: dict[str, str] | 
 
 
 def moai(args: list[str], *, kill_at: str | None = None, kill_after: float | None = None,
-         env: dict[str, str] | None = None, timeout: float = 300) -> Finished:
-    """Run `moai ARGS` to its end, or kill it (see the module docstring)."""
+         kill_when: Callable[[], bool] | None = None, env: dict[str, str] | None = None,
+         timeout: float = 300) -> Finished:
+    """Run `moai ARGS` to its end, or kill it (see the module docstring; `kill_when`: SIGKILL
+    from outside as soon as it returns true, polled every 5 ms)."""
     t0 = time.perf_counter()
     proc, log = start(args, kill_at=kill_at, env=env)
-    proc.join(kill_after if kill_after is not None else timeout)
+    if kill_when is not None:
+        while proc.is_alive() and not kill_when() and time.perf_counter() - t0 < timeout:
+            time.sleep(0.005)
+    proc.join(kill_after if kill_after is not None else 0 if kill_when is not None else timeout)
     if proc.is_alive():
         proc.kill()  # SIGKILL
         proc.join()
