@@ -8,9 +8,9 @@ predictions must be honest. Each case runs in its own process and is compared wi
   (one long row of a tiny input, where the row buffers dominate; and the Korean reviews, where
   the packing buffer does);
 - tokenizer vocabulary tables: the growth of peak virtual memory (VmPeak: the tables are
-  reserved whole and touched as they fill) vs `footprint.vocab_table_bytes`;
+  reserved whole and touched as they fill) vs `trainer_memory.vocab_table_bytes`;
 - tokenizer word tables: the growth of peak RSS while training on 2 to 48 MB of reviews vs
-  `footprint.words_bytes`.
+  `trainer_memory.words_bytes`.
 
     python benchmarks/bench_memory_guard.py            # everything (~2 minutes)
     python benchmarks/bench_memory_guard.py --quick    # no reviews (no shared corpora needed)
@@ -87,7 +87,7 @@ def main() -> None:
     from moai_llm.data.footprint import measure_input, memory_need
     from moai_llm.data.sources import resolve_sources
     from moai_llm.tokenizer import train_tokenizer
-    from moai_llm.tokenizer.footprint import vocab_table_bytes, words_bytes
+    from moai_llm.tokenizer.trainer_memory import vocab_table_bytes, words_bytes
 
     corpora = Path(os.environ.get("MOAI_SHARED_CORPORA", ROOT.parent / "shared" / "corpora"))
     reviews = corpora / "ko_movie_reviews.jsonl"

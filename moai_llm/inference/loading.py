@@ -142,34 +142,72 @@ def load_for_chat(
     apply_chat_template: `enable_thinking=thinking` for templates with thinking blocks, such as
     Qwen3's; off by default, as `moai data prepare --thinking off` trains).
     """
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-
     model_dir, source = resolve_model_dir(path)
-    if source == "final_model":
-        say(f"loading {model_dir} (the run's final model)")
-    elif source == "checkpoint":
-        say(f"no final_model/ yet: loading the newest complete checkpoint, "
-            f"{model_dir.relative_to(Path(path).expanduser())}")
+    _announce(path, model_dir, source)
     tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
-    from moai_llm.pretrained import check_safetensors
-
-    adapter = source in ("adapter", "final_adapter")
-    remote = {"trust_remote_code": bool(trust_remote_code)}  # explicit: never run a folder's code unasked
-    if adapter:
+    adapted = None
+    if source in ("adapter", "final_adapter"):
         from moai_llm.training.lora import load_adapter_model
 
         say(f"loading the LoRA adapter {model_dir} onto its base model (merged)")
         adapted = load_adapter_model(model_dir, trust_remote_code=trust_remote_code)
         config = adapted.config
     else:
-        check_safetensors(model_dir)  # a truncated or damaged weights file is named, not a traceback
-        try:
-            config = AutoConfig.from_pretrained(model_dir, **remote)
-        except (ValueError, OSError, json.JSONDecodeError) as exc:
-            raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
+        config = _load_config(model_dir, trust_remote_code)
+    tokenizer = _load_tokenizer(tok_dir, model_dir, config, trust_remote_code)
+    device = pick_device(device)
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    model = adapted if adapted is not None else _load_weights(model_dir, config, dtype,
+                                                               trust_remote_code)
+    model.to(device=device, dtype=_torch_dtype(dtype)).eval()
+    _warm_up(model)
+    generation_config = _generation_config(model_dir)
+    template = getattr(tokenizer, "chat_template", None) or ""
+    info = {
+        "path": str(model_dir),
+        "source": source,
+        "tokenizer_path": str(tok_dir),
+        "device": device,
+        "dtype": dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
+        "chat_template": bool(template),
+        "stop_ids": stop_token_ids(tokenizer, generation_config),
+        "model_class": type(model).__name__,
+        "generation": _sampling_defaults(generation_config),
+        "template_kwargs": {"enable_thinking": bool(thinking)} if "enable_thinking" in template else {},
+    }
+    return model, tokenizer, info
+
+
+def _announce(path: str | Path, model_dir: Path, source: str) -> None:
+    if source == "final_model":
+        say(f"loading {model_dir} (the run's final model)")
+    elif source == "checkpoint":
+        say(f"no final_model/ yet: loading the newest complete checkpoint, "
+            f"{model_dir.relative_to(Path(path).expanduser())}")
+
+
+def _load_config(model_dir: Path, trust_remote_code: bool) -> Any:
+    """The model's config, after checking its weights' headers (a truncated or damaged weights
+    file is named, not a traceback)."""
+    from transformers import AutoConfig
+
+    from moai_llm.pretrained import check_safetensors
+
+    check_safetensors(model_dir)
+    try:  # trust_remote_code explicit: never run a folder's code unasked
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=bool(trust_remote_code))
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
+
+
+def _load_tokenizer(tok_dir: Path, model_dir: Path, config: Any, trust_remote_code: bool) -> Any:
+    """The tokenizer, refused when it has more tokens than the model has embedding rows."""
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, **remote)
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=bool(trust_remote_code))
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise MoaiInputError(f"{tok_dir}: cannot load the tokenizer ({exc})") from exc
     rows = getattr(config, "vocab_size", None)
@@ -179,57 +217,54 @@ def load_for_chat(
             f"model in {model_dir} has {rows} embedding rows",
             "use the tokenizer the model was trained with (or grow the embeddings first)",
         )
+    return tokenizer
 
-    device = pick_device(device)
-    if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise MoaiInputError(f"--dtype {dtype}: not a torch dtype", "use bfloat16, float16 or float32")
+    return torch_dtype
 
-    model_class = _model_class(config)
+
+def _load_weights(model_dir: Path, config: Any, dtype: str, trust_remote_code: bool) -> Any:
+    """The model from safetensors only, without transformers' progress bar (one file loads in
+    well under a second)."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one model file loads in well under a second: no bar
+    hf_logging.disable_progress_bar()
     try:
-        if adapter:
-            model = adapted.to(torch_dtype)
-        else:
-            model = model_class.from_pretrained(model_dir, dtype=torch_dtype, use_safetensors=True, **remote)
+        return _model_class(config).from_pretrained(
+            model_dir, dtype=_torch_dtype(dtype), use_safetensors=True,
+            trust_remote_code=bool(trust_remote_code))
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    model.to(device).eval()
-    _warm_up(model)
 
-    generation_config = None
+
+def _generation_config(model_dir: Path) -> Any:
+    from transformers import GenerationConfig
+
     if (model_dir / "generation_config.json").is_file():
-        generation_config = GenerationConfig.from_pretrained(model_dir)
+        return GenerationConfig.from_pretrained(model_dir)
+    return None
+
+
+def _sampling_defaults(generation_config: Any) -> dict[str, Any]:
+    """Sampling settings the model folder's generation_config.json sets (greedy: temperature 0)."""
+    if generation_config is None:
+        return {}
     defaults = {}
     for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
-        value = getattr(generation_config, key, None) if generation_config is not None else None
+        value = getattr(generation_config, key, None)
         if value is not None:
             defaults[key] = value
-    if generation_config is not None and generation_config.do_sample is False:
+    if generation_config.do_sample is False:
         defaults["temperature"] = 0.0
-
-    info = {
-        "path": str(model_dir),
-        "source": source,
-        "tokenizer_path": str(tok_dir),
-        "device": device,
-        "dtype": dtype,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
-        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-        "stop_ids": stop_token_ids(tokenizer, generation_config),
-        "model_class": type(model).__name__,
-        "generation": defaults,
-        "template_kwargs": {"enable_thinking": bool(thinking)}
-        if "enable_thinking" in (getattr(tokenizer, "chat_template", None) or "") else {},
-    }
-    return model, tokenizer, info
+    return defaults
 
 
 def _warm_up(model: Any) -> None:

@@ -194,45 +194,13 @@ def _extend(base, file: Path, spec: dict, texts, output_dir, vocab_size: int, mi
     if vocab_size <= base_size:
         raise MoaiInputError(f"--vocab-size {vocab_size} is not larger than the base tokenizer's {base_size} tokens",
                              hint=f"give a size above {base_size}")
-    words: Counter[str] = Counter()
-    domain_heldout: list[str] = []  # every 10th text: measures the gain on unseen domain text
-    first: list[str] = []  # fewer than 10 texts: the gain is measured on the learned ones
-    n_texts = 0
-    for text in texts:
-        if not text:
-            continue
-        n_texts += 1
-        if n_texts % 10 == 0 and len(domain_heldout) < 5000:
-            domain_heldout.append(text)
-            continue
-        if len(first) < 100:
-            first.append(text)
-        norm = base_tok.normalizer.normalize_str(text) if base_tok.normalizer else text
-        words.update(piece for piece, _ in base_tok.pre_tokenizer.pre_tokenize_str(norm))
-    if n_texts == 0 or not words:
-        raise MoaiInputError("no domain text: every input was empty", hint="check --input / --dataset")
+    words, domain_heldout, first = _domain_words(base_tok, texts)
     segmented: Counter[tuple[str, ...]] = Counter()
     for word, count in words.items():
         segmented[tuple(t.value for t in base_tok.model.tokenize(word))] += count
     known = set(base_tok.get_vocab(with_added_tokens=True))
-    merges, created = learn_merges(segmented, known, vocab_size - base_size, min_frequency)
-
-    model = spec["model"]
-    # `tokenizers` numbers added tokens that are missing from the model vocabulary after the
-    # model's size when it loads a file, so growing the model would renumber them (Llama-3 keeps
-    # its specials outside the model vocabulary). Pinning them in the vocabulary keeps their ids.
-    for added in spec.get("added_tokens") or []:
-        model["vocab"].setdefault(added["content"], added["id"])
-    next_id = max(model["vocab"].values()) + 1
-    new_tokens = []
-    for left, right in merges:
-        merged = left + right
-        if merged not in model["vocab"]:
-            model["vocab"][merged] = next_id
-            new_tokens.append(merged)
-            next_id += 1
-    as_strings = bool(model["merges"]) and isinstance(model["merges"][0], str)
-    model["merges"].extend(f"{a} {b}" if as_strings else [a, b] for a, b in merges)
+    merges, _ = learn_merges(segmented, known, vocab_size - base_size, min_frequency)
+    new_tokens = _append_merges(spec, merges)
     new_tok = Tokenizer.from_str(json.dumps(spec))
     final_size = new_tok.get_vocab_size(with_added_tokens=True)
 
@@ -256,12 +224,62 @@ def _extend(base, file: Path, spec: dict, texts, output_dir, vocab_size: int, mi
         new = new_tok.encode_batch(lines, add_special_tokens=False)
         report["heldout_lines"] = len(lines)
         report["heldout_unchanged"] = sum(a.ids == b.ids for a, b in zip(old, new, strict=True)) / len(lines)
+    _write_extended(spec, file, Path(output_dir), trust_remote_code)
+    info(f"extended {base_size} → {final_size} tokens ({len(merges)} new merges) in {output_dir}")
+    return report
 
-    out = Path(output_dir)
-    text = json.dumps(spec, ensure_ascii=False)
+
+def _domain_words(base_tok, texts) -> tuple[Counter[str], list[str], list[str]]:
+    """Pre-tokenized word counts of the domain text, every 10th text held out to measure the gain
+    on unseen domain text (and the first 100 learned ones, for inputs of fewer than 10 texts)."""
+    words: Counter[str] = Counter()
+    domain_heldout: list[str] = []
+    first: list[str] = []
+    n_texts = 0
+    for text in texts:
+        if not text:
+            continue
+        n_texts += 1
+        if n_texts % 10 == 0 and len(domain_heldout) < 5000:
+            domain_heldout.append(text)
+            continue
+        if len(first) < 100:
+            first.append(text)
+        norm = base_tok.normalizer.normalize_str(text) if base_tok.normalizer else text
+        words.update(piece for piece, _ in base_tok.pre_tokenizer.pre_tokenize_str(norm))
+    if n_texts == 0 or not words:
+        raise MoaiInputError("no domain text: every input was empty", hint="check --input / --dataset")
+    return words, domain_heldout, first
+
+
+def _append_merges(spec: dict, merges: list[tuple[str, str]]) -> list[str]:
+    """Append `merges` and their tokens to the tokenizer.json `spec` in place, keeping every id
+    and merge rank of the base; returns the new tokens in id order."""
+    model = spec["model"]
+    # `tokenizers` numbers added tokens that are missing from the model vocabulary after the
+    # model's size when it loads a file, so growing the model would renumber them (Llama-3 keeps
+    # its specials outside the model vocabulary). Pinning them in the vocabulary keeps their ids.
+    for added in spec.get("added_tokens") or []:
+        model["vocab"].setdefault(added["content"], added["id"])
+    next_id = max(model["vocab"].values()) + 1
+    new_tokens = []
+    for left, right in merges:
+        merged = left + right
+        if merged not in model["vocab"]:
+            model["vocab"][merged] = next_id
+            new_tokens.append(merged)
+            next_id += 1
+    as_strings = bool(model["merges"]) and isinstance(model["merges"][0], str)
+    model["merges"].extend(f"{a} {b}" if as_strings else [a, b] for a, b in merges)
+    return new_tokens
+
+
+def _write_extended(spec: dict, file: Path, out: Path, trust_remote_code: bool) -> None:
+    """The extended tokenizer folder, written whole (the base's other files copied along)."""
     from moai_llm.atomic import building
     from moai_llm.resources import check_disk
 
+    text = json.dumps(spec, ensure_ascii=False)
     needed = len(text.encode("utf-8")) + sum((file.parent / n).stat().st_size for n in KEEP_FILES
                                              if (file.parent / n).is_file())
     check_disk(out, needed, "the extended tokenizer")
@@ -275,8 +293,6 @@ def _extend(base, file: Path, spec: dict, texts, output_dir, vocab_size: int, mi
             # save_pretrained rewrote tokenizer.json in its own layout: put the extended file back
             (tmp / "tokenizer.json").write_text(text, encoding="utf-8")
         _carry_code(file.parent, tmp, trust_remote_code)
-    info(f"extended {base_size} → {final_size} tokens ({len(merges)} new merges) in {out}")
-    return report
 
 
 def _carry_code(base_dir: Path, tmp: Path, trust_remote_code: bool) -> None:

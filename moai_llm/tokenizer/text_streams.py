@@ -4,7 +4,7 @@ Local files are found and read by the data layer (`moai_llm.data.sources`: the s
 types, text-column rules and one-line errors as `moai data prepare`), with one difference for
 plain text: a tokenizer must see line breaks and indentation, so `.txt`/`.md` files are read
 here in blocks of about 64 KB of whole lines instead of one document per line. Everything is
-lazy, one block or record at a time, so a 1 GB file never sits in memory (item 9).
+lazy, one block or record at a time, so a 1 GB file never sits in memory.
 
     >>> import json, tempfile, pathlib
     >>> from moai_llm.tokenizer.text_streams import resolve_inputs, iter_sources

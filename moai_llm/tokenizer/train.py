@@ -339,7 +339,7 @@ def check_vocab_memory(vocab_size: int, input_bytes: int | None, model: str = "b
     """Refuse a --vocab-size whose trainer tables do not fit in the memory available (exit 2,
     with the prediction and the largest size that fits), before any text is read."""
     from moai_llm.resources import check_memory
-    from moai_llm.tokenizer.footprint import train_memory
+    from moai_llm.tokenizer.trainer_memory import train_memory
 
     if vocab_size > MAX_VOCAB:
         raise MoaiInputError(f"--vocab-size {vocab_size}: token ids must fit in 31 bits (at most {MAX_VOCAB})",

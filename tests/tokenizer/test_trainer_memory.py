@@ -1,4 +1,4 @@
-"""footprint.py: the vocabulary tables the `tokenizers` trainers reserve, predicted from
+"""trainer_memory.py: the vocabulary tables the `tokenizers` trainers reserve, predicted from
 --vocab-size, equal what a real training run reserves (its peak virtual memory)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from moai_llm.tokenizer.footprint import train_memory, vocab_table_bytes, words_bytes
+from moai_llm.tokenizer.trainer_memory import train_memory, vocab_table_bytes, words_bytes
 
 MEASURE = """
 import re, sys
