@@ -204,12 +204,9 @@ def _load_config(model_dir: Path, trust_remote_code: bool) -> Any:
 
 def _load_tokenizer(tok_dir: Path, model_dir: Path, config: Any, trust_remote_code: bool) -> Any:
     """The tokenizer, refused when it has more tokens than the model has embedding rows."""
-    from transformers import AutoTokenizer
+    from moai_llm.tokenizer import load_tokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=bool(trust_remote_code))
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise MoaiInputError(f"{tok_dir}: cannot load the tokenizer ({exc})") from exc
+    tokenizer = load_tokenizer(tok_dir, trust_remote_code=bool(trust_remote_code))
     rows = getattr(config, "vocab_size", None)
     if rows is not None and len(tokenizer) > rows:
         raise MoaiInputError(
