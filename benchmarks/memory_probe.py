@@ -41,10 +41,11 @@ EMPTY_MODEL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, nu
                    num_key_value_heads=1, head_dim=16, vocab_size=128, max_position_embeddings=1024)
 
 
-def _config(spec: dict[str, Any] | str, chunk: int):
+def _config(spec: dict[str, Any] | str, chunk: int, attention: str | None = None):
     from moai_llm.config import MoaiConfig
 
-    config = MoaiConfig.from_preset(spec) if isinstance(spec, str) else MoaiConfig(**spec)
+    extra = {"attn_implementation": attention} if attention else {}
+    config = MoaiConfig.from_preset(spec, **extra) if isinstance(spec, str) else MoaiConfig(**spec, **extra)
     config.loss_chunk_size = chunk
     config.use_cache = False
     return config
@@ -52,15 +53,16 @@ def _config(spec: dict[str, Any] | str, chunk: int):
 
 def measure(config_spec: dict[str, Any] | str, seq: int, micro: int, precision: str = "fp32",
             ckpt: bool = False, device: str = "cpu", chunk: int = 4096,
-            packed: bool = False) -> dict[str, Any]:
+            packed: bool = False, attention: str | None = None) -> dict[str, Any]:
     """Peak bytes of training steps in THIS process (see module docstring). `packed`: two
-    documents per row (position_ids restart mid-row), as in packed pretraining data."""
+    documents per row (position_ids restart mid-row), as in packed pretraining data.
+    `attention`: the model's attn_implementation (default: "auto", the best for the device)."""
     import psutil
     import torch
 
     from moai_llm.modeling import MoaiForCausalLM
 
-    config = _config(config_spec, chunk)
+    config = _config(config_spec, chunk, attention)
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -127,7 +129,7 @@ def run_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for case in cases:
         args = (case["config"], case["seq"], case["micro"], case.get("precision", "fp32"),
                 case.get("ckpt", False), case.get("device", "cpu"), case.get("chunk", 4096),
-                case.get("packed", False))
+                case.get("packed", False), case.get("attention"))
         result = measure(*args) if args[5] == "cuda" else _in_child(args)
         out.append({**case, **result})
     return out

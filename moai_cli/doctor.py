@@ -146,8 +146,8 @@ def _render_plan(plan, est, model_name: str) -> None:
 # The planning options of `moai pretrain`, declared once in train.py: same flags, same defaults,
 # same plan (moai_llm.training.runner.plan_for).
 PLAN_OPTIONS = ["seq_len", "global_batch", "micro_batch_size", "gradient_accumulation_steps",
-                "precision", "gradient_checkpointing", "no_gradient_checkpointing", "nproc",
-                "nnodes", "strategy", "simulate", "output_dir"]
+                "precision", "gradient_checkpointing", "no_gradient_checkpointing", "compile",
+                "no_compile", "max_steps", "nproc", "nnodes", "strategy", "simulate", "output_dir"]
 DOCTOR_OPTIONS = {
     "model": Opt("model", "--model", help="Plan for this model: a preset (tiny, small, 0.5b, 2b, 3b, "
                  "seed-3b), a model folder or a config file.", panel=MODEL, metavar="NAME"),

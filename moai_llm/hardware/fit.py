@@ -8,9 +8,12 @@ The planner asks these questions while it decides; `moai doctor` shows `estimate
     >>> shape = ModelShape.from_config(MoaiConfig.from_preset("2b"))
     >>> plan = Plan(seq_len=1024, device="cuda", precision="bf16", device_memory_bytes=80 * 2**30)
     >>> max_micro_batch(shape, plan, cap=64)     # single process, no checkpointing, 80 GiB
-    9
+    8
     >>> memory_attention(plan)                   # what the memory model counts for sdpa
-    'sdpa-packed'
+    'sdpa-banded'
+    >>> import dataclasses
+    >>> memory_attention(dataclasses.replace(plan, attention="flex_attention"))
+    'flex'
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 
 from moai_llm.hardware.facts import HardwareFacts
 from moai_llm.hardware.memory import GIB, MemoryEstimate, ModelShape, estimate, fmt_bytes
-from moai_llm.hardware.plan import ATTENTION_FLASH, Plan
+from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_FLEX, Plan
 
 GPU_MARGIN = 0.08  # keep 8% of GPU memory free: other allocations, estimate error
 CPU_RAM_SHARE = 0.75  # of available RAM, split between processes
@@ -42,13 +45,16 @@ def device_memory(facts: HardwareFacts, nproc: int, gpu: bool, warnings: list[st
 
 
 def memory_attention(plan: Plan) -> str:
-    """The memory model's name for the attention path of `plan`: flash-attn, SDPA's math path
-    (fp32 on CUDA with GQA), or SDPA over packed rows (pretraining rows hold documents)."""
+    """The memory model's name for the attention path of `plan`: flash-attn, FlexAttention,
+    SDPA's math path (fp32 on CUDA with GQA), or SDPA over packed rows (pretraining rows hold
+    documents: a dense block-diagonal mask or a band of key tiles, whichever the batch gets)."""
     if plan.attention == ATTENTION_FLASH:
         return "flash"
+    if plan.attention == ATTENTION_FLEX:
+        return "flex"
     if plan.device == "cuda" and plan.precision == "fp32":
         return "sdpa-math"
-    return "sdpa-packed"
+    return "sdpa-banded"
 
 
 def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> MemoryEstimate:

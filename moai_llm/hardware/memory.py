@@ -21,14 +21,18 @@ kv = kv_heads*head_dim, I intermediate, nh heads:
                    its input to bf16 again)
     fp32:          16H + 12q + 12kv + 16I + 8nh + 4nkv + 8
     packed rows (SDPA with a document mask): + 2e(q - kv) + e*seq_len (e = 2 bf16, 4 fp32)
+    packed rows (SDPA over a band, tile x window): + 2e(q*window/tile - kv) + e*window
+    packed rows (FlexAttention, flash-attn varlen): + 0 (no mask, GQA without copies)
     checkpointing: 4H per layer (the fp32 layer input) + one layer recomputed during backward
 
 These were exact for MoaiDecoderLayer on CPU when written (tests/hardware/test_memory.py
 counts the bytes autograd saves with saved_tensors_hooks and allows 10% for later changes of
 the model code); CUDA's SDPA/flash kernels save the same q, k, v, output and logsumexp.
 
-Attention is SDPA/flash: the saved state is q, k, v, output and a logsumexp per head, no
-seq_len^2 term. The loss is moai's fused linear cross-entropy (losses.py): it keeps grad_hidden
+Attention through FlexAttention, flash-attn or SDPA's causal kernel saves q, k, v, output and
+a logsumexp per head: no seq_len^2 term. On the CPU, packed rows go through SDPA with a dense
+mask or a band of key tiles (modeling/banded.py), chosen per batch by its documents; the plan
+counts the larger of the two ("sdpa-banded"). The loss is moai's fused linear cross-entropy (losses.py): it keeps grad_hidden
 (4H per token) and an fp32 lm_head gradient (4VH) from forward to backward, and one chunk of
 logits (C x V, ~8 bytes per entry) at a time; full logits would cost ~16V bytes per token.
 
@@ -114,19 +118,63 @@ class ModelShape:
         return f"{size} params (H {self.hidden}, {self.layers} layers, vocab {self.vocab})"
 
 
-ATTENTION_KINDS = ("sdpa", "sdpa-packed", "flash", "sdpa-math")
+ATTENTION_KINDS = ("sdpa", "sdpa-packed", "flash", "sdpa-math", "flex", "sdpa-banded")
+# The rules of moai_llm.modeling.banded (a test checks they agree): the query tiles it tries, a
+# window of at most a quarter of the row and at most BAND_MAX_COPY tiles long.
+BAND_TILES = (128, 64, 32, 16)
+BAND_WINDOW_FRACTION = 4
+BAND_MAX_COPY = 4
+
+
+def band_choices(seq_len: int) -> list[tuple[int, int]]:
+    """Every (tile, window) banded SDPA may pick for rows of `seq_len` tokens (the documents
+    of each batch decide which); [] when no band is possible.
+
+    >>> band_choices(256)
+    [(64, 64), (32, 32), (32, 64), (16, 16), (16, 32), (16, 64)]
+    """
+    found = []
+    for tile in BAND_TILES:
+        window = tile
+        while not seq_len % tile and window <= min(BAND_MAX_COPY * tile,
+                                                   seq_len // BAND_WINDOW_FRACTION):
+            found.append((tile, window))
+            window *= 2
+    return found
+
+
+def _packed_sdpa_extra(shape: ModelShape, e: int, seq_len: int, attention: str,
+                       band: tuple[int, int] | None = None) -> int:
+    """Bytes per token SDPA over packed rows keeps beyond the causal kernel's q, k, v, out:
+    the dense mask path repeats k/v per query head and keeps a float copy of the T x T mask
+    (seq_len values per token); the banded path keeps each tile's key/value window (window /
+    tile copies of every head) and a float copy of the band mask (window values per token).
+    "sdpa-banded" (CPU training, where the data decides per step between the two) counts the
+    larger of the dense path and the widest band, or exactly `band` (tile, window) when given."""
+    q, kv = shape.q, shape.kv
+    if attention == "sdpa-banded" and band is not None:
+        tile, window = band
+        return 2 * e * (q * window // tile - kv) + e * window
+    dense = 2 * e * (q - kv) + e * seq_len
+    bands = band_choices(seq_len) if attention == "sdpa-banded" else []
+    return max([dense] + [2 * e * (q * window // tile - kv) + e * window for tile, window in bands])
 
 
 def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
-                                     attention: str = "sdpa", seq_len: int = 0) -> int:
+                                     attention: str = "sdpa", seq_len: int = 0,
+                                     band: tuple[int, int] | None = None) -> int:
     """Bytes autograd keeps per token for one decoder layer without checkpointing.
 
     attention: "sdpa" (rows without document boundaries: causal SDPA, native GQA),
     "sdpa-packed" (packed rows without flash-attn: a block-diagonal mask, which makes moai
     repeat k/v for every query head and SDPA keep a float copy of the mask, seq_len values per
-    token), "flash" (flash-attn installed, bf16: its fused RMSNorm keeps q/k in bf16 and the
-    kernel saves q, k, v, out and logsumexp; varlen for packed rows adds nothing — derived from
-    the code, not yet measured on a GPU), "sdpa-math" (fp32 on CUDA with GQA: no fused kernel
+    token), "sdpa-banded" (the CPU's SDPA over packed rows: the dense mask or, for short
+    documents, a band of key tiles; the larger of the two, `_packed_sdpa_extra`), "flex"
+    (FlexAttention with a document block mask: the kernel saves q, k, v, out and logsumexp as
+    SDPA's causal kernel does, GQA without copies, no T x T mask; the block mask is a few
+    integers per 128 x 128 block), "flash" (flash-attn installed, bf16: its fused RMSNorm keeps
+    q/k in bf16 and the kernel saves q, k, v, out and logsumexp; varlen for packed rows adds
+    nothing — derived from the code, not yet measured on a GPU), "sdpa-math" (fp32 on CUDA with GQA: no fused kernel
     takes fp32 + enable_gqa, so SDPA falls back to its math path, which keeps the attention
     probabilities, heads x seq_len x 4 bytes per token, and repeated k/v — an assumption not
     yet measured on a GPU, made so fp32 plans err on the safe side).
@@ -142,8 +190,8 @@ def activation_bytes_per_token_layer(shape: ModelShape, precision: str = "bf16",
         base = 18 * h + 10 * q + 10 * kv + 8 * i + stats
     else:
         base = 16 * h + 12 * q + 12 * kv + 16 * i + stats
-    if attention == "sdpa-packed":
-        base += 2 * e * (q - kv) + e * seq_len
+    if attention in ("sdpa-packed", "sdpa-banded"):
+        base += _packed_sdpa_extra(shape, e, seq_len, attention, band)
     if attention == "sdpa-math":
         base += 2 * e * (q - kv) + e * shape.heads * seq_len
     return base
@@ -156,8 +204,8 @@ def saved_activation_bytes(shape: ModelShape, tokens: int, precision: str = "bf1
     len): every layer's saved tensors (or, with checkpointing, each layer's fp32 input), plus
     the final norm, the token ids and (packed rows with SDPA) the boolean document mask."""
     outer = (8 * shape.hidden + 8) * tokens  # final norm input + normalised, token ids (int64)
-    if attention == "sdpa-packed":
-        outer += seq_len * tokens  # bool [B, 1, T, T]
+    if attention in ("sdpa-packed", "sdpa-banded"):
+        outer += seq_len * tokens  # bool [B, 1, T, T] (a band's bool mask is smaller: window)
     if checkpointing:
         return shape.layers * 4 * shape.hidden * tokens + outer
     per_layer = activation_bytes_per_token_layer(shape, precision, attention, seq_len)

@@ -19,6 +19,7 @@ from typing import Any
 # model is built with exactly what the plan (and its memory estimate) assumed.
 ATTENTION_SDPA = "sdpa"
 ATTENTION_FLASH = "flash_attention_2"
+ATTENTION_FLEX = "flex_attention"
 
 
 @dataclass(kw_only=True)
@@ -40,7 +41,8 @@ class Plan:
     device: str = "cpu"  # "cuda" | "cpu"
     backend: str = "gloo"  # torch.distributed backend: "nccl" | "gloo"
     tf32: bool = False  # allow TF32 matmuls (Ampere and newer)
-    attention: str = ATTENTION_SDPA  # the model's attn_implementation: "sdpa" | "flash_attention_2"
+    attention: str = ATTENTION_SDPA  # the model's attn_implementation: "sdpa" | "flex_attention" | "flash_attention_2"
+    compile: bool = False  # compile the decoder blocks (moai_llm.modeling.compile_blocks)
     dist_timeout_s: int = 1800  # init_process_group(timeout=...): collectives waiting on a save
     predicted_peak_bytes: int | None = None  # memory model's peak per process at this plan
     device_memory_bytes: int | None = None  # usable memory per process (GPU total or RAM share)

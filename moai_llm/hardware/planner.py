@@ -43,7 +43,7 @@ from moai_llm.hardware.fit import (
     max_micro_batch,
 )
 from moai_llm.hardware.memory import GIB, ModelShape, fmt_bytes
-from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA, Plan
+from moai_llm.hardware.plan import ATTENTION_FLASH, Plan
 
 TARGET_MICRO_TOKENS = 4096  # tokens per micro batch that keep a GPU busy at 0.5-3B
 CHUNK_RANGE = (512, 8192)  # fused CE chunk sizes considered (powers of two)
@@ -53,8 +53,13 @@ __all__ = ["CHOICES", "Plan", "default_global_batch", "estimate_for", "make_plan
 # What you may decide yourself (keyword arguments of make_plan); None leaves it to the planner.
 CHOICES = {
     "nnodes", "nproc_per_node", "micro_batch_size", "gradient_accumulation_steps",
-    "loss_chunk_size", "gradient_checkpointing", "strategy", "precision",
+    "loss_chunk_size", "gradient_checkpointing", "strategy", "precision", "compile",
 }
+# Compiled blocks on the CPU (benchmarks/bench_compile.py, benchmarks/results/compile.md): no
+# faster with rows of 256 tokens; 0.92x a step with rows of 1024, after ~21 s of compiling and
+# a few seconds more each time the documents bring a new band width: it paid after ~900 steps.
+CPU_COMPILE_MIN_SEQ = 1024
+CPU_COMPILE_MIN_STEPS = 2000
 SET_BY_YOU = "(set by you)"
 
 
@@ -63,9 +68,11 @@ def make_plan(
     model_config: Any,
     seq_len: int,
     global_batch: int | None = None,
+    max_steps: int | None = None,
     **choices: Any,
 ) -> Plan:
-    """The plan for training `model_config` at `seq_len` on `facts` (see module docstring)."""
+    """The plan for training `model_config` at `seq_len` on `facts` (see module docstring);
+    `max_steps`, the run's length, weighs compiling against the time it saves."""
     unknown = set(choices) - CHOICES
     if unknown:
         raise MoaiInputError(f"make_plan: unknown choice(s) {sorted(unknown)}",
@@ -92,6 +99,7 @@ def make_plan(
     if tf32_reason:
         r["tf32"] = tf32_reason
     plan.attention, r["attention"] = decide_attention(facts, gpu, plan.precision)
+    plan.compile, r["compile"] = decide_compile(gpu, seq_len, max_steps, choices)
     target, r["global_batch"] = decide_global_batch(shape, global_batch)
     plan.device_memory_bytes = device_memory(facts, plan.nproc_per_node, gpu, warnings)
     plan.loss_chunk_size, r["loss_chunk_size"] = decide_loss_chunk(
@@ -161,14 +169,45 @@ def decide_tf32(facts: HardwareFacts, gpu: bool) -> tuple[bool, str | None]:
 
 
 def decide_attention(facts: HardwareFacts, gpu: bool, precision: str) -> tuple[str, str]:
-    """The attention backend of the run, as the model's `attn_implementation`. The model is
-    built with it (training/model_setup.py) and the memory model counts it (`estimate_for`);
-    this is the one place it is chosen."""
-    if gpu and precision == "bf16" and facts.flash_attn_version:
-        return ATTENTION_FLASH, (f"flash-attn {facts.flash_attn_version}: varlen kernels for "
-                                 "packed rows, no mask")
-    return ATTENTION_SDPA, ("sdpa: packed rows get a block-diagonal mask (k/v repeated per head, "
-                            "a seq_len x seq_len mask per layer; counted in the memory estimate)")
+    """The attention backend of the run, as the model's `attn_implementation`: the first of
+    `moai_llm.modeling.attention.attention_backends` for the device (CUDA: flash-attn when
+    installed and bf16 -> FlexAttention -> SDPA; CPU training: SDPA). The model is built with
+    it (training/model_setup.py) and the memory model counts it (`estimate_for`); this is the
+    one place it is chosen."""
+    from moai_llm.modeling.attention import attention_backends
+
+    backends = attention_backends("cuda" if gpu else "cpu",
+                                  flash_installed=bool(facts.flash_attn_version))
+    name, why = backends[0]
+    if name == ATTENTION_FLASH and precision == "bf16":
+        return name, f"flash-attn {facts.flash_attn_version}: varlen kernels for packed rows, no mask"
+    name, why = next((n, w) for n, w in backends if n != ATTENTION_FLASH)
+    if gpu and facts.flash_attn_version:
+        why += f" (flash-attn {facts.flash_attn_version} needs bf16; this run is {precision})"
+    elif gpu:
+        why += " (flash-attn is not installed: pip install 'moai[flash]')"
+    return name, f"{name}: {why}"
+
+
+def decide_compile(gpu: bool, seq_len: int, max_steps: int | None,
+                   choices: dict) -> tuple[bool, str]:
+    """Compile the decoder blocks (regional torch.compile, `compile_blocks`)? On GPUs, yes: the
+    fused kernels are where the peers' throughput comes from (torchtitan, nanochat). On the CPU
+    only where it was measured to pay: rows of 1024+ tokens and runs of 2000+ steps."""
+    if "compile" in choices:
+        on = bool(choices["compile"])
+        return on, f"{'on' if on else 'off'} {SET_BY_YOU}"
+    if gpu:
+        return True, ("on: the decoder blocks are compiled once at the first step (one graph "
+                      "for every layer) and fuse norms, RoPE and the MLP")
+    steps = max_steps or 0
+    measured = ("on the CPU a compiled step took 0.96-1.02x the time with rows of 256 tokens "
+                "and 0.92x with rows of 1024, after ~21 s of compiling plus a recompilation for "
+                "each new band width: ~900 steps to break even (benchmarks/results/compile.md)")
+    if seq_len >= CPU_COMPILE_MIN_SEQ and steps >= CPU_COMPILE_MIN_STEPS:
+        return True, f"on: {steps} steps of {seq_len} tokens; {measured}"
+    return False, (f"off: {steps} steps of {seq_len} tokens (on from {CPU_COMPILE_MIN_STEPS} "
+                   f"steps of {CPU_COMPILE_MIN_SEQ}+); {measured}")
 
 
 def decide_global_batch(shape: ModelShape, global_batch: int | None) -> tuple[int, str]:

@@ -60,6 +60,24 @@ def hardware_record(name: str) -> dict[str, Any]:
     )
 
 
+def peak_flops(gpu_name: str, precision: str) -> float | None:
+    """Dense peak FLOP/s of the GPU that NVML (or torch.cuda.get_device_name) calls `gpu_name`,
+    at `precision` ("bf16", "tf32" or "fp32"), from its record's `peak_tflops`: the one table
+    MFU is measured against. The name must match a record's exactly (PCIe and SXM boards, or
+    a GeForce and its "D" variant, differ); None for a GPU without a record, and for CPUs.
+
+    >>> peak_flops("NVIDIA H100 PCIe", "bf16") / 1e12, peak_flops("NVIDIA H100 80GB HBM3", "bf16") / 1e12
+    (756.5, 989.4)
+    >>> peak_flops("NVIDIA GeForce RTX 4090 D", "bf16") is None, peak_flops("cpu", "fp32") is None
+    (True, True)
+    """
+    for record in _records().values():
+        if record.get("gpu", {}).get("name") == gpu_name:
+            value = (record.get("peak_tflops") or {}).get(precision)
+            return float(value) * 1e12 if value else None
+    return None
+
+
 def parse_spec(spec: str) -> tuple[int, int, str]:
     """"8xA100-80GB" -> (nnodes=1, count=8, "A100-80GB"); "2x8xH100-80GB" -> (2, 8, ...)."""
     m = _SPEC.match(spec or "")

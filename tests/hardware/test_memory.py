@@ -53,9 +53,10 @@ def test_parameter_count_matches_a_real_model():
 
 
 def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False, batch: int = 3,
-                           seq: int = 50) -> float:
+                           seq: int = 50, doc_len: int | None = None) -> float:
     """Bytes autograd keeps for backward of one MoaiDecoderLayer, per token: every saved tensor
-    counted once by storage, minus parameters, their bf16 casts and the shared cos/sin."""
+    counted once by storage, minus parameters, their bf16 casts, the shared cos/sin and the
+    band mask built once per forward. `doc_len`: rows of documents that long (SDPA bands them)."""
     import torch
 
     from moai_llm.modeling import MoaiForCausalLM
@@ -69,10 +70,15 @@ def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False
     pos = torch.arange(seq)[None].expand(batch, seq)
     if packed:  # two documents per row: SDPA gets a block-diagonal mask
         pos = torch.cat([torch.arange(20), torch.arange(seq - 20)])[None].expand(batch, seq)
+    if doc_len:
+        pos = (torch.arange(seq) % doc_len)[None].expand(batch, seq)
     cos, sin = model.model.rotary_emb(pos, torch.float32)
     shared = {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}
     plan = AttentionPlan.build("sdpa", pos, attention_mask=None, q_len=seq, past_len=0,
                                dtype=torch.float32)
+    assert (plan.band is not None) == bool(doc_len)
+    if plan.band is not None:
+        shared.add(plan.band.mask.untyped_storage().data_ptr())
     x = torch.randn(batch, seq, layer_cfg["hidden_size"], requires_grad=True)
     saved: dict[int, int] = {}
 
@@ -100,6 +106,51 @@ def test_activation_formula_matches_saved_tensors_of_one_decoder_layer(precision
     measured = _saved_bytes_per_token(layer, precision, packed)
     # exact when written; 10% leaves room for the model code to change without notice
     assert measured == pytest.approx(expected, rel=0.10), (measured, expected)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("doc_len,band", [(10, (16, 32)), (40, (32, 64))])
+def test_banded_sdpa_formula_matches_saved_tensors(precision, doc_len, band):
+    """Short documents: SDPA over a band of key tiles keeps each tile's key/value window
+    (window / tile copies) and a float copy of the band mask instead of the dense mask."""
+    from moai_llm.modeling.banded import Band
+
+    layer = dict(hidden_size=256, intermediate_size=768, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=64)
+    shape = ModelShape.from_config({**layer, "num_hidden_layers": 1, "vocab_size": 100})
+    seq = 256
+    import torch
+
+    chosen = Band.build((torch.arange(seq) % doc_len == 0)[None])
+    assert (chosen.tile, chosen.window) == band
+    expected = activation_bytes_per_token_layer(shape, precision, "sdpa-banded", seq, band=band)
+    measured = _saved_bytes_per_token(layer, precision, batch=5, seq=seq, doc_len=doc_len)
+    assert measured == pytest.approx(expected, rel=0.10), (measured, expected)
+    # the plan counts the widest band the data could bring, or the dense mask if larger
+    worst = activation_bytes_per_token_layer(shape, precision, "sdpa-banded", seq)
+    dense = activation_bytes_per_token_layer(shape, precision, "sdpa-packed", seq)
+    assert worst >= max(expected, dense)
+
+
+def test_the_memory_model_knows_the_band_rules_of_the_model():
+    from moai_llm.hardware import memory
+    from moai_llm.modeling import banded
+
+    assert memory.BAND_TILES == banded.TILES
+    assert memory.BAND_WINDOW_FRACTION == banded.MAX_WINDOW_FRACTION
+    assert memory.BAND_MAX_COPY == banded.MAX_COPY
+
+
+def test_flex_keeps_no_mask_and_no_kv_copies():
+    """FlexAttention saves q, k, v, out and logsumexp like SDPA's causal kernel: packed rows
+    cost nothing extra, and no seq_len^2 term (the block mask is a few integers per block)."""
+    shape = ModelShape.from_config(MoaiConfig.from_preset("2b"))
+    for precision in ("bf16", "fp32"):
+        flex = activation_bytes_per_token_layer(shape, precision, "flex", seq_len=4096)
+        assert flex == activation_bytes_per_token_layer(shape, precision, "sdpa", seq_len=4096)
+        assert flex < activation_bytes_per_token_layer(shape, precision, "sdpa-packed", seq_len=4096)
+    a1 = estimate(shape, 1024, 4, attention="flex").activations
+    assert a1 == estimate(shape, 4096, 1, attention="flex").activations
 
 
 def test_static_memory_is_16_bytes_per_parameter_and_shards_with_fsdp2():

@@ -201,26 +201,32 @@ def test_cpu_trains_in_fp32_unless_bf16_is_asked_for(tmp_path):
     assert make_plan(cpu, tiny, 64, precision="auto").precision == "fp32"
 
 
-def test_the_attention_backend_is_one_decision_the_memory_model_follows():
+def test_the_attention_backend_is_one_decision_the_memory_model_follows(tmp_path):
     from moai_llm.hardware.fit import memory_attention
-    from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_SDPA
+    from moai_llm.hardware.plan import ATTENTION_FLASH, ATTENTION_FLEX, ATTENTION_SDPA
 
     facts = simulate("8xA100-80GB")
     cfg = MoaiConfig.from_preset("2b")
-    plan = make_plan(facts, cfg, 1024)
-    assert plan.attention == ATTENTION_SDPA and memory_attention(plan) == "sdpa-packed"
+    plan = make_plan(facts, cfg, 1024)  # CUDA without flash-attn: FlexAttention
+    assert plan.attention == ATTENTION_FLEX and memory_attention(plan) == "flex"
+    assert "flash-attn is not installed" in plan.reasons["attention"]
     with_flash = make_plan(dataclasses.replace(facts, flash_attn_version="2.7.4"), cfg, 1024)
     assert with_flash.attention == ATTENTION_FLASH and memory_attention(with_flash) == "flash"
     assert "flash-attn 2.7.4" in with_flash.reasons["attention"]
     fp32 = make_plan(dataclasses.replace(facts, flash_attn_version="2.7.4"), cfg, 1024, precision="fp32")
-    assert fp32.attention == ATTENTION_SDPA and memory_attention(fp32) == "sdpa-math"
-    # the estimate counts the backend the model will be built with
+    assert fp32.attention == ATTENTION_FLEX and "needs bf16" in fp32.reasons["attention"]
+    cpu = HardwareFacts.from_dict(probe(tmp_path).to_dict() | {"gpus": [], "p2p": []})
+    on_cpu = make_plan(cpu, MoaiConfig.from_preset("tiny"), 64)
+    assert on_cpu.attention == ATTENTION_SDPA and memory_attention(on_cpu) == "sdpa-banded"
+    assert "no backward on the CPU" in on_cpu.reasons["attention"]
+    # the estimate counts the backend the model will be built with: flex keeps no T x T mask
     from moai_llm.hardware.memory import ModelShape
     from moai_llm.hardware.planner import estimate_for
 
     shape = ModelShape.from_config(cfg)
     as_sdpa = dataclasses.replace(with_flash, attention=ATTENTION_SDPA)
-    assert estimate_for(shape, with_flash).activations < estimate_for(shape, as_sdpa).activations
+    assert estimate_for(shape, with_flash).activations < estimate_for(shape, plan).activations \
+        < estimate_for(shape, as_sdpa).activations
 
 
 def test_nccl_ib_stays_on_for_roce_and_goes_off_without_rdma():
@@ -232,3 +238,23 @@ def test_nccl_ib_stays_on_for_roce_and_goes_off_without_rdma():
     assert "NCCL_IB_DISABLE" not in roce.env and "RoCE" in roce.reasons["NCCL_IB_DISABLE"]
     efa = make_plan(dataclasses.replace(box, rdma={"rdmap0s6": "efa"}), cfg, 1024)
     assert efa.env["NCCL_IB_DISABLE"] == "1" and "aws-ofi-nccl" in efa.reasons["NCCL_IB_DISABLE"]
+
+
+def test_compiled_blocks_are_one_decision_with_its_reason(tmp_path):
+    """On for CUDA; on the CPU only for long runs of long rows, where it was measured to win
+    back the compilation (the reason gives the figures); your --compile/--no-compile wins."""
+    from moai_llm.hardware.planner import CPU_COMPILE_MIN_SEQ, CPU_COMPILE_MIN_STEPS
+
+    tiny = MoaiConfig.from_preset("tiny")
+    gpu = make_plan(simulate("1xH200-141GB"), tiny, 128, max_steps=10)
+    assert gpu.compile and gpu.reasons["compile"].startswith("on")
+    cpu = HardwareFacts.from_dict(probe(tmp_path).to_dict() | {"gpus": [], "p2p": []})
+    seq, steps = CPU_COMPILE_MIN_SEQ, CPU_COMPILE_MIN_STEPS
+    assert make_plan(cpu, tiny, seq, max_steps=steps).compile
+    assert not make_plan(cpu, tiny, seq, max_steps=steps - 1).compile
+    short_rows = make_plan(cpu, tiny, seq // 2, max_steps=10 * steps)
+    assert not short_rows.compile and "0.96-1.02x" in short_rows.reasons["compile"]
+    assert "benchmarks/results/compile.md" in short_rows.reasons["compile"]
+    assert not make_plan(simulate("1xH200-141GB"), tiny, 128, compile=False).compile
+    asked = make_plan(cpu, tiny, 64, max_steps=5, compile=True)
+    assert asked.compile and asked.reasons["compile"] == "on (set by you)"
