@@ -79,6 +79,9 @@ OPTIONS = [
     Opt("gradient_checkpointing", "--gradient-checkpointing", bool,
         "Recompute activations in backward (--no-gradient-checkpointing: never).", OPTIM, "", PLAN),
     Opt("no_gradient_checkpointing", "--no-gradient-checkpointing", bool, hidden=True),
+    Opt("compile", "--compile", bool, "Compile the decoder blocks with torch.compile "
+        "(--no-compile: never).", OPTIM, "", PLAN),
+    Opt("no_compile", "--no-compile", bool, hidden=True),
     Opt("seed", "--seed", int, "Seed of the initial weights and the data order.", OPTIM, "N"),
     Opt("max_steps", "--max-steps", int, "Optimizer steps.", SCHEDULE, "N"),
     Opt("lr_scheduler", "--lr-scheduler", help="wsd, cosine, linear or constant.", panel=SCHEDULE,
@@ -112,6 +115,10 @@ OPTIONS = [
     Opt("logging_steps", "--logging-steps", int, "Log metrics every N steps.", OUTPUT, "N"),
     Opt("eval_steps", "--eval-steps", int, "Evaluate on held-out rows every N steps (0: never).",
         OUTPUT, "N"),
+    Opt("eval_text", "--eval-text", list[str], "Held-out text (files, folders, globs, hub names; "
+        "repeatable): bits per byte (eval_bpb) at the start and every --eval-steps.", OUTPUT, "SRC"),
+    Opt("eval_text_column", "--eval-text-column", help="The text column of --eval-text "
+        "(default: detected).", panel=OUTPUT, metavar="NAME"),
     Opt("dry_run", "--dry-run", bool, "Print the plan and the launch command; train nothing.",
         OUTPUT, ""),
     Opt("as_json", "--json", bool, "Print the result (or the plan) as JSON.", OUTPUT, ""),
@@ -123,7 +130,7 @@ OPTIONS = [
 BY_NAME = {o.name: o for o in OPTIONS}
 # Parameters that are not settings (or need translating into one).
 NOT_SETTINGS = {"config", "resume", "dry_run", "as_json", "seed_mode", "extra",
-                "no_gradient_checkpointing"}
+                "no_gradient_checkpointing", "no_compile"}
 
 
 def parameters(names: list[str], mode: str, overrides: dict[str, Opt] | None = None) -> list[inspect.Parameter]:
@@ -164,6 +171,8 @@ def settings_flags(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]
     flags = {k: values[k] for k in typed if k not in NOT_SETTINGS}
     if "no_gradient_checkpointing" in typed:
         flags["gradient_checkpointing"] = False
+    if "no_compile" in typed:
+        flags["compile"] = False
     return flags
 
 

@@ -42,9 +42,10 @@ class DistInfo:
         return self.rank == 0
 
     def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return [float(v) for v in values]
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        if self.world > 1:
-            torch.distributed.all_reduce(t)
+        torch.distributed.all_reduce(t)
         return t.tolist()
 
     def barrier(self) -> None:

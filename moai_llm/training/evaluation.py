@@ -1,9 +1,18 @@
-"""Evaluation during training: the mean loss on held-out rows every `--eval-steps`.
+"""Evaluation during training: the mean loss on held-out rows and bits per byte of held-out
+text, every `--eval-steps`.
 
-With `--eval-steps N` the last rows of the prepared dataset (1%, between 1 and 256) are held
-out: training never sees them (`BatchOrder` is built over the rows before them) and every N
-steps their mean loss per labelled token is logged as `eval_loss`. Every process runs the
-same number of forwards (FSDP2 needs all of them in each one); padding chunks count zero.
+- `--eval-steps N` alone: the last rows of the prepared dataset (1%, between 1 and 256) are
+  held out: training never sees them (`BatchOrder` is built over the rows before them) and
+  every N steps their mean loss per labelled token is logged as `eval_loss`.
+- `--eval-text SOURCE` (repeatable, `--eval-text-column`): held-out text, read and packed once
+  before the first step by every process (deterministic, so all hold the same rows:
+  `moai_llm.eval.prepare_eval_text`), scored as `eval_bpb` (bits per byte,
+  `moai_llm.eval.score_rows`: every process scores its share, the sums are all-reduced) at
+  the start of a fresh run (step 0) and every N steps. The text is the held-out set then: no
+  rows are taken from the training data.
+
+Every process runs the same number of forwards (FSDP2 needs all of them in each one);
+padding chunks count zero.
 
     >>> HeldOut(num_rows=10_000, eval_steps=50).rows, HeldOut(num_rows=10_000, eval_steps=0).rows
     (100, 0)
@@ -26,23 +35,40 @@ MAX_HELD_OUT = 256
 
 
 class HeldOut:
-    """Which rows are held out, and when to evaluate on them."""
+    """What is evaluated (held-out rows, held-out text) and when."""
 
-    def __init__(self, num_rows: int, eval_steps: int):
-        self.num_rows, self.eval_steps = num_rows, eval_steps
-        self.rows = max(1, min(MAX_HELD_OUT, num_rows // 100)) if eval_steps and num_rows > 1 else 0
+    def __init__(self, num_rows: int, eval_steps: int, text: Any = None):
+        self.num_rows, self.eval_steps, self.text = num_rows, eval_steps, text
+        self.rows = max(1, min(MAX_HELD_OUT, num_rows // 100)) \
+            if eval_steps and num_rows > 1 and text is None else 0
 
     @property
     def train_rows(self) -> int:
         return self.num_rows - self.rows
 
     def due(self, done: int) -> bool:
-        return bool(self.rows) and done % self.eval_steps == 0
+        return bool(self.rows or self.text is not None) and bool(self.eval_steps) \
+            and done % self.eval_steps == 0
 
     def __call__(self, model: torch.nn.Module, reader: RowReader, micro: int, dist: DistInfo,
                  precision: str) -> dict[str, Any]:
-        loss = evaluate(model, reader, range(self.train_rows, self.num_rows), micro, dist, precision)
-        return {"eval_loss": round(loss, 6)}
+        out: dict[str, Any] = {}
+        if self.rows:
+            loss = evaluate(model, reader, range(self.train_rows, self.num_rows), micro, dist, precision)
+            out["eval_loss"] = round(loss, 6)
+        if self.text is not None:
+            out["eval_bpb"] = round(self.bits_per_byte(model, micro, dist, precision), 6)
+        return out
+
+    def bits_per_byte(self, model: torch.nn.Module, micro: int, dist: DistInfo,
+                      precision: str) -> float:
+        """Bits per byte of the held-out text, over all processes."""
+        from moai_llm.eval.scoring import score_rows
+
+        with autocast(dist.device, precision):
+            scores = score_rows(model, self.text, micro, all_sum=dist.all_sum, rank=dist.rank,
+                                world_size=dist.world)
+        return scores["bits_per_byte"]
 
 
 def evaluate(model: torch.nn.Module, reader: RowReader, rows: range, micro: int, dist: DistInfo,

@@ -214,6 +214,31 @@ def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -
     return manifest
 
 
+def check_eval_text(s: TrainSettings, given: dict[str, Any], derived: dict) -> None:
+    """--eval-text must hold text (in --eval-text-column when named): read now, before
+    anything is written, so a mistake costs one line. Without --eval-steps the run evaluates
+    every tenth of its steps (recorded in `derived`)."""
+    if not s.eval_text:
+        return
+    from moai_llm.eval.text import read_texts
+
+    try:
+        read_texts(list(s.eval_text), s.eval_text_column)
+    except MoaiInputError as exc:  # read_texts speaks of `moai eval`'s flags
+        def ours(text: str) -> str:
+            return (text.replace("--text-column", "--eval-text-column").replace("--text ", "--eval-text ")
+                    .replace("--input", "--eval-text"))
+
+        message = ours(str(exc))
+        if "--eval-text" not in message:
+            message = f"--eval-text: {message}"
+        raise MoaiInputError(message, hint=ours(exc.hint) if exc.hint else None) from None
+    if "eval_steps" not in given:
+        every = max(1, s.max_steps // 10)
+        derive(derived, "eval_steps", every, f"--eval-text without --eval-steps: every tenth of "
+               f"the {s.max_steps} steps (and before the first)")
+
+
 def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int] | None,
                      derived: dict) -> tuple[dict | None, Any]:
     """(config dict for a new model or None, the config object). The vocabulary is the

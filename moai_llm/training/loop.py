@@ -4,7 +4,7 @@ Why not `transformers.Trainer` (docs/training.md has the measurements): moai nee
 position as one number for exact resume, atomic `checkpoints/step-N/` folders that are Qwen3
 model directories, the loss normalised by the labelled tokens of the whole global batch across
 processes, NaN/inf steps skipped, and no per-step overhead beyond a bare loop. The loop is
-~the bare loop plus one all-reduce of two numbers per step.
+~the bare loop plus two small all-reduces per step with several processes (none with one).
 
 The parts, each in its own module: the optimizer step and the NaN guard (step.py), held-out
 evaluation (evaluation.py), the checkpoint policy (checkpoint_policy.py), metrics and the
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,14 @@ from moai_llm.training.checkpoint import (
     remove_stale_temps,
 )
 from moai_llm.training.checkpoint_policy import CheckpointPolicy
-from moai_llm.training.distributed import DistInfo, load_optimizer_state, unwrap, wrap_distributed
+from moai_llm.training.distributed import DistInfo, load_optimizer_state, wrap_distributed
 from moai_llm.training.evaluation import HeldOut
 from moai_llm.training.faults import fault_point
 from moai_llm.training.metrics import (
+    FlopCounter,
     LogWindow,
     MetricsWriter,
-    flops_per_token,
-    peak_flops,
+    device_peak_flops,
     plot_loss,
 )
 from moai_llm.training.model_setup import build_model, build_optimizer, generation_config_for
@@ -106,6 +107,8 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     bar = progress_bar(unit="step", log_every=settings.logging_steps) if show else contextlib.nullcontext()
     fault_point("run.start")
     try:
+        if resume_from is None and run.held_out.text is not None:
+            _evaluate(run, 0)  # where a fresh run starts from
         with bar as progress:
             task = progress.add_task(settings.mode, total=settings.max_steps, completed=run.start_step,
                                      info="") if progress is not None else None
@@ -133,9 +136,10 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
 
 
 def _after_step(run: Run, result: Any) -> None:
-    """Bookkeeping after an optimizer step: metrics, evaluation, checkpoint."""
+    """Bookkeeping after an optimizer step: metrics, evaluation, checkpoint. The time the last
+    two take is left out of the next window's rates (tokens/s, MFU, data wait)."""
     done = run.state.step
-    run.window.add(result.loss, result.tokens)
+    run.window.add(result.loss, result.tokens, result.flops, result.data_s)
     if run.dist.main and run.window.due(done):
         record = run.window.take(done)
         run.metrics.log(done, {**record, "tokens": run.state.tokens,
@@ -143,11 +147,21 @@ def _after_step(run: Run, result: Any) -> None:
                                "grad_norm": round(result.grad_norm, 6),
                                "samples": run.state.samples_consumed,
                                "skipped_steps": run.state.skipped_steps})
-    if run.held_out.due(done):
-        run.metrics.log(done, run.held_out(run.model, run.reader, run.plan.micro_batch_size,
-                                           run.dist, run.plan.precision))
+    last = done == run.settings.max_steps and run.held_out.text is not None
+    if run.held_out.due(done) or last:
+        _evaluate(run, done)
     if run.saver.due(done):
+        started = time.perf_counter()
         run.saver.save(run.state)
+        run.window.exclude(time.perf_counter() - started)
+
+
+def _evaluate(run: Run, step: int) -> None:
+    """Held-out rows and text (evaluation.py), logged at `step` (collective: every rank)."""
+    started = time.perf_counter()
+    run.metrics.log(step, run.held_out(run.model, run.reader, run.plan.micro_batch_size,
+                                       run.dist, run.plan.precision))
+    run.window.exclude(time.perf_counter() - started)
 
 
 def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict | None,
@@ -167,40 +181,62 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
         torch.backends.cuda.matmul.allow_tf32 = True
     tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     reader = RowReader(load_prepared(settings.prepared_dir))
-    held_out = HeldOut(reader.num_rows, settings.eval_steps)
-    torch.manual_seed(settings.seed)  # same initial weights on every process and every rerun
-    model = build_model(settings, model_config, tokenizer, plan).to(dist.device)
-    if plan.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
+    held_out = HeldOut(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
     if dist.main:
         remove_stale_temps(run_dir)
         prune_checkpoints(run_dir, settings.save_total_limit)
-    if resume_from is not None:
-        load_model_weights(model, resume_from)  # before sharding: full tensors
-    wrapped = wrap_distributed(model, plan, dist)
+    model, wrapped = _model(settings, plan, model_config, tokenizer, dist, resume_from)
     optimizer = build_optimizer(model, settings, dist.device)  # after sharding (FSDP2 DTensors)
     scheduler = build_scheduler(optimizer, make_schedule(
         settings.lr_scheduler, settings.max_steps, warmup=settings.warmup, stable=settings.stable,
         decay=settings.decay, min_lr_ratio=settings.min_lr_ratio))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1
     step = TrainStep(wrapped, optimizer, scheduler, reader, BatchOrder(held_out.train_rows, settings.seed),
-                     plan, dist, settings.max_grad_norm, pad_id)
+                     plan, dist, settings.max_grad_norm, pad_id, FlopCounter.from_config(model.config))
     saver = CheckpointPolicy(run_dir, settings, plan, dist, wrapped, optimizer, scheduler,
                              generation_config_for(tokenizer))
     state = _resume(resume_from, wrapped, optimizer, scheduler, plan, dist)
     state = dataclasses.replace(state, global_batch=plan.global_batch, world_size=dist.world,
                                 max_steps=settings.max_steps)
-    cfg = unwrap(model).config
-    fpt = flops_per_token(sum(p.numel() for p in model.parameters()), cfg.num_hidden_layers,
-                          cfg.hidden_size, settings.seq_len)
-    peak = peak_flops(torch.cuda.get_device_name(dist.device)) if dist.device.type == "cuda" else None
     return Run(settings, plan, dist, reader, held_out, wrapped, step, saver,
                MetricsWriter(run_dir, enabled=dist.main, tensorboard=settings.tensorboard,
                              resume_step=state.step if resume_from is not None else None),
-               LogWindow(settings.logging_steps, settings.max_steps, state.step, fpt,
-                         peak * dist.world if peak else None),
+               LogWindow(settings.logging_steps, settings.max_steps, state.step,
+                         device_peak_flops(plan, dist.device), dist.world),
                state=state, start_step=state.step)
+
+
+def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokenizer: Any,
+           dist: DistInfo, resume_from: Path | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the model, the model wrapped for the plan's processes): built with the plan's attention,
+    checkpointing and compiled blocks, weights loaded from `resume_from`."""
+    from moai_llm.modeling import compile_blocks
+
+    torch.manual_seed(settings.seed)  # same initial weights on every process and every rerun
+    model = build_model(settings, model_config, tokenizer, plan).to(dist.device)
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    if resume_from is not None:
+        load_model_weights(model, resume_from)  # before sharding: full tensors
+    wrapped = wrap_distributed(model, plan, dist)
+    if plan.compile:
+        # After checkpointing and sharding (their hooks stay outside the graph). Static shapes:
+        # the band of short documents changes width with the batch; a graph per width (a few)
+        # ran faster on the CPU than one dynamic-shape graph (benchmarks/results/compile.md).
+        compile_blocks(wrapped, dynamic=False)
+    return model, wrapped
+
+
+def _eval_text(settings: TrainSettings, tokenizer: Any) -> Any:
+    """--eval-text packed into rows of the run's length (None without it); every process
+    reads the same text and packs the same rows."""
+    if not settings.eval_text:
+        return None
+    from moai_llm.eval.text import prepare_eval_text
+
+    return prepare_eval_text(list(settings.eval_text), tokenizer, settings.seq_len,
+                             text_column=settings.eval_text_column)
 
 
 def _resume(checkpoint: Path | None, wrapped: Any, optimizer: Any, scheduler: Any, plan: Any,

@@ -66,7 +66,8 @@ def plan_for(s: TrainSettings, model_config: Any, facts: Any = None) -> Plan:
     from moai_llm.hardware.planner import make_plan
 
     facts = facts if facts is not None else facts_for(s)
-    return make_plan(facts, model_config, s.seq_len, s.global_batch, **s.plan_choices())
+    return make_plan(facts, model_config, s.seq_len, s.global_batch, max_steps=s.max_steps,
+                     **s.plan_choices())
 
 
 def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | None = None,
@@ -96,6 +97,7 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     if inputs.is_prepared(s):
         manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
     inputs.check_context(s, "seq_len" in sources.given() or manifest is not None, derived)
+    inputs.check_eval_text(s, sources.given(), derived)
     with holding(s.output_dir, s.mode):
         done = resume.finished_run(s)
         if done is not None:

@@ -70,10 +70,13 @@ class TrainSettings:
     gradient_accumulation_steps: int | None = None   # None: the plan's
     precision: str = "auto"                # auto (the plan: bf16 where supported) | bf16 | fp32
     gradient_checkpointing: bool | None = None       # None: the plan's
+    compile: bool | None = None            # compile the decoder blocks; None: the plan's
     # bookkeeping
     save_steps: int = 500
     save_total_limit: int = 3              # keep the last K checkpoints
-    eval_steps: int = 0                    # 0: no evaluation
+    eval_steps: int = 0                    # 0: no evaluation (--eval-text alone derives one)
+    eval_text: list[str] = field(default_factory=list)  # held-out text sources: eval_bpb
+    eval_text_column: str | None = None    # their text column (None: detected)
     logging_steps: int = 10
     seed: int = 42
     resume: str | None = None              # None | "auto" | "latest" | a checkpoint folder
@@ -112,6 +115,7 @@ class TrainSettings:
             "precision": None if self.precision == "auto" else self.precision,
             "nnodes": self.nnodes if self.nnodes > 1 else None,
             "strategy": self.strategy,
+            "compile": self.compile,
         }
 
 
@@ -191,7 +195,7 @@ def _flatten_config(data: dict[str, Any]) -> dict[str, Any]:
             continue  # settings moai has no use for (wandb, num_proc, ...) are ignored
         if key == "warmup_ratio" and "warmup_steps" in flat:
             continue  # the seed set both; its steps won
-        out[name] = [value] if name == "dataset" and isinstance(value, str) else value
+        out[name] = [value] if name in ("dataset", "eval_text") and isinstance(value, str) else value
     if flat.get("bf16") is True:
         out["precision"] = "bf16"
     return out

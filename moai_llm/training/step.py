@@ -2,15 +2,19 @@
 
 What `TrainStep(step)` does:
 1. take this process's micro-batches of the step (`BatchOrder`, the plan's micro batch and
-   accumulation),
-2. count the labelled tokens of the whole global batch (one all-reduce) = `num_items_in_batch`,
+   accumulation) and count, on the host before they move to the device (no device sync), their
+   labelled tokens, real tokens and model FLOPs (`metrics.FlopCounter`); the time this takes is
+   the step's data wait,
+2. sum those counts over the global batch (one all-reduce of three numbers, none for one
+   process): the labelled tokens are `num_items_in_batch`,
 3. forward/backward each micro-batch under autocast (bf16 where the plan says so; weights stay
    fp32), syncing gradients only on the last one,
-4. clip; if loss and gradient norm are finite, AdamW step; then the schedule step.
+4. clip (the gradients are rescaled only when their norm exceeds the limit); if loss and
+   gradient norm are finite, AdamW step; then the schedule step.
 
-An out-of-memory error in the first step of a run raises `FirstStepOOM` (launch retries with
-half the micro batch). `NonFiniteGuard` says when a step was skipped and stops the run after
-too many in a row (the trainer state counts them).
+An out-of-memory error in the first step of a run (a GPU's, or the CPU allocator's) raises
+`FirstStepOOM` (launch retries with half the micro batch). `NonFiniteGuard` says when a step
+was skipped and stops the run after too many in a row (the trainer state counts them).
 
     >>> from moai_llm.errors import MoaiRunError
     >>> from moai_llm.training.trainer_state import TrainerState
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,11 +55,27 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """A GPU's OutOfMemoryError, or the CPU allocator's failure (torch raises a RuntimeError
+    "DefaultCPUAllocator: can't allocate memory" there).
+
+    >>> out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+    True
+    >>> out_of_memory(RuntimeError("shape mismatch"))
+    False
+    """
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
 @dataclass
 class StepResult:
     loss: float        # mean loss per labelled token of the whole global batch
     grad_norm: float   # before clipping
     tokens: int        # non-padding tokens of the whole global batch
+    flops: float = 0.0   # model FLOPs of the whole global batch (metrics.FlopCounter)
+    data_s: float = 0.0  # seconds this process spent reading its rows and moving them
 
     @property
     def finite(self) -> bool:
@@ -65,40 +86,72 @@ class TrainStep:
     """Runs optimizer steps of a run; `step(k)` trains on global samples [k·G, (k+1)·G)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, scheduler: Any, reader: RowReader,
-                 order: BatchOrder, plan: Any, dist: DistInfo, max_grad_norm: float, pad_id: int):
+                 order: BatchOrder, plan: Any, dist: DistInfo, max_grad_norm: float, pad_id: int,
+                 flops: Callable[[torch.Tensor, torch.Tensor], float] | None = None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.reader, self.order, self.plan, self.dist = reader, order, plan, dist
-        self.max_grad_norm, self.pad_id = max_grad_norm, pad_id
+        self.max_grad_norm, self.pad_id, self.flops = max_grad_norm, pad_id, flops
+        self.params = list(model.parameters())
+        # Torch's fused AdamW divides the gradients by `grad_scale` as it reads them (the hook
+        # GradScaler uses): clipping rides along instead of a pass of its own over them.
+        self.fold_clip = bool(getattr(optimizer, "defaults", {}).get("fused")) \
+            and plan.strategy != "fsdp2"
 
-    def batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+    def batches(self, step: int) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+        """This process's micro-batches of `step` on the device, and their (labelled tokens,
+        real tokens, model FLOPs), counted on the host."""
         rows = self.order.micro_batches(step, self.plan.micro_batch_size,
                                         self.plan.gradient_accumulation_steps, self.dist.rank,
                                         self.dist.world)
-        return [{k: v.to(self.dist.device, non_blocking=True) for k, v in self.reader.read(r).items()}
-                for r in rows]
+        counts = [0.0, 0.0, 0.0]
+        out = []
+        for r in rows:
+            b = self.reader.read(r)
+            real = b["input_ids"] != self.pad_id
+            counts[0] += int((b["labels"][:, 1:] != -100).sum())
+            counts[1] += int(real.sum())
+            if self.flops is not None:
+                counts[2] += self.flops(b["position_ids"], real)
+            out.append({k: v.to(self.dist.device, non_blocking=True) for k, v in b.items()})
+        return out, counts
 
     def __call__(self, step: int, first: bool = False) -> StepResult:
-        batches = self.batches(step)
-        local = [float(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)),
-                 float(sum(int((b["input_ids"] != self.pad_id).sum()) for b in batches))]
-        n_items, tokens = self.dist.all_sum(local)
+        started = time.perf_counter()
+        batches, local = self.batches(step)
+        data_s = time.perf_counter() - started
+        n_items, tokens, flops = self.dist.all_sum(local)
         try:
             loss_sum = self._forward_backward(batches, max(n_items, 1.0))
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        except torch.OutOfMemoryError as exc:
-            if first:
+            grad_norm = self._clip()
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if first and out_of_memory(exc):
                 raise FirstStepOOM(f"out of memory at the first step with micro batch "
                                    f"{self.plan.micro_batch_size}") from exc
             raise
         loss, = self.dist.all_sum([float(loss_sum)])
-        result = StepResult(loss, float(grad_norm), int(tokens))
+        result = StepResult(loss, grad_norm, int(tokens), flops, data_s)
         if result.finite:
             self.optimizer.step()
+        self.optimizer.grad_scale = None
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped first step makes torch warn about order
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
         return result
+
+    def _clip(self) -> float:
+        """The gradient norm before clipping. The gradients are scaled by max_norm / (norm +
+        1e-6) only when that is below 1 (torch's clip_grad_norm_ would multiply them by 1.0
+        otherwise), inside the fused optimizer step where there is one."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        value = float(norm)
+        if math.isfinite(value) and self.max_grad_norm / (value + 1e-6) < 1.0:
+            if self.fold_clip:
+                self.optimizer.grad_scale = (norm.float() + 1e-6) / self.max_grad_norm
+            else:
+                torch.nn.utils.clip_grads_with_norm_(self.params, self.max_grad_norm, norm)
+        return value
 
     def _forward_backward(self, batches: list[dict[str, torch.Tensor]], n_items: float) -> torch.Tensor:
         loss_sum = torch.zeros((), device=self.dist.device, dtype=torch.float32)
