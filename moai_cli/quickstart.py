@@ -40,14 +40,19 @@ def quickstart(
         out = report["output_dir"]
         pre, sft = report["pretrain_loss"], report["sft_loss"]
         console.rule("[bold green]quickstart done", align="left")
+        bpb = report["heldout_bpb"]
         lines = [
             f"total {t['total_s']:.0f} s (tokenizer {t['tokenizer_s']:.0f} s, pretrain "
-            f"{t['pretrain_s']:.0f} s, sft {t['sft_s']:.0f} s, chat {t['chat_s']:.0f} s)",
+            f"{t['pretrain_s']:.0f} s, sft {t['sft_s']:.0f} s, chat {t['chat_s']:.0f} s, "
+            f"eval {t['eval_s']:.0f} s)",
             f"tokenizer    {report['tokenizer']}",
             f"pretraining  {report['pretrain']}  (loss {pre[0]:.2f} → {pre[1]:.2f}; "
             "final_model/, checkpoints/, metrics.jsonl, loss.png, run.yaml)",
             f"sft          {report['sft']}  (loss {sft[0]:.2f} → {sft[1]:.2f})",
             f"chat model   {report['final_model']}",
+            f"held-out text  {bpb[0]:.3f} → {bpb[1]:.3f} bits per byte (before → after pretraining; "
+            "lower is better)",
+            *_task_lines(report["tasks"]),
             "", "next:",
             f"  moai chat {report['final_model']}",
             f"  tensorboard --logdir {out}/pretrain/tb",
@@ -55,6 +60,17 @@ def quickstart(
             "YOUR_TEXT.jsonl --output-dir runs/mine --max-steps 2000",
             "  moai sft --pretrained-model runs/mine/final_model --dataset YOUR_QA.jsonl "
             "--output-dir runs/mine-sft",
+            f"  moai eval {report['pretrain']} {report['sft']} --text {out}/eval_files/heldout_text.jsonl",
         ]
         for line in lines:  # whole lines: a path broken across lines cannot be copied
             console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def _task_lines(tasks: dict) -> list[str]:
+    """The finance multiple-choice rows, base against sft (or why they were skipped)."""
+    if "skipped" in tasks:
+        return [tasks["skipped"]]
+    lines = [f"{'finance multiple choice (held-out)':<44} {'base':>14} {'sft':>14}"]
+    lines += [f"  {row[0]:<42} {row[1]:>14} {row[2]:>14}" for row in tasks["rows"]]
+    return lines
+

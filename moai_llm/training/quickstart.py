@@ -5,8 +5,13 @@
 3. pretrain the `small` preset until the loss has clearly fallen,
 4. fine-tune it on the embedded finance Q&A (loss on answers only),
 5. answer one held-out question through the chat code path (moai_llm.inference),
+6. report what was learned: bits per byte of held-out text (the corpora's held-out split,
+   never trained on) before and after pretraining, measured by the pretraining run itself
+   (`--eval-text`), and a finance multiple-choice table (held-out questions, lm-eval's
+   log-likelihood scoring through `moai eval`'s code) for the base and the SFT model,
 then say where everything went and what to run next. Every stage goes through the same code
-as `moai tokenizer train`, `moai pretrain`, `moai sft` and `moai chat`.
+as `moai tokenizer train`, `moai pretrain`, `moai sft`, `moai chat` and `moai eval`. Without
+lm-evaluation-harness only the task table is skipped, with a message.
 
 The full run is `run_quickstart("moai-quickstart")` (a few minutes on an idle 2-core CPU);
 `tiny=True` is the seconds-long version the tests use, here cut to two steps per stage:
@@ -53,8 +58,11 @@ TINY = QuickstartSizes(model="tiny", vocab_size=600, seq_len=64, micro_batch=2, 
                        sft_steps=4, answer_tokens=8)
 
 
+STAGES = 6
+
+
 def _stage(n: int, title: str) -> float:
-    console.rule(f"[bold][{n}/5] {title}", align="left")
+    console.rule(f"[bold][{n}/{STAGES}] {title}", align="left")
     return time.perf_counter()
 
 
@@ -102,10 +110,46 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int) -> str:
     return "".join(answer).strip()
 
 
+def _data_files(out: Path, texts: list[str]) -> tuple[Path, Path, list[dict], dict[str, Path]]:
+    """The pretraining documents, the finance Q&A and the held-out evaluation files."""
+    from moai_llm import corpora
+    from moai_llm.eval.heldout import write_eval_files
+
+    docs = _write_jsonl(out / "corpus.jsonl", ({"text": x} for x in texts))
+    qa = corpora.finance_qa("train")
+    sft_file = _write_jsonl(out / "finance_qa.jsonl", ({"input": r["input"], "output": r["output"]} for r in qa))
+    eval_files = write_eval_files(out / "eval_files")
+    info(f"{docs} ({len(texts)} documents), {sft_file} ({len(qa)} Q&A pairs); packed in the next "
+         f"stages; held-out text and questions in {out / 'eval_files'}")
+    return docs, sft_file, qa, eval_files
+
+
+def _task_table(pre_dir: Path, sft_dir: Path, task_file: Path, out: Path) -> dict[str, Any]:
+    """The finance multiple-choice accuracy of the base and the SFT model (`moai eval
+    --task-file`'s code: lm-eval scores each answer's log-likelihood); {"skipped": why}
+    without lm-evaluation-harness."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        message = ("finance multiple choice skipped: lm-evaluation-harness is not installed "
+                   "(pip install 'moai[eval]')")
+        info(message)
+        return {"skipped": message}
+    from moai_llm.eval.evaluate import EvalRequest, run_eval
+    from moai_llm.eval.local_tasks import LocalTask
+
+    task = LocalTask(str(task_file), "multiple-choice", choices_column="choices", answer_column="answer")
+    result = run_eval(EvalRequest(models=[str(pre_dir / "final_model"), str(sft_dir / "final_model")],
+                                  local=task, output=str(out), batch_size=16))
+    rows = [r for r in result["table"]["rows"] if " acc" in r[0]]
+    return {"columns": ["metric", "base (pretrain)", "sft"], "rows": rows, "written": result["written"]}
+
+
 def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = False,
                    pretrain_steps: int | None = None, sft_steps: int | None = None,
                    question: str | None = None) -> dict[str, Any]:
-    """Run the five stages into `output_dir`; returns paths, losses, the answer and timings."""
+    """Run the six stages into `output_dir`; returns paths, losses, held-out bits per byte,
+    the task table, the answer and timings."""
     from moai_llm import corpora
     from moai_llm.training.inputs import check_output_dir
 
@@ -126,11 +170,8 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     info(f"{len(texts)} documents ({sum(map(len, texts)):,} characters) → {tok_dir}")
     timings["tokenizer_s"] = time.perf_counter() - t
 
-    t = _stage(2, "data: pretraining text and finance Q&A as files")
-    docs = _write_jsonl(out / "corpus.jsonl", ({"text": x} for x in texts))
-    qa = corpora.finance_qa("train")
-    sft_file = _write_jsonl(out / "finance_qa.jsonl", ({"input": r["input"], "output": r["output"]} for r in qa))
-    info(f"{docs} ({len(texts)} documents), {sft_file} ({len(qa)} Q&A pairs); packed in the next stages")
+    t = _stage(2, "data: pretraining text, finance Q&A and held-out evaluation files")
+    docs, sft_file, qa, eval_files = _data_files(out, texts)
     timings["data_s"] = time.perf_counter() - t
 
     common = dict(seq_len=sizes.seq_len, micro_batch_size=sizes.micro_batch, gradient_accumulation_steps=1,
@@ -142,11 +183,15 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
                                   output_dir=str(pre_dir), max_steps=sizes.pretrain_steps,
                                   learning_rate=sizes.pretrain_lr, warmup=0.1, decay=0.3,
                                   min_lr_ratio=sizes.pretrain_min_lr_ratio,
-                                  lr_scheduler="wsd", save_steps=sizes.pretrain_steps))
+                                  lr_scheduler="wsd", save_steps=sizes.pretrain_steps,
+                                  eval_text=[str(eval_files["text"])],
+                                  eval_steps=sizes.pretrain_steps))
     from moai_llm.training.metrics import read_metrics
 
     losses = [r["loss"] for r in read_metrics(pre_dir) if "loss" in r]
-    info(f"loss {losses[0]:.3f} → {losses[-1]:.3f}")
+    bpb = [r["eval_bpb"] for r in read_metrics(pre_dir) if "eval_bpb" in r]
+    info(f"loss {losses[0]:.3f} → {losses[-1]:.3f}; held-out text {bpb[0]:.3f} → {bpb[-1]:.3f} "
+         "bits per byte")
     timings["pretrain_s"] = time.perf_counter() - t
 
     t = _stage(4, f"sft: finance Q&A, {sizes.sft_steps} steps, loss on answers only")
@@ -163,11 +208,16 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     question = question or (held[0]["input"] if held else qa[0]["input"])
     answer = _ask(sft_dir, question, sizes.answer_tokens)
     timings["chat_s"] = time.perf_counter() - t
+
+    t = _stage(6, "eval: held-out text before and after pretraining; finance multiple choice")
+    tasks = _task_table(pre_dir, sft_dir, eval_files["multiple_choice"], out / "eval")
+    timings["eval_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
     return {
         "output_dir": str(out), "tokenizer": str(tok_dir), "pretrain": str(pre_dir),
         "sft": str(sft_dir), "final_model": str(sft_dir / "final_model"),
         "pretrain_loss": [losses[0], losses[-1]], "sft_loss": [sft_losses[0], sft_losses[-1]],
+        "heldout_bpb": [bpb[0], bpb[-1]], "tasks": tasks,
         "question": question, "answer": answer,
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "pretrain_result": pre, "sft_result": sft,

@@ -16,8 +16,11 @@ def test_quickstart_tiny_runs_every_stage(tmp_path):
     r = subprocess.run([sys.executable, "-m", "moai_cli", "quickstart", "--tiny", "-o", str(out)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("[1/5] tokenizer", "[2/5] data", "[3/5] pretrain", "[4/5] sft", "[5/5] chat"):
+    for stage in ("[1/6] tokenizer", "[2/6] data", "[3/6] pretrain", "[4/6] sft", "[5/6] chat",
+                  "[6/6] eval"):
         assert stage in r.stdout + r.stderr
+    assert "bits per byte (before → after pretraining" in r.stdout
+    assert "finance multiple choice" in r.stdout
     assert "moai chat" in r.stdout and "quickstart done" in r.stdout
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     assert (out / "pretrain" / "final_model" / "model.safetensors").is_file()
@@ -40,4 +43,15 @@ def test_quickstart_json_report(tmp_path):
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["question"] == "카드 연회비란?"
     assert report["final_model"].endswith("sft/final_model")
-    assert set(report["timings"]) >= {"tokenizer_s", "pretrain_s", "sft_s", "chat_s", "total_s"}
+    assert set(report["timings"]) >= {"tokenizer_s", "pretrain_s", "sft_s", "chat_s", "eval_s", "total_s"}
+    # held-out text scored by the pretraining run itself, before its first step and after its last
+    lines = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    bpb = [(r["step"], r["eval_bpb"]) for r in lines if "eval_bpb" in r]
+    assert [s for s, _ in bpb] == [0, 4] and report["heldout_bpb"] == [bpb[0][1], bpb[-1][1]]
+    assert bpb[-1][1] < bpb[0][1]
+    # the finance multiple-choice table, base against sft (lm-eval is installed here)
+    tasks = report["tasks"]
+    assert tasks["columns"] == ["metric", "base (pretrain)", "sft"]
+    assert [row[0] for row in tasks["rows"]] == ["local_finance_mc acc, 0-shot",
+                                                 "local_finance_mc acc_norm, 0-shot"]
+    assert all(0.0 <= float(v.split(" ± ")[0]) <= 1.0 for row in tasks["rows"] for v in row[1:])
