@@ -1,6 +1,6 @@
 """One GPU check: what moai claims on a GPU, measured by one command in under 8 minutes on one H200.
 
-    python benchmarks/gpu_check.py                    # CUDA: ~7 min, writes benchmarks/results/gpu_check/
+    python benchmarks/gpu_check.py                    # CUDA: done within 465 s, writes benchmarks/results/gpu_check/
     python benchmarks/gpu_check.py --cpu --out DIR    # the same code on the CPU, tiny models: ~40 s
 
 Parts, each with its own time budget (450 s in all on CUDA, and a hard stop at 465 s: a part takes
