@@ -423,14 +423,15 @@ def main() -> int:
              "oom": part_oom}
     unknown = [p for p in args.parts.split(",") if p not in parts]
     if unknown:
-        print(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(parts)}")
+        print(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(parts)}",
+              file=sys.stderr)
         return 2
     if args.cpu and any(os.environ.get(k) != v for k, v in CPU_MALLOC.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CPU_MALLOC})  # read at start
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
-        print("no CUDA device: run with --cpu for the CPU mode")
+        print("no CUDA device: run with --cpu for the CPU mode", file=sys.stderr)
         return 2
     check = Check(Path(args.out), args.cpu, started)
     try:
