@@ -30,6 +30,7 @@ from moai_cli.ui import (
 from moai_llm.training.settings import WSD_DECAY, mode_defaults
 
 MODEL, DATA, OPTIM, SCHEDULE = "Model", "Data", "Optimisation", "Schedule"
+BASE = "Base model: grown vocabulary, stages, LoRA"
 CHECKPOINTS, DISTRIBUTED, OUTPUT = "Checkpoints", "Distributed", "Output"
 PLAN = "the plan's"  # shown as the default of what the planner decides
 
@@ -59,6 +60,19 @@ OPTIONS = [
         panel=MODEL, metavar="DIR", sft_help="Model folder to fine-tune (moai's or any Qwen3 folder)."),
     Opt("tokenizer", "--tokenizer", help="Tokenizer folder.", panel=MODEL, metavar="DIR",
         show="the model folder's"),
+    Opt("new_embeddings", "--new-embeddings", help="Rows of tokens the tokenizer added: pieces (the mean "
+        "of the rows of their base-tokenizer pieces) or mean (of all rows).", panel=BASE, metavar="HOW"),
+    Opt("stages", "--stages", help="Train the new embedding rows first, then everything: "
+        "new-embeddings:STEPS,all.", panel=BASE, metavar="SPEC", show="everything from the start"),
+    Opt("lora_rank", "--lora-rank", int, "Train LoRA adapters of this rank on the frozen model "
+        "(needs the lora extra: peft).", BASE, "R", "off: every weight trains"),
+    Opt("lora_alpha", "--lora-alpha", float, "LoRA scaling alpha.", BASE, "A", "2 x rank"),
+    Opt("lora_dropout", "--lora-dropout", float, "Dropout on the adapters' inputs.", BASE, "P"),
+    Opt("lora_target", "--lora-target", help="Layers that get adapters: all-linear or names "
+        "(q_proj,v_proj,...).", panel=BASE, metavar="NAMES"),
+    Opt("lora_4bit", "--lora-4bit", bool, "QLoRA: a 4-bit frozen base (CUDA, bitsandbytes).", BASE, "", "off"),
+    Opt("thinking", "--thinking", help="Raw SFT sources with a thinking chat template (Qwen3): off "
+        "(answers only) or keep (train the reasoning too).", panel=BASE, metavar="HOW", modes=("sft",)),
     Opt("dataset", "--dataset", list[str], "Prepared folder, or files/folders/globs/hub names "
         "(prepared first). Repeatable.", DATA, "SRC"),
     Opt("dataset_config", "--dataset-config", help="Hub dataset config name.", panel=DATA, metavar="NAME"),

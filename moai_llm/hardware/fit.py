@@ -63,7 +63,7 @@ def estimate_for(shape: ModelShape, plan: Plan, micro: int | None = None) -> Mem
         shape, plan.seq_len, micro or plan.micro_batch_size, precision=plan.precision,
         gradient_checkpointing=plan.gradient_checkpointing, loss_chunk_size=plan.loss_chunk_size,
         strategy=plan.strategy, world_size=plan.world_size, device=plan.device,
-        attention=memory_attention(plan),
+        attention=memory_attention(plan), lora=plan.lora,
     )
 
 

@@ -221,6 +221,40 @@ def backward_working_bytes(shape: ModelShape, tokens: int, precision: str = "bf1
     return 2 * layer if checkpointing else layer
 
 
+def lora_activation_bytes_per_token_layer(shape: ModelShape, lora: dict[str, Any],
+                                          precision: str = "bf16") -> int:
+    """Bytes LoRA adds per token and layer to what the frozen layer keeps (it keeps the same:
+    backward still needs every input gradient): each adapted Linear's rank-wide intermediate
+    (rank x targets values, 2 bytes under bf16 autocast, 4 in fp32) and, with dropout, a
+    dropped copy of each adapted Linear's input (4 bytes a value under bf16 autocast, 6 in fp32,
+    rounding up what was measured). Measured on CPU with saved_tensors_hooks
+    (tests/hardware/test_memory.py): exact in fp32; in bf16 a frozen layer keeps H bytes less,
+    left uncounted."""
+    e = 2 if precision == "bf16" else 4
+    extra = e * int(lora.get("activation_values_per_token_layer", 0))
+    if lora.get("dropout"):
+        inputs = {"q_proj": shape.hidden, "k_proj": shape.hidden, "v_proj": shape.hidden,
+                  "o_proj": shape.q, "gate_proj": shape.hidden, "up_proj": shape.hidden,
+                  "down_proj": shape.intermediate}
+        extra += (4 if precision == "bf16" else 6) * sum(inputs.get(t, shape.hidden) for t in lora.get("targets", ()))
+    return extra
+
+
+def _lora_static(shape: ModelShape, lora: dict[str, Any], bf16: bool) -> tuple[int, int, int, int]:
+    """(weights, gradients, optimizer, autocast copies) of a LoRA run: the frozen base holds its
+    weights only (the decoder layers in bf16 when `frozen_dtype` is bf16, the rest fp32); the
+    trainable tensors (adapters, new token rows) have fp32 weights, gradients and AdamW states."""
+    trainable, frozen = int(lora["trainable"]), int(lora["frozen"])
+    layers = shape.layers * shape.layer_params
+    held = 2 * layers + 4 * (frozen - layers) if lora.get("frozen_dtype") == "bf16" else 4 * frozen
+    cast = 0
+    if bf16:  # autocast's bf16 copies of the adapters and lm_head (and of fp32-held layers)
+        cast = 2 * int(lora.get("adapter_parameters", trainable)) + 2 * shape.embed_params
+        if lora.get("frozen_dtype") != "bf16":
+            cast += 2 * (shape.matmul_params - shape.embed_params)
+    return held + 4 * trainable, 4 * trainable, 8 * trainable, cast
+
+
 def loss_bytes(shape: ModelShape, tokens: int, chunk_size: int | None,
                precision: str = "bf16") -> tuple[int, int]:
     """(kept from forward to backward, transient while a chunk is computed) of the loss.
@@ -291,13 +325,16 @@ def estimate(
     device: str = "cuda",
     expandable_segments: bool = True,
     attention: str = "sdpa",
+    lora: dict[str, Any] | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one process training `config` at micro batch x seq_len tokens.
 
     strategy "ddp" adds gradient-sized bucket copies (DDP's default, gradient_as_bucket_view
     off); "fsdp2" divides weights, gradients and AdamW states by world_size and adds the
     all-gathered units (root + two decoder layers, params + fp32 gradients). `attention`: see
-    `activation_bytes_per_token_layer`.
+    `activation_bytes_per_token_layer`. `lora` (training/lora.py `lora_memory_facts` with the
+    plan's `frozen_dtype`): a frozen base with trainable adapters (`_lora_static`, and
+    `lora_activation_bytes_per_token_layer` more activations per layer).
     """
     shape = config if isinstance(config, ModelShape) else ModelShape.from_config(config)
     p, tokens = shape.params, micro_batch * seq_len
@@ -314,6 +351,9 @@ def estimate(
         cast = (root + 2 * shape.layer_params) * ((2 if bf16 else 4) + 4)
     elif strategy == "ddp" and world_size > 1:
         dist = 4 * p
+    if lora:
+        weights, grads, optim, cast = _lora_static(shape, lora, bf16)
+        dist = 4 * int(lora["trainable"]) if strategy == "ddp" and world_size > 1 else 0
     # Peak = saved activations + what the loss keeps + the larger of the two transients (a
     # chunk of logits at the end of forward, one layer's gradients during backward): they never
     # coexist. The larger one is reported under its own name.
@@ -321,6 +361,14 @@ def estimate(
     working = backward_working_bytes(shape, tokens, precision, gradient_checkpointing, attention,
                                      seq_len)
     kept, chunk = loss_bytes(shape, tokens, loss_chunk_size, precision)
+    if lora:
+        adapted = lora_activation_bytes_per_token_layer(shape, lora, precision) * tokens
+        saved += (0 if gradient_checkpointing else shape.layers * adapted)
+        working += adapted
+        # lm_head frozen: no 4VH weight gradient; new rows training: peft's merged V x H copy
+        # (fp32) and its gradient instead
+        head = 4 * shape.vocab * shape.hidden
+        kept += head if lora.get("new_row_parameters") else -head
     act = saved + (working if working > chunk else 0)
     loss = kept + (chunk if chunk >= working else 0)
     on_gpu = device == "cuda"
@@ -339,6 +387,7 @@ def estimate(
             "attention": attention,
             "activation_bytes_per_token_layer": activation_bytes_per_token_layer(
                 shape, precision, attention, seq_len),
+            "lora": bool(lora),
         },
     )
 

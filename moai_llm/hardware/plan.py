@@ -46,6 +46,7 @@ class Plan:
     dist_timeout_s: int = 1800  # init_process_group(timeout=...): collectives waiting on a save
     predicted_peak_bytes: int | None = None  # memory model's peak per process at this plan
     device_memory_bytes: int | None = None  # usable memory per process (GPU total or RAM share)
+    lora: dict[str, Any] | None = None  # LoRA runs: trainable/frozen parameters, adapter activations, frozen dtype
     hardware: str = ""  # one-line summary of the facts the plan was made from
     model: str = ""  # one-line summary of the model
     warnings: list[str] = field(default_factory=list)  # things the user should know

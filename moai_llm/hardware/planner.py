@@ -69,10 +69,13 @@ def make_plan(
     seq_len: int,
     global_batch: int | None = None,
     max_steps: int | None = None,
+    lora: dict[str, Any] | None = None,
     **choices: Any,
 ) -> Plan:
     """The plan for training `model_config` at `seq_len` on `facts` (see module docstring);
-    `max_steps`, the run's length, weighs compiling against the time it saves."""
+    `max_steps`, the run's length, weighs compiling against the time it saves. `lora`: a LoRA
+    run (training/lora.py `lora_memory_facts`): only the adapters have gradients and AdamW
+    states, and where the plan computes in bf16 the frozen decoder layers are held in bf16."""
     unknown = set(choices) - CHOICES
     if unknown:
         raise MoaiInputError(f"make_plan: unknown choice(s) {sorted(unknown)}",
@@ -98,6 +101,8 @@ def make_plan(
     plan.tf32, tf32_reason = decide_tf32(facts, gpu)
     if tf32_reason:
         r["tf32"] = tf32_reason
+    if lora is not None:
+        plan.lora, r["lora"] = decide_lora(lora, plan.precision)
     plan.attention, r["attention"] = decide_attention(facts, gpu, plan.precision)
     plan.compile, r["compile"] = decide_compile(gpu, seq_len, max_steps, choices)
     target, r["global_batch"] = decide_global_batch(shape, global_batch)
@@ -158,6 +163,17 @@ def decide_precision(facts: HardwareFacts, gpu: bool, choices: dict) -> tuple[st
     if gpu:
         return "fp32", "fp32: no bf16 before compute capability 8.0 (moai does not use fp16 loss scaling)"
     return "fp32", "fp32 on CPU unless you ask for bf16 (bf16 autocast is slower on most CPUs)"
+
+
+def decide_lora(lora: dict[str, Any], precision: str) -> tuple[dict[str, Any], str]:
+    """The frozen base's dtype: bf16 where the run computes in bf16 (autocast would cast the
+    weights to bf16 for every matmul anyway), fp32 otherwise."""
+    frozen = "bf16" if precision == "bf16" else "fp32"
+    held = ("decoder layers held in bf16 (embeddings, lm_head, final norm fp32)" if frozen == "bf16"
+            else "held in fp32")
+    return {**lora, "frozen_dtype": frozen}, (
+        f"rank {lora['rank']} on {', '.join(lora['targets'])}: {lora['trainable']:,} trainable parameters "
+        f"(fp32 weights, gradients, AdamW), {lora['frozen']:,} frozen ({held}; no gradients or AdamW states)")
 
 
 def decide_tf32(facts: HardwareFacts, gpu: bool) -> tuple[bool, str | None]:
@@ -240,6 +256,11 @@ def decide_layout(plan: Plan, shape: ModelShape, target: int, choices: dict) -> 
     world = plan.world_size
     if world == 1:
         strategies = ["single"]
+    elif plan.lora is not None:
+        if choices.get("strategy") == "fsdp2":
+            raise MoaiInputError("--strategy fsdp2 with --lora-rank: moai shards LoRA runs with ddp only",
+                                 hint="drop --strategy (a LoRA run's trainable states are small: ddp)")
+        strategies = ["ddp"]
     elif "strategy" in choices:
         if choices["strategy"] not in ("ddp", "fsdp2"):
             raise MoaiInputError(f"--strategy {choices['strategy']}: {world} processes need "

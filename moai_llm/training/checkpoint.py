@@ -52,6 +52,7 @@ from moai_llm.training.faults import fault_point
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
 FINAL_MODEL = "final_model"
+FINAL_ADAPTER = "final_adapter"  # LoRA runs: the adapter alone, beside the merged final_model/
 FINAL_STATE = "training_state.json"  # in final_model/: the step (and loss) its weights are from
 
 
@@ -119,7 +120,7 @@ def remove_stale_temps(output_dir: str | Path) -> int:
                 shutil.rmtree(child, ignore_errors=True)
                 found += 1
     final = Path(output_dir) / FINAL_MODEL
-    found += remove_leftovers(final)
+    found += remove_leftovers(final) + remove_leftovers(Path(output_dir) / FINAL_ADAPTER)
     for legacy in Path(output_dir).glob(".tmp-final_model-*"):  # moai's earlier temporary name
         shutil.rmtree(legacy, ignore_errors=True)
         found += 1
@@ -145,9 +146,14 @@ def save_tokenizer(tokenizer: Any, target: Path) -> None:
 
 def write_model_dir(target: Path, model: Any, tokenizer: Any, generation_config: Any = None,
                     model_state: dict[str, torch.Tensor] | None = None) -> None:
-    """A Qwen3 model directory (config.json, model.safetensors, tokenizer) into `target`.
-    `tokenizer` is a tokenizer folder (copied) or object (saved)."""
-    if model_state is not None:
+    """A Qwen3 model directory (config.json, model.safetensors, tokenizer) into `target`, or for
+    a LoRA model (peft) the adapter alone (lora.write_adapter: small). `tokenizer` is a
+    tokenizer folder (copied) or object (saved)."""
+    if hasattr(model, "peft_config"):
+        from moai_llm.training.lora import write_adapter
+
+        write_adapter(model, target)
+    elif model_state is not None:
         model.save_pretrained(target, state_dict=model_state, safe_serialization=True)
     else:
         model.save_pretrained(target, safe_serialization=True)
@@ -319,8 +325,18 @@ def load_trainer_state(path: Path, scheduler: Any, rank: int = 0) -> dict[str, A
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load model.safetensors (or shards) from a checkpoint into an existing model."""
+    """Load model.safetensors (or shards) from a checkpoint into an existing model (a LoRA
+    model: the checkpoint's adapter)."""
     from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from moai_llm.training.lora import ADAPTER_WEIGHTS, read_adapter
+
+        if not (path / ADAPTER_WEIGHTS).is_file():
+            raise MoaiInputError(f"{path}: no {ADAPTER_WEIGHTS} (a checkpoint of a run without LoRA)",
+                                 hint="resume with the LoRA settings the run was started with")
+        read_adapter(model, path)
+        return
 
     files = sorted(path.glob("model*.safetensors"))
     if not files:

@@ -4,7 +4,8 @@
 - at the end of a run that trained at least one step: `checkpoints/step-<max_steps>/`,
 - at the end: `final_model/` (a Qwen3 model directory with the tokenizer and chat defaults, and
   `training_state.json`: the step and loss its weights are from, which is how a resumed run
-  knows it is complete),
+  knows it is complete); a LoRA run first writes `final_adapter/` (the adapter alone), then
+  merges the adapter into the base and writes that as final_model/,
 - keep the last `--save-total-limit` checkpoints.
 
 A checkpoint holds what exact resume needs: weights, optimizer and scheduler state, every
@@ -48,6 +49,9 @@ class CheckpointPolicy:
         self.keep, self.tokenizer = settings.save_total_limit, settings.tokenizer
         self.wrapped, self.optimizer, self.scheduler = wrapped, optimizer, scheduler
         self.generation_config = generation_config
+        self.base_model = settings.pretrained_model
+        if self.base_model and Path(self.base_model).is_dir():  # an adapter names its base for chat
+            self.base_model = str(Path(self.base_model).resolve())
         model = unwrap(wrapped)
         params = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -75,7 +79,26 @@ class CheckpointPolicy:
             return None
         record = {"step": state.step, "loss": state.loss, "samples_consumed": state.samples_consumed,
                   "tokens": state.tokens, "max_steps": state.max_steps}
-        return write_final_model(self.run_dir, unwrap(self.wrapped), self.tokenizer,
+        model = unwrap(self.wrapped)
+        if hasattr(model, "peft_config"):
+            model = self._adapter_then_merged(model)
+        return write_final_model(self.run_dir, model, self.tokenizer,
                                  self.generation_config, model_state=weights,
                                  needed=self.sizes["final_model"],
                                  extra={FINAL_STATE: json.dumps(record, indent=2)})
+
+    def _adapter_then_merged(self, model: Any) -> Any:
+        """final_adapter/ (written before merging: the adapter as trained), then the base with
+        the adapter folded in, in fp32 on the CPU: a plain model for final_model/."""
+        import torch
+
+        from moai_llm.training.adaptation import frozen_to_fp32
+        from moai_llm.training.checkpoint import FINAL_ADAPTER
+        from moai_llm.training.faults import fault_point
+        from moai_llm.training.lora import merge, save_adapter
+
+        save_adapter(model, self.run_dir / FINAL_ADAPTER, self.base_model, self.tokenizer)
+        fault_point("final.after_adapter")
+        model.to(torch.device("cpu"))
+        frozen_to_fp32(model)
+        return merge(model)

@@ -64,7 +64,8 @@ def wrap_distributed(model: torch.nn.Module, plan: Any, dist: DistInfo) -> torch
         if plan.precision == "bf16":
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         kwargs = {"mp_policy": mp} if mp is not None else {}
-        for layer in model.model.layers:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+        for layer in base.model.layers:
             fully_shard(layer, **kwargs)
         fully_shard(model, **kwargs)
         return model

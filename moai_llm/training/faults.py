@@ -47,6 +47,7 @@ POINTS = (
     "checkpoint.before_rename",       # complete and flushed, still under its temporary name
     "checkpoint.after_rename",        # published as step-N; older ones not yet removed
     "checkpoint.deleting_old",        # an old checkpoint renamed aside, partly deleted
+    "final.after_adapter",            # LoRA runs: final_adapter/ published, final_model/ not yet
     "final.begin",                    # final_model's temporary folder exists, empty
     "final.after_weights",            # the model folder is written under its temporary name
     "final.between_renames",          # the previous final_model set aside, the new one not in place

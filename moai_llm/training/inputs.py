@@ -88,22 +88,31 @@ def tokenizer_dir(s: TrainSettings, derived: dict, required: bool = True) -> Pat
 
 def check_special_tokens(tokenizer: Any, tok_dir: Path, model_config: Any | None,
                          model_dir: str | None) -> dict[str, int]:
-    """The tokenizer must carry ChatML's tokens; a pretrained model must agree on their ids."""
+    """The tokenizer must carry ChatML's tokens, or (a third-party tokenizer such as a hub
+    model's) its own chat template and end-of-sequence token; a pretrained model must agree on
+    their ids."""
     from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, IM_START, PAD
 
     vocab = tokenizer.get_vocab()
     missing = [t for t in (ENDOFTEXT, IM_START, IM_END) if t not in vocab]
-    if missing:
+    eos = tokenizer.eos_token_id
+    if missing and not (getattr(tokenizer, "chat_template", None) and eos is not None):
         raise MoaiInputError(
             f"--tokenizer {tok_dir}: lacks the special token(s) {', '.join(missing)} that "
-            "moai's chat format and end-of-document markers need",
+            "moai's chat format and end-of-document markers need (and has no chat template and "
+            "end-of-sequence token of its own)",
             hint="train a tokenizer with `moai tokenizer train` (it adds them) or extend this one",
         )
-    pad = vocab.get(PAD, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab[ENDOFTEXT])
-    ids = {"endoftext": vocab[ENDOFTEXT], "im_start": vocab[IM_START], "im_end": vocab[IM_END], "pad": pad}
+    ids = {name: vocab[token] for name, token in (("endoftext", ENDOFTEXT), ("im_start", IM_START),
+                                                  ("im_end", IM_END)) if token in vocab}
+    if eos is not None:
+        ids["eos"] = eos
+    fallback = ids.get("endoftext", eos)
+    ids["pad"] = vocab.get(PAD, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fallback)
     if model_config is None:
         return ids
-    for name, allowed in (("eos_token_id", {ids["endoftext"], ids["im_end"]}), ("pad_token_id", {ids["pad"]})):
+    ends = {ids[k] for k in ("endoftext", "im_end", "eos") if k in ids}
+    for name, allowed in (("eos_token_id", ends), ("pad_token_id", {ids["pad"]})):
         value = getattr(model_config, name, None)
         values = set(value) if isinstance(value, (list, tuple)) else {value}
         if value is not None and not values & allowed:
@@ -204,6 +213,8 @@ def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -
 
     sources: list[str] | None = list(s.dataset)
     options: dict[str, Any] = {"split": s.dataset_split}
+    if s.mode == "sft":
+        options["thinking"] = s.thinking
     if s.dataset_config or (len(sources) == 1 and not Path(sources[0]).exists() and "*" not in sources[0]):
         # the seed's `--dataset wikitext --dataset_config wikitext-2-raw-v1`: one hub dataset
         options.update(dataset=sources[0], dataset_config=s.dataset_config)
@@ -247,11 +258,15 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
     from moai_llm.training.model_setup import round_up
 
     if s.pretrained_model:
+        from moai_llm.training.adaptation import growth_for
+
         config = pretrained_config(s)
-        if tokenizer is not None and len(tokenizer) > config.vocab_size:
-            grown = round_up(len(tokenizer), s.vocab_multiple)
-            derive(derived, "vocab_size", grown, f"{config.vocab_size} → {grown}: the tokenizer "
-                   f"has grown to {len(tokenizer)} tokens; embeddings grown")
+        growth = growth_for(s, len(tokenizer), pretrained_folder(s)) if tokenizer is not None else None
+        if growth is not None:
+            derive(derived, "embedding_growth", growth.to_dict(), growth.describe())
+            if growth.rows_after != config.vocab_size:
+                config.vocab_size = derive(derived, "vocab_size", growth.rows_after,
+                                           f"{growth.rows_before} → {growth.rows_after} embedding rows")
         return None, config
     if s.model_config:
         config, name = MoaiConfig(**_read_model_file(Path(s.model_config))), s.model_config
@@ -267,7 +282,8 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
         vocab = round_up(len(tokenizer), s.vocab_multiple)
         rounded = f" rounded up to a multiple of {s.vocab_multiple}" if vocab != len(tokenizer) else ""
         config.vocab_size = derive(derived, "vocab_size", vocab, f"the tokenizer's {len(tokenizer)} tokens{rounded}")
-        config.eos_token_id, config.pad_token_id, config.bos_token_id = ids["endoftext"], ids["pad"], None
+        config.eos_token_id, config.pad_token_id = ids.get("endoftext", ids.get("eos")), ids["pad"]
+        config.bos_token_id = None
     if config.max_position_embeddings < s.seq_len:
         config.max_position_embeddings = derive(
             derived, "max_position_embeddings", s.seq_len,

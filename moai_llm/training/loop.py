@@ -55,7 +55,7 @@ from moai_llm.training.checkpoint import (
     remove_stale_temps,
 )
 from moai_llm.training.checkpoint_policy import CheckpointPolicy
-from moai_llm.training.distributed import DistInfo, load_optimizer_state, wrap_distributed
+from moai_llm.training.distributed import DistInfo, load_optimizer_state, unwrap, wrap_distributed
 from moai_llm.training.evaluation import HeldOut
 from moai_llm.training.faults import fault_point
 from moai_llm.training.metrics import (
@@ -68,6 +68,7 @@ from moai_llm.training.metrics import (
 from moai_llm.training.model_setup import build_model, build_optimizer, generation_config_for
 from moai_llm.training.schedule import build_scheduler, make_schedule
 from moai_llm.training.settings import TrainSettings
+from moai_llm.training.stages import StageController, parse_stages
 from moai_llm.training.step import NonFiniteGuard, TrainStep
 from moai_llm.training.trainer_state import TrainerState
 
@@ -88,6 +89,7 @@ class Run:
     window: LogWindow
     state: TrainerState             # where the run stands; replaced after every step
     start_step: int = 0             # the step this process started from (0, or the checkpoint's)
+    stages: StageController | None = None   # --stages: what trains at each step
 
 
 def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config: dict | None = None,
@@ -113,6 +115,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
             task = progress.add_task(settings.mode, total=settings.max_steps, completed=run.start_step,
                                      info="") if progress is not None else None
             while run.state.step < settings.max_steps:
+                _enter_stage(run)
                 result = run.step(run.state.step, first=run.state.step == run.start_step)
                 run.state = run.state.after_step(result, run.plan.global_batch)
                 fault_point("step.end")
@@ -187,14 +190,18 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
         prune_checkpoints(run_dir, settings.save_total_limit)
     model, wrapped = _model(settings, plan, model_config, tokenizer, dist, resume_from)
     optimizer = build_optimizer(model, settings, dist.device)  # after sharding (FSDP2 DTensors)
+    stages = _stages(settings, model, optimizer, tokenizer)
     scheduler = build_scheduler(optimizer, make_schedule(
         settings.lr_scheduler, settings.max_steps, warmup=settings.warmup, stable=settings.stable,
         decay=settings.decay, min_lr_ratio=settings.min_lr_ratio))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1
     step = TrainStep(wrapped, optimizer, scheduler, reader, BatchOrder(held_out.train_rows, settings.seed),
                      plan, dist, settings.max_grad_norm, pad_id, FlopCounter.from_config(model.config))
+    if stages is not None and plan.strategy == "fsdp2":
+        step.after_backward = stages.mask_grads  # FSDP2's gradients bypass tensor hooks
+    model_dir = getattr(model, "name_or_path", None) if settings.pretrained_model else None
     saver = CheckpointPolicy(run_dir, settings, plan, dist, wrapped, optimizer, scheduler,
-                             generation_config_for(tokenizer))
+                             generation_config_for(tokenizer, model_dir or None))
     state = _resume(resume_from, wrapped, optimizer, scheduler, plan, dist)
     state = dataclasses.replace(state, global_batch=plan.global_batch, world_size=dist.world,
                                 max_steps=settings.max_steps)
@@ -203,22 +210,30 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
                              resume_step=state.step if resume_from is not None else None),
                LogWindow(settings.logging_steps, settings.max_steps, state.step,
                          device_peak_flops(plan, dist.device), dist.world),
-               state=state, start_step=state.step)
+               state=state, start_step=state.step, stages=stages)
 
 
 def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokenizer: Any,
            dist: DistInfo, resume_from: Path | None) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the model, the model wrapped for the plan's processes): built with the plan's attention,
-    checkpointing and compiled blocks, weights loaded from `resume_from`."""
+    checkpointing and compiled blocks, grown and given LoRA adapters as the settings say
+    (adaptation.py), weights (or the adapter) loaded from `resume_from`."""
     from moai_llm.modeling import compile_blocks
+    from moai_llm.training import adaptation
+    from moai_llm.training.inputs import pretrained_folder
 
     torch.manual_seed(settings.seed)  # same initial weights on every process and every rerun
-    model = build_model(settings, model_config, tokenizer, plan).to(dist.device)
+    folder = pretrained_folder(settings)
+    model = build_model(settings, model_config, tokenizer, plan, folder=folder).to(dist.device)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
+    if plan.lora:
+        growth = adaptation.growth_for(settings, len(tokenizer), folder)
+        model = adaptation.with_lora(model, settings, growth)
     if resume_from is not None:
         load_model_weights(model, resume_from)  # before sharding: full tensors
+    adaptation.hold_frozen(model, plan.lora)
     wrapped = wrap_distributed(model, plan, dist)
     if plan.compile:
         # After checkpointing and sharding (their hooks stay outside the graph). Static shapes:
@@ -226,6 +241,39 @@ def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokeni
         # ran faster on the CPU than one dynamic-shape graph (benchmarks/results/compile.md).
         compile_blocks(wrapped, dynamic=False)
     return model, wrapped
+
+
+def _stages(settings: TrainSettings, model: torch.nn.Module, optimizer: Any,
+            tokenizer: Any) -> StageController | None:
+    """The stage controller of `--stages` (None without a stage other than "all"); made after
+    the optimizer, while every parameter still trains."""
+    if not settings.stages:
+        return None
+    from moai_llm.training.adaptation import growth_for
+    from moai_llm.training.inputs import pretrained_folder
+
+    growth = growth_for(settings, len(tokenizer), pretrained_folder(settings))
+    new_rows = growth.new_rows if growth else None
+    stages = parse_stages(settings.stages, new_rows, settings.max_steps)
+    if all(s.name == "all" for s in stages):
+        return None
+    return StageController(model, optimizer, stages, new_rows)
+
+
+def _enter_stage(run: Run) -> None:
+    """Put the model in the stage of the step about to run; a DDP wrapper is rebuilt when the
+    trainable parameters changed (DDP fixes its parameter set when it is made)."""
+    if run.stages is None or not run.stages.apply(run.state.step):
+        return
+    if run.plan.strategy != "ddp" or run.dist.world <= 1:
+        return
+    import gc
+
+    module = unwrap(run.model)
+    run.model = run.step.model = run.saver.wrapped = None  # the old wrapper's hooks go with it
+    gc.collect()
+    run.model = run.step.model = run.saver.wrapped = wrap_distributed(module, run.plan, run.dist)
+    run.step.params = list(run.model.parameters())
 
 
 def _eval_text(settings: TrainSettings, tokenizer: Any) -> Any:

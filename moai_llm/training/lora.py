@@ -164,29 +164,47 @@ def load_adapter_state(peft_model: Any, state: dict[str, Any]) -> None:
         raise MoaiRunError(f"the checkpoint's adapter lacks {len(missing)} tensors (first: {missing[0]})")
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def write_adapter(peft_model: Any, folder: str | os.PathLike, base_model: str | None = None) -> None:
+    """The adapter's files into the existing `folder`: adapter_model.safetensors (the adapter's
+    tensors alone, never whole embedding matrices), adapter_config.json and `moai_adapter.json`
+    (base model and embedding rows, to rebuild the base). Checkpoints and final_adapter/ hold
+    these."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state(peft_model).items()}
+    save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    config = peft_model.peft_config["default"]
+    base = str(base_model or config.base_model_name_or_path or "")
+    config.save_pretrained(str(folder))  # adapter_config.json, as peft writes it
+    data = json.loads((folder / "adapter_config.json").read_text())
+    data["base_model_name_or_path"] = base
+    (folder / "adapter_config.json").write_text(json.dumps(data, indent=2) + "\n")
+    rows = peft_model.get_input_embeddings().weight.shape[0]
+    (folder / SIDE_FILE).write_text(json.dumps({"base_model": base, "vocab_rows": int(rows)}, indent=2) + "\n")
+
+
+def read_adapter(peft_model: Any, folder: str | os.PathLike) -> None:
+    """Put the tensors `write_adapter` wrote in `folder` back into `peft_model`."""
+    from safetensors.torch import load_file
+
+    load_adapter_state(peft_model, load_file(str(Path(folder) / ADAPTER_WEIGHTS)))
+
+
 def save_adapter(peft_model: Any, output_dir: str | os.PathLike, base_model: str, tokenizer: Any = None) -> Path:
-    """Write the adapter (safetensors), what rebuilds its base (`moai_adapter.json`: base model
-    and embedding rows) and the tokenizer, complete or not at all."""
-    from moai_llm.atomic import replace_dir
+    """Write the adapter (`write_adapter`) and the tokenizer (a folder, copied, or an object,
+    saved) into `output_dir`, complete or not at all; files follow the umask."""
+    from moai_llm.atomic import building
+    from moai_llm.training.checkpoint import follow_umask, save_tokenizer
 
     out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        peft_model.save_pretrained(str(tmp), safe_serialization=True)
-        rows = peft_model.get_input_embeddings().weight.shape[0]
-        (tmp / SIDE_FILE).write_text(json.dumps({"base_model": str(base_model), "vocab_rows": int(rows)}, indent=2) + "\n")
-        config = json.loads((tmp / "adapter_config.json").read_text())
-        config["base_model_name_or_path"] = str(base_model)
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+    with building(out) as tmp:
+        write_adapter(peft_model, tmp, base_model)
+        save_tokenizer(tokenizer, tmp)
+        follow_umask(tmp)
     return out
 
 

@@ -4,7 +4,7 @@
   never a whole-model cast) and is built with the plan's attention backend and loss chunk,
   the ones the plan's memory estimate assumed. New models take their vocabulary size from the
   tokenizer, rounded up to a multiple of `vocab_multiple`; SFT grows the embeddings of a
-  pretrained model when its tokenizer has grown.
+  pretrained model when its tokenizer has grown (training/adaptation.py).
 - AdamW is the fused kernel where torch has one for the device, foreach otherwise; weight
   decay applies to matrices only (not norms or biases).
 
@@ -37,9 +37,11 @@ def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
-def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any) -> torch.nn.Module:
-    """A MoaiForCausalLM in fp32, from `settings.pretrained_model` or from `model_config`, with
-    the plan's attention backend (`attn_implementation`) and loss chunk."""
+def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any,
+                folder: Any = None) -> torch.nn.Module:
+    """A MoaiForCausalLM in fp32, from `settings.pretrained_model` (`folder`: it checked, when
+    the caller has it) or from `model_config`, with the plan's attention backend
+    (`attn_implementation`) and loss chunk."""
     from moai_llm.config import MoaiConfig
     from moai_llm.modeling import MoaiForCausalLM
 
@@ -47,15 +49,13 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
         from moai_llm.pretrained import resolve_pretrained
 
         # Checked again here (a worker may run on another node): Qwen3, safetensors only.
-        folder = resolve_pretrained(settings.pretrained_model, trust_remote_code=settings.trust_remote_code)
+        folder = folder or resolve_pretrained(settings.pretrained_model, trust_remote_code=settings.trust_remote_code)
         model = MoaiForCausalLM.from_pretrained(str(folder.path), dtype=torch.float32,
                                                 attn_implementation=plan.attention,
                                                 use_safetensors=True, trust_remote_code=False)
-        needed = len(tokenizer)
-        if needed > model.config.vocab_size:
-            from moai_llm.tokenizer.model_vocab import grow_embeddings
+        from moai_llm.training.adaptation import grow
 
-            grow_embeddings(model, round_up(needed, settings.vocab_multiple))
+        grow(model, settings, tokenizer, folder)  # a grown tokenizer's rows (--new-embeddings)
     else:
         if model_config is None:
             raise MoaiInputError("no model: pass --model PRESET, --model-config FILE or --pretrained-model DIR")
@@ -92,9 +92,16 @@ def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
     return "fused" if d.get("fused") else ("foreach" if d.get("foreach") else "for-loop")
 
 
-def generation_config_for(tokenizer: Any):
-    """Generation defaults for chat: stop at <|im_end|> or <|endoftext|>, pad with <|pad|>."""
+def generation_config_for(tokenizer: Any, model_dir: str | None = None):
+    """The generation config of `model_dir` (a --pretrained-model folder: its own is kept), or
+    moai's chat defaults: stop at <|im_end|> or <|endoftext|>, pad with <|pad|>."""
     from transformers import GenerationConfig
+
+    if model_dir is not None:
+        from pathlib import Path
+
+        if (Path(model_dir) / "generation_config.json").is_file():
+            return GenerationConfig.from_pretrained(model_dir)
 
     from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, PAD
 

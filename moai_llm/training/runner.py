@@ -38,7 +38,7 @@ from typing import Any
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
-from moai_llm.training import guards, inputs, resume
+from moai_llm.training import adaptation, guards, inputs, resume
 from moai_llm.training.checkpoint import remove_stale_temps
 from moai_llm.training.record import RUN_YAML, RunRecord, record_retry
 from moai_llm.training.settings import SettingsSources, TrainSettings
@@ -61,13 +61,15 @@ def facts_for(s: TrainSettings, output_dir: str | Path | None = None):
     return facts
 
 
-def plan_for(s: TrainSettings, model_config: Any, facts: Any = None) -> Plan:
-    """The plan for these settings: the planner with the settings' choices, nothing added."""
+def plan_for(s: TrainSettings, model_config: Any, facts: Any = None, growth: Any = None) -> Plan:
+    """The plan for these settings: the planner with the settings' choices (and, for LoRA, the
+    adapters' sizes: `growth`'s new rows train too), nothing added."""
     from moai_llm.hardware.planner import make_plan
+    from moai_llm.training.adaptation import lora_facts
 
     facts = facts if facts is not None else facts_for(s)
     return make_plan(facts, model_config, s.seq_len, s.global_batch, max_steps=s.max_steps,
-                     **s.plan_choices())
+                     lora=lora_facts(s, model_config, growth), **s.plan_choices())
 
 
 def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | None = None,
@@ -91,6 +93,8 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     ids = inputs.check_special_tokens(tokenizer, tok_dir, inputs.pretrained_config(s), s.pretrained_model)
     if s.mode == "sft" and pretrained is None:
         raise MoaiInputError("`moai sft` needs --pretrained-model DIR (a model folder to fine-tune)")
+    growth = adaptation.growth_for(s, len(tokenizer), pretrained)
+    adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
     manifest = None
@@ -110,7 +114,7 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
             if manifest is None:
                 manifest = inputs.prepare_sources(s, tok_dir, out, derived)
             record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
-                             tok_dir, ids, resume_from, argv, plan_only)
+                             tok_dir, ids, resume_from, argv, plan_only, growth)
         except MoaiInputError:
             _remove_new(out, found)  # made by this call: nothing of yours was there
             raise
@@ -166,7 +170,7 @@ def holding(output_dir: str | Path, mode: str) -> Iterator[Any]:
 
 def _record(s: TrainSettings, sources: SettingsSources, derived: dict, out: Path, manifest: dict,
             tokenizer: Any, tok_dir: Path, ids: dict[str, int], resume_from: Path | None,
-            argv: list[str] | None, plan_only: bool = False) -> RunRecord:
+            argv: list[str] | None, plan_only: bool = False, growth: Any = None) -> RunRecord:
     """Size the model, plan, check memory and disk against the plan, and put it all in a
     RunRecord."""
     from moai_llm.config import parameter_count
@@ -174,7 +178,8 @@ def _record(s: TrainSettings, sources: SettingsSources, derived: dict, out: Path
 
     info(f"data: {manifest.get('num_rows', '?')} rows of {s.seq_len} tokens in {s.prepared_dir}")
     model_config, config = inputs.model_config_for(s, tokenizer, ids, derived)
-    plan = plan_for(s, config, facts_for(s, out))
+    plan = plan_for(s, config, facts_for(s, out), growth)
+    adaptation.check_4bit(s, plan)
     resume.check_global_batch(resume_from, plan.global_batch)
     if not plan_only:  # a dry run allocates nothing: it shows the plan and its warnings
         guards.check_memory(plan, config)

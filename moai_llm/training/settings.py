@@ -95,6 +95,15 @@ class TrainSettings:
     master_port: int | None = None
     rdzv_endpoint: str | None = None
     trust_remote_code: bool = False
+    # starting from a base model (docs/base_models.md)
+    new_embeddings: str = "pieces"         # rows of tokens the tokenizer added: pieces | mean
+    stages: str | None = None              # e.g. "new-embeddings:200,all" (training/stages.py)
+    lora_rank: int | None = None           # LoRA adapters of this rank (None: train every weight)
+    lora_alpha: float | None = None        # None: 2 x rank
+    lora_dropout: float = 0.0
+    lora_target: str = "all-linear"        # all-linear, or Linear names: q_proj,v_proj,...
+    lora_4bit: bool = False                # QLoRA: the frozen base in 4 bits (CUDA, bitsandbytes)
+    thinking: str = "off"                  # sft rows of thinking chat templates: off | keep
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,6 +285,12 @@ def validate(s: TrainSettings) -> None:
         (s.strategy in (None, "ddp", "fsdp2"), "--strategy must be ddp or fsdp2"),
         (s.hardware == "auto", "--hardware: only `auto` (probe this machine); use --simulate "
                                "COUNTxNAME to plan for other hardware"),
+        (s.new_embeddings in ("pieces", "mean"), "--new-embeddings must be pieces or mean"),
+        (s.thinking in ("off", "keep"), "--thinking must be off or keep"),
+        (s.lora_rank is None or s.lora_rank >= 1, "--lora-rank must be at least 1"),
+        (s.lora_alpha is None or s.lora_alpha > 0, "--lora-alpha must be positive"),
+        (0 <= s.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (s.lora_rank is not None or not s.lora_4bit, "--lora-4bit needs --lora-rank R"),
     ]
     for ok, message in checks:
         if not ok:

@@ -96,6 +96,7 @@ class TrainStep:
         # GradScaler uses): clipping rides along instead of a pass of its own over them.
         self.fold_clip = bool(getattr(optimizer, "defaults", {}).get("fused")) \
             and plan.strategy != "fsdp2"
+        self.after_backward: Callable[[], None] | None = None  # e.g. masking gradients (stages)
 
     def batches(self, step: int) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
         """This process's micro-batches of `step` on the device, and their (labelled tokens,
@@ -122,6 +123,8 @@ class TrainStep:
         n_items, tokens, flops = self.dist.all_sum(local)
         try:
             loss_sum = self._forward_backward(batches, max(n_items, 1.0))
+            if self.after_backward is not None:
+                self.after_backward()
             grad_norm = self._clip()
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if first and out_of_memory(exc):
