@@ -151,7 +151,9 @@ def adapter_state(peft_model: Any) -> dict[str, Any]:
     """The adapter's tensors (what a checkpoint stores instead of the whole model)."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(peft_model)
+    # Never whole embedding matrices (peft would add them when the vocabulary was resized): the
+    # new rows are in the adapter's trainable-token tensors.
+    return get_peft_model_state_dict(peft_model, save_embedding_layers=False)
 
 
 def load_adapter_state(peft_model: Any, state: dict[str, Any]) -> None:
@@ -159,7 +161,11 @@ def load_adapter_state(peft_model: Any, state: dict[str, Any]) -> None:
     from peft import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(peft_model, state)
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k or "trainable_tokens" in k]
+    params = dict(peft_model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in params if k not in set(getattr(result, "missing_keys", []))}
+    # a tied lm_head's trainable rows are the embedding's (one tensor, saved once)
+    missing = [k for k in getattr(result, "missing_keys", []) if ("lora_" in k or "trainable_tokens" in k)
+               and not (k in params and params[k].data_ptr() in loaded)]
     if missing:
         raise MoaiRunError(f"the checkpoint's adapter lacks {len(missing)} tensors (first: {missing[0]})")
 
@@ -175,7 +181,9 @@ def write_adapter(peft_model: Any, folder: str | os.PathLike, base_model: str | 
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in adapter_state(peft_model).items()}
+    # copies: a tied lm_head shares its trainable rows with the embedding, and safetensors
+    # refuses tensors that share memory
+    state = {k: v.detach().to("cpu").clone() for k, v in adapter_state(peft_model).items()}
     save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     config = peft_model.peft_config["default"]
     base = str(base_model or config.base_model_name_or_path or "")
