@@ -336,6 +336,18 @@ CASES = [
          {"qa.jsonl": QA}, setup=_model(_model_code)),
     Case("sft-seq-len-over-positions", SFT + " --seq-len 1024", "--seq-len 1024: longer than the 512 positions of "
          "--pretrained-model", {"qa.jsonl": QA}, setup=_model()),
+    Case("pretrain-lora-target-no-match", PRETRAIN + " --seq-len 64 --lora-rank 4 --lora-target q_proj,attn",
+         "--lora-target q_proj,attn: attn matches no module; the model's Linear modules are down_proj, gate_proj",
+         {"d.jsonl": OK}),
+    Case("pretrain-stages-without-new-rows", PRETRAIN + " --seq-len 64 --stages new-embeddings:10,all",
+         "--stages new-embeddings:10,all: the vocabulary did not grow", {"d.jsonl": OK}),
+    Case("pretrain-stages-with-lora", PRETRAIN + " --seq-len 64 --stages new-embeddings:10,all --lora-rank 4",
+         "--stages new-embeddings:10,all with --lora-rank 4: LoRA already freezes the base", {"d.jsonl": OK}),
+    Case("pretrain-lora-4bit-on-cpu", PRETRAIN + " --seq-len 64 --lora-rank 4 --lora-4bit",
+         "--lora-4bit needs a CUDA GPU", {"d.jsonl": OK}),
+    Case("sft-hub-name-offline", "sft --pretrained-model Qwen/Qwen3-0.6B --dataset {w}/qa.jsonl -o {w}/run",
+         "--pretrained-model Qwen/Qwen3-0.6B: no such local folder, and the hub model cannot be downloaded",
+         {"qa.jsonl": QA}, env={"HF_HUB_OFFLINE": "1"}),
     Case("chat-missing-model", "chat {w}/nosuch --prompt hi", "nosuch: no such folder"),
     Case("doctor-unknown-model", "doctor --model nosuch", "--model nosuch: not a preset"),
 ]

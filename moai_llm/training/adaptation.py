@@ -93,14 +93,14 @@ def decide(s: Any, growth: Growth | None) -> None:
     with LoRA, LoRA without peft or with targets the model does not have."""
     from moai_llm.training.stages import parse_stages
 
+    if s.stages and s.lora_rank is not None:
+        raise MoaiInputError(f"--stages {s.stages} with --lora-rank {s.lora_rank}: LoRA already freezes the base "
+                             "and trains the new rows with the adapters",
+                             hint="drop --stages for a LoRA run (or drop --lora-rank to train in stages)")
     if s.stages:
         parse_stages(s.stages, growth.new_rows if growth else None, s.max_steps)
     if s.lora_rank is None:
         return
-    if s.stages:
-        raise MoaiInputError(f"--stages {s.stages} with --lora-rank {s.lora_rank}: LoRA already freezes the base "
-                             "and trains the new rows with the adapters",
-                             hint="drop --stages for a LoRA run (or drop --lora-rank to train in stages)")
     try:
         import peft  # noqa: F401
     except ImportError:
