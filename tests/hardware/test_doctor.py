@@ -134,6 +134,8 @@ PLAN_FLAGS = [
     ["--model", "seed-3b", "--simulate", "2x8xH100-80GB", "--batch-size", "4"],
     ["--model", "0.5b", "--simulate", "8xA40-48GB", "--nproc", "4", "--bf16",
      "--gradient-checkpointing", "--global-batch", "128", "--gradient-accumulation-steps", "4"],
+    ["--model", "qwen3-4b", "--simulate", "1xRTX4090-24GB", "--lora-rank", "16"],
+    ["--model", "qwen3-8b", "--simulate", "2xRTX4090-24GB", "--lora-rank", "8", "--lora-target", "q_proj,v_proj"],
 ]
 
 
@@ -161,3 +163,15 @@ def test_doctor_and_pretrain_dry_run_agree_on_this_machine(tmp_path):
         plan["reasons"].pop("memory")
     assert doctor == dry_run
     assert not (tmp_path / "run").exists()  # a plan-only dry run writes nothing
+
+
+def test_lora_makes_qwen3_4b_fit_a_24gb_gpu_that_full_training_does_not():
+    """Frozen weights need no gradients or AdamW states, and under bf16 the frozen decoder
+    layers are held in bf16: 4B parameters train as adapters on one RTX 4090."""
+    full = _plan_json(["doctor", "--simulate", "1xRTX4090-24GB", "--model", "qwen3-4b", "--json"])
+    lora = _plan_json(["doctor", "--simulate", "1xRTX4090-24GB", "--model", "qwen3-4b", "--lora-rank", "16", "--json"])
+    assert any("does not fit" in w for w in full["warnings"])
+    assert not lora["warnings"] and lora["micro_batch_size"] >= 1
+    assert lora["predicted_peak_bytes"] < 0.92 * 24 * 2**30 < full["predicted_peak_bytes"]
+    assert lora["lora"]["frozen_dtype"] == "bf16" and lora["lora"]["trainable"] == 33030144
+    assert "trainable parameters" in lora["reasons"]["lora"]
