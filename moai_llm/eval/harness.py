@@ -15,6 +15,7 @@ checks they still resolve). `None` shots = the task's own default.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -183,14 +184,32 @@ def run_tasks(lm: Any, requests: list[TaskRequest], limit: int | float | None = 
         by_shots.setdefault(r.num_fewshot, []).append(r)
     for shots, group in by_shots.items():
         tm = task_manager() if any(isinstance(r.task, str) for r in group) else task_manager(include_defaults=False)
-        out = lm_eval.simple_evaluate(
-            lm, tasks=[r.task for r in group], num_fewshot=shots, limit=limit, task_manager=tm,
-            apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
-            bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False,
-        )
+        with _no_git_hash():
+            out = lm_eval.simple_evaluate(
+                lm, tasks=[r.task for r in group], num_fewshot=shots, limit=limit, task_manager=tm,
+                apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
+                bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False,
+            )
         for key in merged:
             merged[key].update(out.get(key) or {})
     return merged
+
+
+@contextlib.contextmanager
+def _no_git_hash():
+    """lm-eval records `git describe` of the working directory (the user's folder, not the
+    evaluated model) and lets git print "fatal: not a git repository" outside one; moai's
+    result files record moai's and lm-eval's versions instead, so the call is skipped."""
+    import lm_eval.evaluator as evaluator
+
+    saved = getattr(evaluator, "get_git_commit_hash", None)
+    if saved is not None:
+        evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            evaluator.get_git_commit_hash = saved
 
 
 def result_rows(results: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
