@@ -295,6 +295,8 @@ CASES = [
     # ---------------------------------------------------------------- checks before training or chat starts
     Case("pretrain-missing-tokenizer", "pretrain --model tiny --tokenizer {w}/nosuch --dataset {w}/d.jsonl -o {w}/run",
          "--tokenizer", {"d.jsonl": OK}),
+    Case("pretrain-missing-dataset-file", "pretrain --model tiny --tokenizer {tok} --dataset {w}/nosuch.jsonl -o {w}/run",
+         "nosuch.jsonl: no such file"),
     # ---------------------------------------------------------------- training: pretrain and sft
     Case("pretrain-truncated-tokenizer", "pretrain --model tiny --tokenizer {w}/cut " + RUN,
          "cut/tokenizer.json: cannot be loaded as a tokenizer", {"d.jsonl": OK}, setup=_copy_tokenizer("cut", cut=True)),

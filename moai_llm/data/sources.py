@@ -163,6 +163,9 @@ def iter_records(source: Source, bad: BadRows) -> Iterator[tuple[dict[str, Any],
 
 
 def _iter_hub(source: Source) -> Iterator[tuple[dict[str, Any], str]]:
+    from moai_llm.hub import cache_only_unless_reachable
+
+    cache_only_unless_reachable()  # offline: the cache or one line at once, not a minute of retries
     import datasets
 
     try:

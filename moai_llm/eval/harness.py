@@ -20,12 +20,12 @@ import difflib
 import functools
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moai_llm.errors import MoaiInputError
+from moai_llm.hub import hub_reachable
 
 # The seed README's table: MMLU 5-shot, HellaSwag 10, ARC-Challenge 25, TruthfulQA 0 (mc2, as
 # the Open LLM Leaderboard), GSM8K 8-shot chain of thought.
@@ -116,22 +116,6 @@ def datasets_needed(name: str) -> list[str]:
     """Hub datasets a task or group reads, e.g. ['allenai/ai2_arc'] for arc_challenge."""
     paths = {cfg.get("dataset_path") for cfg in _leaf_configs(name, task_manager().task_index)}
     return sorted(p for p in paths if isinstance(p, str))
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set or the hub does not answer."""
-    if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return False
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def dataset_cached(path: str) -> bool:

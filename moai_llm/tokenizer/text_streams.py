@@ -20,13 +20,12 @@ lazy, one block or record at a time, so a 1 GB file never sits in memory.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from moai_llm.errors import MoaiInputError
+from moai_llm.hub import cache_only_unless_reachable, hub_reachable
 from moai_llm.progress import info
 
 PLAIN_TEXT = {".txt", ".md", ".text"}
@@ -107,43 +106,12 @@ def _text_blocks(path: Path) -> Iterator[str]:
                              hint="re-encode the file as UTF-8") from None
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the HuggingFace hub can be used: not switched offline and answering quickly."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _go_offline() -> None:
-    """Switch the hub libraries to offline mode (they read the variables at import, so the
-    already-imported modules are switched too)."""
-    import sys
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    if "huggingface_hub" in sys.modules:
-        import huggingface_hub.constants
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
-    if "datasets" in sys.modules:
-        import datasets.config
-
-        datasets.config.HF_HUB_OFFLINE = True
-        datasets.config.HF_DATASETS_OFFLINE = True
-
-
 def hub_source(name: str, config: str | None = None, split: str = "train", text_column: str | None = None,
                max_samples: int | None = None) -> TextSource:
     """A hub dataset, streamed (nothing is downloaded whole). Fails with one line when the name
     is unknown or the hub cannot be reached; a dataset already in the local cache still works."""
     label = f"{name}" + (f" ({config})" if config else "")
-    if not hub_reachable():
-        _go_offline()  # use the local cache only: no minute of network retries before failing
+    cache_only_unless_reachable()  # no minute of network retries before failing
     import datasets
 
     try:

@@ -215,6 +215,12 @@ def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -
     options: dict[str, Any] = {"split": s.dataset_split}
     if s.mode == "sft":
         options["thinking"] = s.thinking
+    from moai_llm.data.sources import EXTENSIONS
+
+    for spec in sources:
+        if not Path(spec).exists() and Path(spec).suffix.lower() in EXTENSIONS:
+            raise MoaiInputError(f"--dataset {spec}: no such file", hint="check the path (hub datasets "
+                                 "are named without a file extension, e.g. wikitext)")
     if s.dataset_config or (len(sources) == 1 and not Path(sources[0]).exists() and "*" not in sources[0]):
         # the seed's `--dataset wikitext --dataset_config wikitext-2-raw-v1`: one hub dataset
         options.update(dataset=sources[0], dataset_config=s.dataset_config)
