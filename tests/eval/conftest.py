@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from random_models import write_random_model, write_tokenizer
+from random_models import write_random_model
 
 DOCS = [
     "Hello, how are you today? I am fine, thank you.",
@@ -24,14 +24,13 @@ def docs():
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory):
-    return write_tokenizer(tmp_path_factory.mktemp("tokenizer"), vocab_size=400)
+def tokenizer_dir(random_tokenizer_dir):
+    return random_tokenizer_dir
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory, tokenizer_dir):
-    return write_random_model(tmp_path_factory.mktemp("model"), tokenizer_dir, hidden_size=64,
-                              num_layers=2, context_length=256, seed=0)
+def model_dir(random_model_dir):
+    return random_model_dir
 
 
 @pytest.fixture(scope="session")

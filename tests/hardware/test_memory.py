@@ -28,6 +28,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from memory_probe import EMPTY_MODEL  # noqa: E402
 
+from saved_tensors import saved_bytes  # noqa: E402
+
 SMALLISH = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=64, vocab_size=8000, tie_word_embeddings=False,
                 max_position_embeddings=1024)
@@ -64,9 +66,6 @@ def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False
 
     torch.manual_seed(0)
     model = MoaiForCausalLM(MoaiConfig(**layer_cfg, num_hidden_layers=1, vocab_size=100))
-    weight_shapes = {tuple(p.shape) for p in model.parameters()}
-    weight_shapes |= {s[::-1] for s in weight_shapes}  # mm saves weight.t()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     pos = torch.arange(seq)[None].expand(batch, seq)
     if packed:  # two documents per row: SDPA gets a block-diagonal mask
         pos = torch.cat([torch.arange(20), torch.arange(seq - 20)])[None].expand(batch, seq)
@@ -80,18 +79,8 @@ def _saved_bytes_per_token(layer_cfg: dict, precision: str, packed: bool = False
     if plan.band is not None:
         shared.add(plan.band.mask.untyped_storage().data_ptr())
     x = torch.randn(batch, seq, layer_cfg["hidden_size"], requires_grad=True)
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params and ptr not in shared and tuple(t.shape) not in weight_shapes:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        model.model.layers[0](x, cos, sin, plan)
-    return sum(saved.values()) / (batch * seq)
+    return saved_bytes(lambda: model.model.layers[0](x, cos, sin, plan), model, shared,
+                       precision) / (batch * seq)
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -18,6 +18,8 @@ from moai_llm.hardware.memory import (
 )
 from moai_llm.training.lora import lora_memory_facts
 
+from saved_tensors import saved_bytes
+
 LAYER = dict(hidden_size=256, intermediate_size=768, num_attention_heads=4, num_key_value_heads=2, head_dim=64)
 
 
@@ -35,26 +37,13 @@ def _saved_per_token(precision: str, rank: int | None, dropout: float = 0.0, bat
         model = apply_lora(model, rank=rank, dropout=dropout)
         hold_frozen(model, {"frozen_dtype": "bf16" if precision == "bf16" else "fp32"})
     base = model.get_base_model() if rank is not None else model
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    shapes = {tuple(p.shape) for p in model.parameters()}
-    shapes |= {s[::-1] for s in shapes}
     pos = torch.arange(seq)[None].expand(batch, seq)
     cos, sin = base.model.rotary_emb(pos, torch.float32)
     shared = {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}
     plan = AttentionPlan.build("sdpa", pos, attention_mask=None, q_len=seq, past_len=0, dtype=torch.float32)
     x = torch.randn(batch, seq, LAYER["hidden_size"], requires_grad=True)
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params and ptr not in shared and tuple(t.shape) not in shapes:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        base.model.layers[0](x, cos, sin, plan)
-    return sum(saved.values()) / (batch * seq)
+    return saved_bytes(lambda: base.model.layers[0](x, cos, sin, plan), model, shared,
+                       precision) / (batch * seq)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
