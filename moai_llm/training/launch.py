@@ -200,17 +200,22 @@ def _run_once(
         env, _ = build_env(plan)
         saved = {k: os.environ.get(k) for k in env if os.environ.get(k) != env[k]}
         os.environ.update(env)
+        oom, result = False, None
         try:
             result = in_process(plan)
         except FirstStepOOM:
-            _release_cuda_memory()  # the failed attempt's tensors must not shrink the retry
-            return EXIT_FIRST_STEP_OOM, True
+            oom = True
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+        if oom:
+            # Outside the handler: the exception's traceback, whose frames hold the failed
+            # attempt's model, optimizer and activations, is gone, so they can be freed.
+            _release_cuda_memory()
+            return EXIT_FIRST_STEP_OOM, True
         return (int(result) if isinstance(result, int) else 0), False
 
     desc = describe(plan, worker_args, rendezvous, in_process=False, module=module)

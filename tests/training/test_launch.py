@@ -63,6 +63,35 @@ def test_first_step_oom_halves_micro_batch_and_keeps_global_batch(capsys):
     assert "retrying with micro batch 4" in " ".join(capsys.readouterr().err.split())
 
 
+def test_the_failed_attempts_tensors_are_gone_when_memory_is_released(monkeypatch):
+    """The failed attempt's model and activations live in the frames its exception's traceback
+    holds; the cached memory is handed back after they are gone (else it stays reserved)."""
+    import weakref
+
+    import torch
+
+    from moai_llm.training import launch as launch_module
+
+    refs, alive_at_release = [], []
+    release = launch_module._release_cuda_memory
+
+    def observed_release():  # the real release, and what was still alive when it ran
+        release()
+        alive_at_release.append([ref() is not None for ref in refs])
+
+    monkeypatch.setattr(launch_module, "_release_cuda_memory", observed_release)
+
+    def train(plan):
+        if plan.micro_batch_size > 4:
+            activations = torch.zeros(1024, 1024)  # held only by this frame
+            refs.append(weakref.ref(activations))
+            raise FirstStepOOM("out of memory")
+        return 0
+
+    assert launch(_plan(), [], in_process=train) == 0
+    assert alive_at_release == [[False]]
+
+
 def test_oom_retries_are_bounded():
     calls = []
 
