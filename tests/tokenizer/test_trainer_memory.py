@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from moai_llm.tokenizer.trainer_memory import train_memory, vocab_table_bytes, words_bytes
 
-MEASURE = """
-import re, sys
-from moai_llm.tokenizer.train import train_tokenizer
-def vmpeak():
-    return int(re.search(r"VmPeak:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-train_tokenizer(["warm up the trainer once"] * 10, sys.argv[3] + "/warm", vocab_size=300, mode=sys.argv[2])
-before = vmpeak()
-train_tokenizer(["hello world the quick brown fox"] * 50, sys.argv[3] + "/tok", vocab_size=int(sys.argv[1]), mode=sys.argv[2])
-print(vmpeak() - before)
-"""
+# The measuring script is the benchmark's (benchmarks/bench_memory_guard.py: the calibration).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_memory_guard import TABLES as MEASURE
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmPeak from /proc")
