@@ -35,20 +35,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # embedded_rows
 
 
 def setup(work: Path, seq: int) -> tuple[Path, Path]:
     """The quickstart's tokenizer and packed rows of `seq` tokens."""
     from moai_llm import corpora
-    from moai_llm.data import prepare_dataset
-    from moai_llm.tokenizer import train_tokenizer
 
-    texts = [t for lang in corpora.languages() for t in corpora.iter_texts(lang, "train")]
-    tok = train_tokenizer(texts, work / "tok", vocab_size=8000, show_progress=False)
-    docs = work / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
-    prepare_dataset([str(docs)], tok, seq, work / "data")
-    return tok, work / "data"
+    from embedded_rows import embedded_rows
+
+    return embedded_rows(work, vocab_size=8000, seq_len=seq, languages=tuple(corpora.languages()))
 
 
 def one_run(work: Path, tok: Path, data: Path, name: str, steps: int, cache: Path, batch: int) -> dict:

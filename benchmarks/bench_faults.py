@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "training"))
+sys.path.insert(0, str(ROOT / "tests"))  # embedded_rows
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,20 +57,14 @@ LAST = BEFORE_END + ["final", "final", "end"]
 
 
 def inputs(root: Path) -> tuple[Path, Path]:
-    from moai_llm import corpora
-    from moai_llm.data import prepare_dataset
     from moai_llm.progress import set_quiet
-    from moai_llm.tokenizer import train_tokenizer
+
+    from embedded_rows import embedded_rows
 
     set_quiet(True)
-    texts = [t for lang in ("ko", "en") for t in corpora.iter_texts(lang)]
-    tok = train_tokenizer(texts, root / "tok", vocab_size=600, show_progress=False)
-    with open(root / "docs.jsonl", "w", encoding="utf-8") as fh:
-        for t in texts:
-            fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-    prepare_dataset([str(root / "docs.jsonl")], tok, 64, root / "data")
+    tok, data = embedded_rows(root, vocab_size=600, seq_len=64)
     set_quiet(False)
-    return Path(tok), root / "data"
+    return tok, data
 
 
 def args(tok: Path, data: Path, out: Path) -> list:

@@ -29,23 +29,18 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # embedded_rows
 
 
 def _setup(root: Path, model: str) -> None:
     """Tokenizer, packed rows and a base model folder (random weights, the `model` preset)."""
-    from moai_llm import corpora
     from moai_llm.config import MoaiConfig
-    from moai_llm.data import prepare_dataset
     from moai_llm.modeling import MoaiForCausalLM
-    from moai_llm.tokenizer import train_tokenizer
     from moai_llm.training.checkpoint import save_tokenizer
 
-    texts = [t for lang in ("ko", "en") for t in corpora.iter_texts(lang)]
-    tok = train_tokenizer(texts, root / "tok", vocab_size=8000, show_progress=False)
-    with open(root / "docs.jsonl", "w", encoding="utf-8") as fh:
-        for t in texts:
-            fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-    prepare_dataset([str(root / "docs.jsonl")], tok, 256, root / "data")
+    from embedded_rows import embedded_rows
+
+    tok, _ = embedded_rows(root, vocab_size=8000, seq_len=256)
     config = MoaiConfig.from_preset(model, vocab_size=8000)
     MoaiForCausalLM(config).save_pretrained(root / "base")
     save_tokenizer(str(tok), root / "base")

@@ -54,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # embedded_rows
 
 GPU = {"seq": 2048, "vocab": 8000, "memory": [("0.5b", 2), ("0.5b", 4), ("2b", 1), ("2b", 2)],
        "throughput": [("2b", True), ("2b", False), ("0.5b", True), ("0.5b", False)],
@@ -275,15 +276,11 @@ def setup_data(check: Check):
     if hasattr(check, "tok"):
         return check.tok, check.rows
     from moai_llm import corpora
-    from moai_llm.data import prepare_dataset
-    from moai_llm.tokenizer import train_tokenizer
 
-    texts = [x for lang in corpora.languages() for x in corpora.iter_texts(lang, "train")]
-    check.tok = train_tokenizer(texts, check.work / "tok", vocab_size=check.conf["vocab"], show_progress=False)
-    docs = check.work / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"text": x}, ensure_ascii=False) + "\n" for x in texts))
-    check.rows = check.work / "rows"
-    prepare_dataset([str(docs)], check.tok, check.conf["seq"], check.rows)
+    from embedded_rows import embedded_rows
+
+    check.tok, check.rows = embedded_rows(check.work, vocab_size=check.conf["vocab"], seq_len=check.conf["seq"],
+                                          languages=tuple(corpora.languages()))
     return check.tok, check.rows
 
 

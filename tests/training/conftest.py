@@ -15,19 +15,14 @@ SEQ = 64
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     from moai_llm import corpora
-    from moai_llm.data import prepare_dataset
-    from moai_llm.tokenizer import train_tokenizer
+
+    from embedded_rows import embedded_rows
 
     root = tmp_path_factory.mktemp("training")
-    texts = [t for lang in ("ko", "en") for t in corpora.iter_texts(lang)]
-    train_tokenizer(texts, root / "tok", vocab_size=600)
-    with open(root / "docs.jsonl", "w", encoding="utf-8") as fh:
-        for t in texts:
-            fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    embedded_rows(root, vocab_size=600, seq_len=SEQ)  # root/tok, root/docs.jsonl, root/data
     with open(root / "qa.jsonl", "w", encoding="utf-8") as fh:
         for r in corpora.finance_qa("train"):
             fh.write(json.dumps({"input": r["input"], "output": r["output"]}, ensure_ascii=False) + "\n")
-    prepare_dataset([str(root / "docs.jsonl")], root / "tok", SEQ, root / "data")
     return root
 
 
