@@ -32,7 +32,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 LEFTOVER_TAGS = ("building", "old", "tmp")
@@ -55,6 +55,13 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    """Write `records` as JSON lines (UTF-8, not escaped) with `write_text_atomic`."""
+    import json
+
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def temp_dir_beside(out: str | os.PathLike, tag: str = "building") -> Path:

@@ -130,7 +130,9 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | os.Path
     except hub_errors.RevisionNotFoundError:
         raise MoaiInputError(f"{where}: revision {revision!r} not found on the hub") from None
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
-        offline = " (HF_HUB_OFFLINE is set)" if _offline() else ""
+        from moai_llm.hub import offline_requested
+
+        offline = " (HF_HUB_OFFLINE is set)" if offline_requested() else ""
         raise MoaiInputError(f"{where}: no such local folder, and the hub model cannot be downloaded{offline} "
                              "nor found in the hub cache",
                              hint="connect to the internet once (or copy the model folder here and pass "
@@ -142,10 +144,6 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | os.Path
         if restore:
             enable_progress_bars()
     return Path(folder)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def check_folder(folder: str | os.PathLike, *, name: str | None = None, source: str = "folder",

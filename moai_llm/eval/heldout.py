@@ -20,13 +20,12 @@ Nothing here is hand-written: rerunning the generator gives the same files.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
 from typing import Any
 
-from moai_llm.atomic import write_text_atomic
+from moai_llm.atomic import write_jsonl_atomic
 
 SEED = 0
 N_CHOICES = 4
@@ -73,7 +72,7 @@ def write_eval_files(folder: str | Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
 
     def dump(name: str, rows: list[dict]) -> Path:
-        return write_text_atomic(folder / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return write_jsonl_atomic(folder / name, rows)
 
     return {"text": dump("heldout_text.jsonl", [{"text": t} for t in heldout_texts()]),
             "multiple_choice": dump("finance_mc.jsonl", multiple_choice_rows()),

@@ -37,6 +37,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from moai_llm.atomic import write_jsonl_atomic
 from moai_llm.errors import MoaiInputError
 
 KINDS = ("multiple-choice", "generate")
@@ -214,11 +215,6 @@ def _normalised(rows, task: LocalTask, template: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- the lm-eval task
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def build_task(task: LocalTask, workdir: str | Path) -> dict[str, Any]:
     """Check the file and flags, write the normalised data into `workdir` and return the
     lm-eval task config (a dict `lm_eval.simple_evaluate(tasks=[config])` takes)."""
@@ -235,7 +231,7 @@ def build_task(task: LocalTask, workdir: str | Path) -> dict[str, Any]:
     rows = read_rows(task.file, task.header, positional)
     _check_columns(rows, task, flags)
     workdir = Path(workdir)
-    data_files = {"test": str(_write_jsonl(workdir / f"{task.name}.test.jsonl", _normalised(rows, task, template)))}
+    data_files = {"test": str(write_jsonl_atomic(workdir / f"{task.name}.test.jsonl", _normalised(rows, task, template)))}
     if task.fewshot_file:
         shots = read_rows(task.fewshot_file, task.header, positional)
         _check_columns(shots, task, flags)
@@ -243,7 +239,7 @@ def build_task(task: LocalTask, workdir: str | Path) -> dict[str, Any]:
         if task.kind == "generate":
             for r in records:  # few-shot examples show the whole answer (e.g. the worked solution)
                 r["target"] = r["answer_text"]
-        data_files["train"] = str(_write_jsonl(workdir / f"{task.name}.fewshot.jsonl", records))
+        data_files["train"] = str(write_jsonl_atomic(workdir / f"{task.name}.fewshot.jsonl", records))
     config: dict[str, Any] = {
         "task": task.name, "dataset_path": "json", "dataset_kwargs": {"data_files": data_files},
         "test_split": "test", "doc_to_text": "prompt", "num_fewshot": task.fewshot,

@@ -29,12 +29,12 @@ The full run is `run_quickstart("moai-quickstart")` (a few minutes on an idle 2-
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moai_llm.atomic import write_jsonl_atomic
 from moai_llm.progress import console, info
 
 
@@ -64,15 +64,6 @@ STAGES = 6
 def _stage(n: int, title: str) -> float:
     console.rule(f"[bold][{n}/{STAGES}] {title}", align="left")
     return time.perf_counter()
-
-
-def _write_jsonl(path: Path, records) -> Path:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +106,9 @@ def _data_files(out: Path, texts: list[str]) -> tuple[Path, Path, list[dict], di
     from moai_llm import corpora
     from moai_llm.eval.heldout import write_eval_files
 
-    docs = _write_jsonl(out / "corpus.jsonl", ({"text": x} for x in texts))
+    docs = write_jsonl_atomic(out / "corpus.jsonl", ({"text": x} for x in texts))
     qa = corpora.finance_qa("train")
-    sft_file = _write_jsonl(out / "finance_qa.jsonl", ({"input": r["input"], "output": r["output"]} for r in qa))
+    sft_file = write_jsonl_atomic(out / "finance_qa.jsonl", ({"input": r["input"], "output": r["output"]} for r in qa))
     eval_files = write_eval_files(out / "eval_files")
     info(f"{docs} ({len(texts)} documents), {sft_file} ({len(qa)} Q&A pairs); packed in the next "
          f"stages; held-out text and questions in {out / 'eval_files'}")
