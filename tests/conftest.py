@@ -40,18 +40,19 @@ def _loud_by_default():
 
 
 @pytest.fixture(scope="session")
-def random_tokenizer_dir(tmp_path_factory):
-    """A real byte-level BPE tokenizer of 400 tokens (random_models.write_tokenizer)."""
+def tokenizer_dir(tmp_path_factory):
+    """A real byte-level BPE tokenizer of 400 tokens (random_models.write_tokenizer); test folders
+    that need another one define their own `tokenizer_dir`."""
     from random_models import write_tokenizer
 
     return write_tokenizer(tmp_path_factory.mktemp("tokenizer"), vocab_size=400)
 
 
 @pytest.fixture(scope="session")
-def random_model_dir(tmp_path_factory, random_tokenizer_dir):
+def model_dir(tmp_path_factory, tokenizer_dir):
     """A Qwen3 folder with random weights (hidden 64, 2 layers, context 256, seed 0) and that
     tokenizer: what the chat and eval tests load."""
     from random_models import write_random_model
 
-    return write_random_model(tmp_path_factory.mktemp("model"), random_tokenizer_dir, hidden_size=64,
+    return write_random_model(tmp_path_factory.mktemp("model"), tokenizer_dir, hidden_size=64,
                               num_layers=2, context_length=256, seed=0)

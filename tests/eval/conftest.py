@@ -24,16 +24,6 @@ def docs():
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(random_tokenizer_dir):
-    return random_tokenizer_dir
-
-
-@pytest.fixture(scope="session")
-def model_dir(random_model_dir):
-    return random_model_dir
-
-
-@pytest.fixture(scope="session")
 def moai_model(model_dir):
     from moai_llm.modeling import MoaiForCausalLM
 

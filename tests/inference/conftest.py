@@ -6,16 +6,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(random_tokenizer_dir):
-    return random_tokenizer_dir
-
-
-@pytest.fixture(scope="session")
-def model_dir(random_model_dir):
-    return random_model_dir
-
-
-@pytest.fixture(scope="session")
 def loaded(model_dir):
     from moai_llm.inference import load_for_chat
 
