@@ -20,8 +20,11 @@ so the planner can size LoRA runs without building the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,15 @@ ALL_LINEAR = "all-linear"
 # (peft's all-linear never includes the output layer lm_head).
 QWEN3_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SIDE_FILE = "moai_adapter.json"  # base model and embedding rows, to rebuild the adapter's base
+
+
+@contextlib.contextmanager
+def _peft_quietly() -> Iterator[None]:
+    """peft asks a transformers model `is_gradient_checkpointing`, which transformers 5 answers
+    with a FutureWarning a person can do nothing about; moai asks the new name itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _targets(target: str | list[str] | tuple[str, ...]) -> str | list[str]:
@@ -92,7 +104,8 @@ def apply_lora(model: Any, rank: int, alpha: float | None = None, dropout: float
             tokens["lm_head"] = rows  # untied: the new tokens' output rows train as well
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                         task_type="CAUSAL_LM", trainable_token_indices=tokens)
-    return get_peft_model(model, config)
+    with _peft_quietly():
+        return get_peft_model(model, config)
 
 
 def trainable_parameters(model: Any) -> int:
@@ -256,5 +269,6 @@ def load_adapter_model(adapter_dir: str | os.PathLike, dtype: Any = None, trust_
     rows = int(side.get("vocab_rows") or 0)
     if rows > model.get_input_embeddings().weight.shape[0]:
         grow_embeddings(model, rows, "mean")  # new tokens' rows come from the adapter itself
-    peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    with _peft_quietly():
+        peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     return merge(peft_model) if merged else peft_model

@@ -142,6 +142,20 @@ def test_adapter_is_small_saves_and_loads_onto_its_base(tmp_path):
         torch.testing.assert_close(loaded(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
 
 
+def test_wrapping_and_loading_an_adapter_print_no_deprecation_warning(tmp_path, recwarn):
+    """peft asks transformers a deprecated property; a person running LoRA sft or chatting with a
+    final_adapter/ must not see transformers' FutureWarning about it."""
+    from moai_llm.progress import set_quiet
+
+    base = _model(seed=4)
+    base.save_pretrained(tmp_path / "base")
+    out = save_adapter(apply_lora(base, rank=2), tmp_path / "adapter", base_model=str(tmp_path / "base"))
+    set_quiet(True)
+    load_adapter_model(out)
+    set_quiet(False)
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]
+
+
 def test_checkpointed_adapter_state_restores_exactly():
     peft_model = apply_lora(_model(), rank=4, trainable_new_rows=range(OLD, NEW))
     _train(peft_model, steps=3)
