@@ -81,7 +81,10 @@ OPTIONS = [
         DATA, "N"),
     Opt("learning_rate", "--learning-rate", float, "Peak learning rate.", OPTIM, "LR"),
     Opt("weight_decay", "--weight-decay", float, "AdamW weight decay (matrices only).", OPTIM, "W"),
-    Opt("max_grad_norm", "--max-grad-norm", float, "Gradient clipping norm.", OPTIM, "NORM"),
+    Opt("max_grad_norm", "--max-grad-norm", float, "Gradient clipping norm (0: no clipping).",
+        OPTIM, "NORM"),
+    Opt("max_bad_steps", "--max-bad-steps", int, "Stop (exit 1) once this many steps had a NaN/inf "
+        "loss or gradient norm (each is skipped).", OPTIM, "N"),
     Opt("micro_batch_size", "--batch-size", int, "Sequences per process per micro step.", OPTIM,
         "N", PLAN),
     Opt("gradient_accumulation_steps", "--gradient-accumulation-steps", int,

@@ -6,7 +6,9 @@
   `training_state.json`: the step and loss its weights are from, which is how a resumed run
   knows it is complete); a LoRA run first writes `final_adapter/` (the adapter alone), then
   merges the adapter into the base and writes that as final_model/,
-- keep the last `--save-total-limit` checkpoints.
+- keep the last `--save-total-limit` checkpoints,
+- never write weights holding NaN/inf: a checkpoint or final_model/ whose weights are not
+  finite stops the run (exit 1) naming the step and a tensor; what was saved before is kept.
 
 A checkpoint holds what exact resume needs: weights, optimizer and scheduler state, every
 process's RNG, and the trainer state (trainer_state.py: step, samples consumed = data
@@ -60,8 +62,24 @@ class CheckpointPolicy:
     def due(self, done: int) -> bool:
         return bool(self.save_steps) and done % self.save_steps == 0 and done < self.max_steps
 
-    def save(self, state: TrainerState) -> None:
-        """checkpoints/step-`state.step` (collective: every rank calls)."""
+    def check_finite(self, state: TrainerState, what: str) -> None:
+        """Raise MoaiRunError on every rank when any rank's weights hold NaN/inf (collective)."""
+        from moai_llm.errors import MoaiRunError
+        from moai_llm.weights import non_finite_tensor
+
+        name = non_finite_tensor(unwrap(self.wrapped).named_parameters())
+        bad, = self.dist.all_sum([0.0 if name is None else 1.0])
+        if bad:
+            raise MoaiRunError(
+                f"step {state.step}: the weights hold NaN/inf values ({name or 'on another process'}); "
+                f"{what} not written, checkpoints saved before are kept",
+                hint="lower --learning-rate, use more warmup, check the data, or resume from an earlier checkpoint")
+
+    def save(self, state: TrainerState, checked: bool = False) -> None:
+        """checkpoints/step-`state.step` (collective: every rank calls); `checked`: the
+        weights were just found finite."""
+        if not checked:
+            self.check_finite(state, f"checkpoints/step-{state.step}")
         weights = full_model_state(self.wrapped, self.plan)
         optimizer_state = optimizer_state_for_save(self.wrapped, self.optimizer, self.plan)
         save_checkpoint(self.run_dir, state.step, unwrap(self.wrapped), self.tokenizer, optimizer_state,
@@ -72,8 +90,9 @@ class CheckpointPolicy:
     def finish(self, trained: bool, state: TrainerState) -> Path | None:
         """The last checkpoint (when this run trained) and final_model/; returns its path on
         rank 0."""
+        self.check_finite(state, "final_model/")
         if trained:
-            self.save(state)
+            self.save(state, checked=True)
         weights = full_model_state(self.wrapped, self.plan)
         if not self.dist.main:
             return None

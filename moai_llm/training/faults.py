@@ -14,6 +14,9 @@ global lookup per point (~0.1 µs):
   makes a second launch meet a first one at a known moment.
 - `MOAI_FAULT_LOG=FILE`: every point reached is appended to FILE, one name per line, so a test
   can list the moments a run passes through and pick some to kill at.
+- `MOAI_FAULT_NAN_AT=N[,M...]`: the loss of optimizer steps N, M (counted from 1, as messages
+  count them) is made NaN before the backward pass, as an overflow would make it: how a test
+  shows that a bad step is skipped, counted and, past `--max-bad-steps`, stops the run.
 
 The points (`POINTS`) cover a step, every gap between the files of a checkpoint, its rename,
 the removal of old checkpoints, and the publication of final_model/. Counting is per process:
@@ -33,6 +36,7 @@ import signal
 KILL_ENV = "MOAI_FAULT_KILL_AT"
 STOP_ENV = "MOAI_FAULT_STOP_AT"
 LOG_ENV = "MOAI_FAULT_LOG"
+NAN_ENV = "MOAI_FAULT_NAN_AT"
 
 # Every point the library marks, in the order a run meets them (tests pick from these).
 POINTS = (
@@ -57,16 +61,23 @@ POINTS = (
 
 _counts: dict[str, int] = {}
 _armed: tuple[str | None, str | None, str | None] | None = None
+_nan_steps: frozenset[int] = frozenset()
 
 
 def arm() -> bool:
-    """Read MOAI_FAULT_KILL_AT / STOP_AT / LOG again (a process that set them after importing
-    this module, e.g. a child forked from a warm server); returns whether any is set."""
-    global _armed
+    """Read MOAI_FAULT_KILL_AT / STOP_AT / LOG / NAN_AT again (a process that set them after
+    importing this module, e.g. a child forked from a warm server); returns whether any is set."""
+    global _armed, _nan_steps
     found = tuple(os.environ.get(k) or None for k in (KILL_ENV, STOP_ENV, LOG_ENV))
     _armed = found if any(found) else None
+    _nan_steps = frozenset(int(x) for x in (os.environ.get(NAN_ENV) or "").split(",") if x.strip().isdigit())
     _counts.clear()
-    return _armed is not None
+    return _armed is not None or bool(_nan_steps)
+
+
+def nan_at(step: int) -> bool:
+    """Whether MOAI_FAULT_NAN_AT asks for a NaN loss at optimizer step `step` (from 1)."""
+    return step in _nan_steps
 
 
 def parse_kill_at(spec: str) -> tuple[str | None, int] | None:

@@ -104,7 +104,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     from moai_llm.progress import progress_bar, warn
 
     run = _build(settings, plan, Path(run_dir), model_config, resume_from)
-    guard = NonFiniteGuard(settings.max_consecutive_nan, warn if run.dist.main else None)
+    guard = NonFiniteGuard(settings.max_bad_steps, warn if run.dist.main else None)
     show = run.dist.main and show_progress
     bar = progress_bar(unit="step", log_every=settings.logging_steps) if show else contextlib.nullcontext()
     fault_point("run.start")

@@ -63,7 +63,7 @@ class TrainSettings:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0             # clip the gradient norm to this; 0: no clipping
     seq_len: int = 2048                    # a prepared dataset's own length wins when not given
     global_batch: int | None = None        # sequences per optimizer step; None: the plan's
     micro_batch_size: int | None = None    # None: the plan's
@@ -80,7 +80,7 @@ class TrainSettings:
     logging_steps: int = 10
     seed: int = 42
     resume: str | None = None              # None | "auto" | "latest" | a checkpoint folder
-    max_consecutive_nan: int = 5           # stop after this many non-finite losses in a row
+    max_bad_steps: int = 5                 # stop (exit 1) once this many steps had a NaN/inf loss or grad norm
     vocab_multiple: int = 64               # new models: vocab_size = len(tokenizer) rounded up
     loss: dict = field(default_factory=lambda: {"type": "cross_entropy", "params": {}})
     tensorboard: bool = True
@@ -185,6 +185,16 @@ SEED_NAMES = {
     "num_train_epochs": None,  # moai counts steps; epochs are ignored
     "num_epochs": None,
 }
+# Other keys of the seed's and transformers' config files that moai has no use for: read and
+# ignored. Any other unknown key is a typo and refused with the closest valid name.
+SEED_IGNORED = frozenset({
+    "bf16", "fp16", "num_proc", "use_wandb", "wandb_project", "wandb_run_name", "wandb_entity",
+    "report_to", "run_name", "logging_dir", "logging_first_step", "save_strategy",
+    "evaluation_strategy", "eval_strategy", "per_device_eval_batch_size", "dataloader_num_workers",
+    "dataloader_pin_memory", "overwrite_output_dir", "push_to_hub", "hub_model_id",
+    "remove_unused_columns", "group_by_length", "ddp_find_unused_parameters", "optim",
+    "streaming", "text_column", "preprocessing_num_workers", "torch_compile", "tf32",
+})
 
 
 def _flatten_config(data: dict[str, Any]) -> dict[str, Any]:
@@ -199,15 +209,30 @@ def _flatten_config(data: dict[str, Any]) -> dict[str, Any]:
             flat[key] = value
     out: dict[str, Any] = {}
     for key, value in flat.items():
+        if key not in FIELDS and key not in SEED_NAMES and key not in SEED_IGNORED:
+            raise MoaiInputError(f"unknown setting {key!r}{closest_name(key)}")
         name = key if key in FIELDS else SEED_NAMES.get(key)
-        if name is None or key in ("bf16", "fp16"):
-            continue  # settings moai has no use for (wandb, num_proc, ...) are ignored
+        if name is None or key in SEED_IGNORED:
+            continue  # settings moai has no use for (wandb, num_proc, epochs, ...)
         if key == "warmup_ratio" and "warmup_steps" in flat:
             continue  # the seed set both; its steps won
         out[name] = [value] if name in ("dataset", "eval_text") and isinstance(value, str) else value
     if flat.get("bf16") is True:
         out["precision"] = "bf16"
     return out
+
+
+def closest_name(key: str) -> str:
+    """", did you mean 'x'?" for the setting spelled most like `key` ("" when none is close).
+
+    >>> closest_name("learning_rat")
+    ", did you mean 'learning_rate'?"
+    """
+    import difflib
+
+    names = sorted(set(FIELDS) | set(SEED_NAMES))
+    match = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    return f", did you mean {match[0]!r}?" if match else ""
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -221,7 +246,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise MoaiInputError(f"--config {path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise MoaiInputError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
-    return _flatten_config(data)
+    try:
+        return _flatten_config(data)
+    except MoaiInputError as exc:
+        raise MoaiInputError(f"--config {path}: {exc.args[0]}", hint="see `moai pretrain --help` for the "
+                             "settings (file keys use underscores: learning_rate)") from None
 
 
 _SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -247,7 +276,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 def _layer(values: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
-        raise MoaiInputError(f"{source}: unknown setting {unknown[0]!r}")
+        raise MoaiInputError(f"{source}: unknown setting {unknown[0]!r}{closest_name(unknown[0])}")
     return {k: _coerce(k, v, source) for k, v in values.items() if v is not None}
 
 
@@ -269,11 +298,63 @@ def resolve_settings(
     return settings, sources
 
 
+# Float settings: flag -> (lowest, highest, which ends are allowed: "[]", "(]", "[)", "()").
+# NaN and inf are refused for every one (a NaN learning rate trains a NaN model without a word).
+# Settings without a flag are named as the config file spells them.
+FLOAT_RANGES = {
+    "learning_rate": ("--learning-rate", 0.0, None, "(]"),
+    "min_lr_ratio": ("--min-lr-ratio", 0.0, 1.0, "[]"),
+    "warmup": ("--warmup-steps", 0.0, None, "[]"),
+    "stable": ("--stable-steps", 0.0, None, "[]"),
+    "decay": ("--decay-steps", 0.0, None, "[]"),
+    "weight_decay": ("--weight-decay", 0.0, None, "[]"),
+    "adam_beta1": ("adam_beta1", 0.0, 1.0, "[)"),
+    "adam_beta2": ("adam_beta2", 0.0, 1.0, "[)"),
+    "adam_epsilon": ("adam_epsilon", 0.0, 1.0, "(]"),
+    "max_grad_norm": ("--max-grad-norm", 0.0, None, "[]"),
+    "lora_alpha": ("--lora-alpha", 0.0, None, "(]"),
+    "lora_dropout": ("--lora-dropout", 0.0, 1.0, "[)"),
+}
+
+
+def check_floats(s: TrainSettings) -> None:
+    """Every float setting finite and in its range, or a MoaiInputError naming the flag.
+
+    >>> check_floats(TrainSettings(max_grad_norm=-1.0))
+    Traceback (most recent call last):
+    ...
+    moai_llm.errors.MoaiInputError: --max-grad-norm must be at least 0 (0: no clipping), got -1.0
+    """
+    import math
+
+    for name, (flag, low, high, ends) in FLOAT_RANGES.items():
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MoaiInputError(f"{flag} must be a finite number, got {value}")
+        low_ok = value > low or (value == low and ends[0] == "[")
+        high_ok = high is None or value < high or (value == high and ends[1] == "]")
+        if not (low_ok and high_ok):
+            bound = f"at least {low:g}" if ends[0] == "[" else f"above {low:g}"
+            if high is not None:
+                bound += f" and at most {high:g}" if ends[1] == "]" else f" and below {high:g}"
+            off = " (0: no clipping)" if name == "max_grad_norm" else ""
+            raise MoaiInputError(f"{flag} must be {bound}{off}, got {value}")
+
+
 def validate(s: TrainSettings) -> None:
     """Reject settings that cannot work, naming the flag."""
+    check_floats(s)
     checks = [
+        (s.logging_steps >= 1, "--logging-steps must be at least 1"),
+        (s.save_steps >= 0, "--save-steps must be at least 0 (0: no checkpoints before the end)"),
+        (s.eval_steps >= 0, "--eval-steps must be at least 0 (0: no evaluation)"),
+        (s.max_bad_steps >= 1, "--max-bad-steps must be at least 1"),
+        (s.vocab_multiple >= 1, "vocab_multiple must be at least 1"),
+        (s.nnodes >= 1 and 0 <= s.node_rank < s.nnodes, "--node-rank must be in [0, --nnodes)"),
+        (s.master_port is None or 1 <= s.master_port <= 65535, "--master-port must be in 1..65535"),
         (s.max_steps >= 1, "--max-steps must be at least 1"),
-        (s.learning_rate > 0, "--learning-rate must be positive"),
         (s.seq_len >= 8, "--seq-len must be at least 8"),
         (s.micro_batch_size is None or s.micro_batch_size >= 1, "--batch-size must be at least 1"),
         (s.gradient_accumulation_steps is None or s.gradient_accumulation_steps >= 1,
@@ -288,8 +369,7 @@ def validate(s: TrainSettings) -> None:
         (s.new_embeddings in ("pieces", "mean"), "--new-embeddings must be pieces or mean"),
         (s.thinking in ("off", "keep"), "--thinking must be off or keep"),
         (s.lora_rank is None or s.lora_rank >= 1, "--lora-rank must be at least 1"),
-        (s.lora_alpha is None or s.lora_alpha > 0, "--lora-alpha must be positive"),
-        (0 <= s.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (s.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
         (s.lora_rank is not None or not s.lora_4bit, "--lora-4bit needs --lora-rank R"),
     ]
     for ok, message in checks:

@@ -13,21 +13,23 @@ What `TrainStep(step)` does:
    gradient norm are finite, AdamW step; then the schedule step.
 
 An out-of-memory error in the first step of a run (a GPU's, or the CPU allocator's) raises
-`FirstStepOOM` (launch retries with half the micro batch). `NonFiniteGuard` says when a step
-was skipped and stops the run after too many in a row (the trainer state counts them).
+`FirstStepOOM` (launch retries with half the micro batch). A step whose loss or gradient norm
+is NaN/inf is skipped (no optimizer step); `NonFiniteGuard` says so, naming the step, and stops
+the run once `--max-bad-steps` steps were skipped (the trainer state counts them, so the count
+survives a resume). `--max-grad-norm 0` turns clipping off.
 
     >>> from moai_llm.errors import MoaiRunError
     >>> from moai_llm.training.trainer_state import TrainerState
     >>> guard = NonFiniteGuard(limit=2, say=lambda message: None)
     >>> state = TrainerState()
-    >>> for loss in (float("nan"), float("inf")):
+    >>> for loss in (float("nan"), 2.0, float("inf")):
     ...     result = StepResult(loss, 1.0, 0)
     ...     state = state.after_step(result, global_batch=8)
     ...     try:
     ...         guard.check(result, state)
     ...     except MoaiRunError as exc:
-    ...         print(exc.args[0][:58])
-    the loss or gradient norm was NaN/inf for 2 steps in a row
+    ...         print(exc.args[0][:69])
+    step 3: the loss or gradient norm was NaN/inf at 2 steps (steps 1, 3;
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 import torch
 
 from moai_llm.errors import MoaiRunError
+from moai_llm.training import faults
 from moai_llm.training.batches import BatchOrder, RowReader
 from moai_llm.training.distributed import DistInfo
 from moai_llm.training.launch import FirstStepOOM
@@ -122,7 +125,7 @@ class TrainStep:
         data_s = time.perf_counter() - started
         n_items, tokens, flops = self.dist.all_sum(local)
         try:
-            loss_sum = self._forward_backward(batches, max(n_items, 1.0))
+            loss_sum = self._forward_backward(batches, max(n_items, 1.0), faults.nan_at(step + 1))
             if self.after_backward is not None:
                 self.after_backward()
             grad_norm = self._clip()
@@ -149,14 +152,15 @@ class TrainStep:
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         value = float(norm)
-        if math.isfinite(value) and self.max_grad_norm / (value + 1e-6) < 1.0:
+        if self.max_grad_norm > 0 and math.isfinite(value) and self.max_grad_norm / (value + 1e-6) < 1.0:
             if self.fold_clip:
                 self.optimizer.grad_scale = (norm.float() + 1e-6) / self.max_grad_norm
             else:
                 torch.nn.utils.clip_grads_with_norm_(self.params, self.max_grad_norm, norm)
         return value
 
-    def _forward_backward(self, batches: list[dict[str, torch.Tensor]], n_items: float) -> torch.Tensor:
+    def _forward_backward(self, batches: list[dict[str, torch.Tensor]], n_items: float,
+                          poison: bool = False) -> torch.Tensor:
         loss_sum = torch.zeros((), device=self.dist.device, dtype=torch.float32)
         for i, b in enumerate(batches):
             last = i == len(batches) - 1
@@ -168,28 +172,36 @@ class TrainStep:
                 # DDP averages gradients over processes; the loss is already a share of the
                 # global sum, so scale back up to get the global-token mean.
                 loss = out.loss * self.dist.world
+                if poison:  # MOAI_FAULT_NAN_AT (faults.py): as an overflow would
+                    loss = loss * float("nan")
             loss.backward()
-            loss_sum += out.loss.detach().float()
+            loss_sum += out.loss.detach().float() if not poison else loss.detach().float()
         return loss_sum
 
 
 class NonFiniteGuard:
-    """Says when a step was skipped for a NaN/inf loss or gradient norm; stops after `limit` in
-    a row (the counts live in the trainer state, so they survive a resume)."""
+    """Says when a step was skipped for a NaN/inf loss or gradient norm; stops the run once
+    `limit` steps of it were skipped (the counts live in the trainer state, so they survive a
+    resume; the last steps skipped are kept here for the message)."""
 
     def __init__(self, limit: int, say: Callable[[str], None] | None):
         self.limit, self.say = limit, say
+        self.bad: list[int] = []
 
     def check(self, result: StepResult, state: Any) -> None:
         """`state`: the trainer state after the step that gave `result`."""
         if result.finite:
             return
+        self.bad = [*self.bad[-4:], state.step]
         if self.say is not None:
             self.say(f"step {state.step}: loss {result.loss} / grad norm {result.grad_norm} is not "
-                     f"finite; step skipped ({state.consecutive_nan} in a row)")
-        if state.consecutive_nan >= self.limit:
+                     f"finite; step skipped ({state.skipped_steps} of --max-bad-steps {self.limit})")
+        if state.skipped_steps >= self.limit:
+            steps = ", ".join(str(s) for s in self.bad)
             raise MoaiRunError(
-                f"the loss or gradient norm was NaN/inf for {state.consecutive_nan} steps in a "
-                f"row (up to step {state.step}); training stopped, checkpoints so far are kept",
+                f"step {state.step}: the loss or gradient norm was NaN/inf at {state.skipped_steps} "
+                f"steps (steps {steps}{', ...' if state.skipped_steps > len(self.bad) else ''}; "
+                f"--max-bad-steps {self.limit}); training stopped, final_model/ not written, "
+                "checkpoints so far are kept",
                 hint="lower --learning-rate, use more warmup, or check the data",
             )

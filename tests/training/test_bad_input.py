@@ -99,7 +99,7 @@ def test_endless_nan_stops_with_a_clear_message_and_keeps_checkpoints(workdir, p
     result = _invoke(pretrain_args(workdir, out, 30) + ["--learning-rate", "1e30", "--warmup-steps", "0",
                                                          "--save-steps", "2"])
     assert result.exit_code == 1
-    assert "NaN/inf for 5 steps in a row" in result.output
+    assert "step 6: the loss or gradient norm was NaN/inf at 5 steps" in result.output
     assert (out / "checkpoints" / "step-2" / "model.safetensors").is_file()
     assert not (out / "final_model").exists()
 

@@ -90,3 +90,31 @@ def test_settings_sources_are_kept_as_given(tmp_path):
     assert sources.config == {"micro_batch_size": 4} and sources.flags == {"learning_rate": 1e-4}
     assert sources.defaults["learning_rate"] == 5e-5  # sft's own default, recorded as such
     assert (s.micro_batch_size, s.learning_rate, sources.source("lr_scheduler")) == (4, 1e-4, "default")
+
+
+def test_an_unknown_config_key_is_refused_with_the_closest_name(tmp_path):
+    """A typo in --config used to fall back to the default without a word."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rat: 1e-3\n")
+    with pytest.raises(MoaiInputError, match=r"c.yaml: unknown setting 'learning_rat', did you mean 'learning_rate'"):
+        resolve_settings("pretrain", cfg)
+    cfg.write_text(yaml.safe_dump({"training": {"gradient_acumulation_steps": 4}}))
+    with pytest.raises(MoaiInputError, match="did you mean 'gradient_accumulation_steps'"):
+        resolve_settings("pretrain", cfg)
+    cfg.write_text("zzzz: 1\n")
+    with pytest.raises(MoaiInputError, match=r"unknown setting 'zzzz'$"):
+        resolve_settings("pretrain", cfg)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("learning_rate: .nan\n", "--learning-rate must be a finite number"),
+    ("adam_beta2: 1.0\n", "adam_beta2 must be at least 0 and below 1"),
+    ("weight_decay: -0.1\n", "--weight-decay must be at least 0"),
+    ("max_grad_norm: .inf\n", "--max-grad-norm must be a finite number"),
+    ("logging_steps: 0\n", "--logging-steps must be at least 1"),
+])
+def test_a_config_float_out_of_its_meaning_is_refused(tmp_path, text, says):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(MoaiInputError, match=says.replace("(", r"\(")):
+        resolve_settings("pretrain", cfg)
