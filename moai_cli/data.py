@@ -37,13 +37,16 @@ def prepare(
     tokenizer: str = typer.Option(..., "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder (tokenizer.json)."),
     seq_len: int = typer.Option(2048, "--seq-len", "--seq_len", "--max-seq-length", "--max_seq_length", help="Tokens per row."),
     output_dir: Path = typer.Option(..., "--output-dir", "--output_dir", "-o", help="Prepared dataset folder."),
-    mode: str = typer.Option("pretrain", "--mode", help="pretrain (plain text) or sft (conversations)."),
+    mode: str = typer.Option("pretrain", "--mode", help="pretrain (plain text), sft (conversations) or preference (chosen/rejected pairs)."),
     text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column with the text (default: detected)."),
     dataset: str = typer.Option(None, "--dataset", help="Hub dataset name (streamed)."),
     dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config."),
     split: str = typer.Option("train", "--split", help="Hub dataset split."),
     prompt_column: str = typer.Option(None, "--prompt-column", "--prompt_column", help="SFT: column with the user prompt."),
     response_column: str = typer.Option(None, "--response-column", "--response_column", help="SFT: column with the answer."),
+    chosen_column: str = typer.Option(None, "--chosen-column", help="Preference: column with the preferred answer (default: chosen)."),
+    rejected_column: str = typer.Option(None, "--rejected-column", help="Preference: column with the rejected answer (default: rejected)."),
+    truncation: str = typer.Option("keep_start", "--truncation", help="Preference: a sequence longer than half a row keeps its first (keep_start) or last (keep_end) tokens, as TRL."),
     system_prompt: str = typer.Option(None, "--system-prompt", "--system_prompt", help="SFT: system message for records without one."),
     thinking: str = typer.Option("off", "--thinking", help="SFT with a thinking chat template (Qwen3): off = answers only (the empty think block is prompt), keep = train the reasoning in assistant messages too."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
@@ -60,12 +63,13 @@ def prepare(
 
         if json_out:
             set_quiet(True)
-        mapping = {k: v for k, v in (("prompt", prompt_column), ("response", response_column), ("system", system_prompt)) if v}
+        mapping = {k: v for k, v in (("prompt", prompt_column), ("response", response_column), ("system", system_prompt),
+                                     ("chosen", chosen_column), ("rejected", rejected_column)) if v}
         manifest = prepare_dataset(
             inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
             mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
             dataset=dataset, dataset_config=dataset_config, split=split, max_positions=max_positions, force=force,
-            thinking=thinking, trust_remote_code=trust_remote_code,
+            thinking=thinking, trust_remote_code=trust_remote_code, truncation=truncation,
         )
         if json_out:
             print_json(manifest)
@@ -80,6 +84,9 @@ def prepare(
             console.print(f"  [yellow]{manifest['conversations_truncated']:,} conversations longer than a row[/]: kept their "
                           f"first {manifest['seq_len']} tokens, {manifest['dropped_documents']:,} dropped whole "
                           f"(first: {manifest['first_truncated']})")
+        if pref := manifest.get("preference"):
+            console.print(f"  {pref['num_pairs']:,} pairs; {pref['pairs_truncated']:,} truncated to {pref['max_length']} "
+                          f"tokens per sequence ({pref['truncation']}), {pref['pairs_dropped']:,} dropped")
         if manifest["skipped_rows"]:
             console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
 

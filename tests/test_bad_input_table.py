@@ -214,6 +214,18 @@ CASES = [
          {"qa.jsonl": b'{"question": "2+2?", "answer": ""}\n'}),
     Case("data-sft-null-answer-later-row", f"{PREP} -i {{w}}/qa.jsonl --mode sft", "qa.jsonl:2: 'answer' is null",
          {"qa.jsonl": b'{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": null}\n'}),
+    # ---------------------------------------------------------------- data prepare: preference pairs
+    Case("data-pref-identical", f"{PREP} -i {{w}}/p.jsonl --mode preference", "p.jsonl:1: 'chosen' and 'rejected' are identical",
+         {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}),
+    Case("data-pref-empty-rejected", f"{PREP} -i {{w}}/p.jsonl --mode preference", "p.jsonl:1: 'rejected' is empty",
+         {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": ""}\n'}),
+    Case("data-pref-missing-column", f"{PREP} -i {{w}}/p.jsonl --mode preference",
+         "p.jsonl:1: no column 'rejected'; columns found: prompt, chosen", {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4"}\n'}),
+    Case("data-pref-identical-later-row", f"{PREP} -i {{w}}/p.jsonl --mode preference",
+         "p.jsonl:2: 'chosen' and 'rejected' are identical",
+         {"p.jsonl": b'{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}),
+    Case("data-pref-unknown-truncation", f"{PREP} -i {{w}}/p.jsonl --mode preference --truncation middle",
+         "--truncation middle: unknown value", {"p.jsonl": b'{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n'}),
     # ---------------------------------------------------------------- data prepare: flags
     Case("data-weights-inf", f"{PREP} -i {{w}}/d.jsonl --weights inf", "--weights inf for", {"d.jsonl": OK}),
     Case("data-weights-nan", f"{PREP} -i {{w}}/d.jsonl --weights nan", "--weights nan for", {"d.jsonl": OK}),

@@ -108,7 +108,7 @@ def memory_need(seq_len: int, size: InputSize, mode: str = "pretrain") -> int:
     rows = batch_rows_for(seq_len)
     if size.records is not None and size.bytes is not None:
         rows = min(rows, size.records + (size.bytes + size.records) // seq_len)
-    per_token = 8 if mode == "sft" else 4
+    per_token = 4 if mode == "pretrain" else 8  # sft and preference documents carry labels too
     return (LIBRARIES + rows * seq_len * ROW_BYTES_PER_TOKEN * WRITE_COPIES
             + tokens * per_token + docs * DOC_OVERHEAD)
 

@@ -65,7 +65,7 @@ from moai_llm.data.store import (
 from moai_llm.errors import MoaiInputError
 from moai_llm.resources import Memory
 
-MODES = ("pretrain", "sft")
+MODES = ("pretrain", "sft", "preference")
 PACKINGS = ("bfd", "hierarchical")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
@@ -133,12 +133,14 @@ def prepare_dataset(
     buffer_tokens: int | None = None,
     thinking: str = "off",
     trust_remote_code: bool = False,
+    truncation: str = "keep_start",
 ) -> dict[str, Any]:
     """Build (or find) the prepared dataset in `output_dir` and return its manifest.
 
     The returned dict is the manifest plus `cache_hit` (True when nothing was built).
     `max_positions` is the model's context length, when known, to refuse longer rows.
     `thinking` ("off" | "keep"): SFT with a thinking chat template (Qwen3), see data/sft.py.
+    `truncation` ("keep_start" | "keep_end"): preference pairs, see data/preference.py.
     `trust_remote_code`: allow a tokenizer folder defined only by its own Python code.
     """
     if mode not in MODES:
@@ -155,10 +157,15 @@ def prepare_dataset(
     settings = {"format": FORMAT, "seq_len": int(seq_len), "mode": mode, "packing": packing,
                 "num_bins": num_bins if packing == "hierarchical" else None, "text_column": text_column,
                 "mapping": mapping or None, "skip_bad_rows": skip_bad_rows}
-    if mode == "sft":
+    if mode in ("sft", "preference"):
         if thinking not in ("off", "keep"):
             raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
         settings["thinking"] = thinking
+    if mode == "preference":
+        from moai_llm.data.preference import check_truncation
+
+        check_truncation(truncation)
+        settings["truncation"] = truncation
     out = Path(output_dir).expanduser().resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
         raise MoaiInputError(f"{out}: exists and is not a prepared dataset", hint="choose another --output-dir")
@@ -253,20 +260,17 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
     fingerprints = [src_mod.fingerprint(s, full=True) for s in srcs]
     seq_len, mode = settings["seq_len"], settings["mode"]
     tokenizer = _load_tokenizer(tokenizer_dir, seq_len, trust_remote_code)
-    if mode == "sft":
-        from moai_llm.data.sft import ChatTemplate
-
-        template = ChatTemplate.from_dir(tokenizer_dir, thinking=settings.get("thinking", "off"))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoder = Encoder(tokenizer)
     bad = src_mod.BadRows(settings["skip_bad_rows"])
     packer = StreamPacker(seq_len, settings["packing"], buffer_tokens, num_bins=settings["num_bins"] or 8)
-    writer = ShardWriter(tmp, seq_len)
+    docs_of, rows_of, pairs = _reader(settings, tokenizer_dir, encoder, bad, stats)
+    writer = ShardWriter(tmp, seq_len, extra_columns=pairs.columns if pairs else ())
 
     def emit(rows):
         stats.rows_out += len(rows)
         stats.tokens_out += sum(len(doc.ids) for row in rows for doc in row)
-        for row in build_rows(rows, seq_len, pad_id):
+        for row in rows_of(rows, seq_len, pad_id):
             writer.add(row)
 
     # The reader thread already keeps two cores busy (tokenizing | packing); the Rust tokenizer's
@@ -275,11 +279,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
     with rust_parallelism(rust_threads), progress_bar(unit="tok", transient=True) as bar, _abandon_on_error(writer):
         task = bar.add_task("preparing", total=None, info="")
         for index, source in enumerate(srcs):
-            if mode == "pretrain":
-                docs = documents.pretrain_docs(source, index, bad, encoder, settings["text_column"], stats)
-            else:
-                docs = documents.sft_docs(source, index, bad, encoder, template, settings["mapping"], stats)
-            for batch in documents.prefetched(docs):
+            for batch in documents.prefetched(docs_of(source, index)):
                 tokens = 0
                 for doc in batch:
                     n = len(doc.ids)
@@ -301,8 +301,10 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
         raise MoaiInputError("no usable documents in the input" + (f" ({bad.count} bad rows skipped)" if bad.count else ""),
                              hint="check --text-column / the SFT schema, and that the files hold text")
     _report_truncated(stats)
+    if pairs:
+        pairs.report(seq_len)
     slots = writer.num_rows * seq_len
-    return {
+    return {**({"preference": pairs.manifest()} if pairs else {}),
         "format": FORMAT, "complete": True, "seq_len": seq_len, "mode": mode, "packing": settings["packing"],
         "settings": settings, "tokenizer_hash": tok_hash, "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
         "pad_token_id": pad_id, "num_rows": writer.num_rows, "num_tokens": real,
@@ -318,6 +320,24 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
         "shards": writer.shards, "build_seconds": round(time.time() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _reader(settings: dict, tokenizer_dir, encoder, bad, stats: documents.Stats):
+    """`docs_of(source, index)` for the build's mode, its row builder, and the pair counts
+    (preference data only, else None)."""
+    mode, mapping = settings["mode"], settings["mapping"]
+    if mode == "pretrain":
+        return (lambda s, i: documents.pretrain_docs(s, i, bad, encoder, settings["text_column"], stats)), build_rows, None
+    from moai_llm.data.sft import ChatTemplate
+
+    template = ChatTemplate.from_dir(tokenizer_dir, thinking=settings.get("thinking", "off"))
+    if mode == "sft":
+        return (lambda s, i: documents.sft_docs(s, i, bad, encoder, template, mapping, stats)), build_rows, None
+    from moai_llm.data import preference
+
+    pairs = preference.PairStats(settings["seq_len"] // 2, settings["truncation"])
+    return ((lambda s, i: preference.preference_docs(s, i, bad, encoder, template, mapping, stats, pairs)),
+            preference.build_pair_rows, pairs)
 
 
 @contextlib.contextmanager

@@ -53,9 +53,14 @@ def batch_rows_for(seq_len: int) -> int:
 
 class ShardWriter:
     """Appends packed rows to Arrow shards, `batch_rows` rows per record batch (default:
-    `batch_rows_for(seq_len)`, so the rows waiting to be written stay near BATCH_BYTES)."""
+    `batch_rows_for(seq_len)`, so the rows waiting to be written stay near BATCH_BYTES).
 
-    def __init__(self, folder: Path, seq_len: int, batch_rows: int | None = None, shard_bytes: int = 256 << 20):
+    `extra_columns`: more int32 list columns of any length per row (preference data's
+    per-document pair_index / pair_role), given after the three fixed-length arrays of each row.
+    """
+
+    def __init__(self, folder: Path, seq_len: int, batch_rows: int | None = None, shard_bytes: int = 256 << 20,
+                 extra_columns: tuple[str, ...] = ()):
         import pyarrow as pa
 
         self.folder = folder
@@ -63,14 +68,14 @@ class ShardWriter:
         self.batch_rows = batch_rows or batch_rows_for(seq_len)
         batch_rows = self.batch_rows
         self.rows_per_shard = max(batch_rows, shard_bytes // (seq_len * ROW_BYTES_PER_TOKEN))
-        self.schema = pa.schema([(c, pa.list_(pa.int32())) for c in COLUMNS])
+        self.schema = pa.schema([(c, pa.list_(pa.int32())) for c in (*COLUMNS, *extra_columns)])
         self.shards: list[str] = []
         self.num_rows = 0
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, ...]] = []
         self._sink = self._writer = None
         self._in_shard = 0
 
-    def add(self, row: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def add(self, row: tuple[np.ndarray, ...]) -> None:
         self._pending.append(row)
         if len(self._pending) >= self.batch_rows:
             self._write()
@@ -91,6 +96,10 @@ class ShardWriter:
         offsets = pa.array(np.arange(0, (n + 1) * self.seq_len, self.seq_len, dtype=np.int32))
         columns = [pa.ListArray.from_arrays(offsets, pa.array(np.concatenate([r[k] for r in self._pending])))
                    for k in range(len(COLUMNS))]
+        for k in range(len(COLUMNS), len(self.schema)):  # variable-length columns: offsets from lengths
+            parts = [np.asarray(r[k], dtype=np.int32) for r in self._pending]
+            ends = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64).astype(np.int32)
+            columns.append(pa.ListArray.from_arrays(pa.array(ends), pa.array(np.concatenate(parts), type=pa.int32())))
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
         self.num_rows += n
         self._in_shard += n
