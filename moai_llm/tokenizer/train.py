@@ -7,8 +7,8 @@ Why these choices:
   SentencePiece does) and rewritten as an equivalent byte-level BPE (`bytelevel.py`): the
   compression of character-level BPE, with bytes as the fallback for rare characters.
 - The pre-tokenizer splits like Llama-3 (letters with one leading non-letter, digits in groups
-  of up to three with an optional leading space, punctuation runs, whitespace runs), so
-  tokens never cross words.
+  of up to three, punctuation runs, whitespace runs), so tokens never cross words, and llama.cpp
+  (`moai export`) reproduces it exactly.
 - Special tokens come first (ids 0..3, `special.py`), then the 256 bytes, then merges.
 - Texts stream in bounded batches: memory follows the number of distinct words, not input size.
 
@@ -45,13 +45,17 @@ if TYPE_CHECKING:
 
 __all__ = ["MODES", "load_tokenizer", "new_tokenizer", "sampled", "train_tokenizer"]
 
-# Llama-3's split pattern with two changes: its case-insensitive contractions spelled out
-# (same splits, ~1.5x faster in the regex engine) and numbers may take one leading space like
-# words do (" 10" is one piece: scores and amounts are frequent in reviews and finance text).
+# Llama-3's split pattern exactly as llama.cpp spells it for its `llama-bpe` pre-tokenizer
+# (contractions spelled out: the same splits as `(?i:'s|...)`, ~1.5x faster in the regex engine).
+# llama.cpp implements only a fixed set of patterns; among those it implements exactly, this one
+# compresses ko/en/ja/zh best (benchmarks/bench_split_pattern.py, RESULTS.md), so a GGUF export
+# tokenizes exactly as transformers does. `llama-bpe` also takes a word that is in the
+# vocabulary whole, before any merge (IGNORE_MERGES), as Llama-3's tokenizer does.
 SPLIT_PATTERN = (
-    r"'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+| ?\p{N}{1,3}"
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+IGNORE_MERGES = True
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + every byte
 # Texts reach the Rust trainer in batches (fewer Python→Rust crossings), bounded in count and
 # size so memory stays flat whatever the input size.
@@ -212,7 +216,7 @@ def _train_bpe(batches: Iterator[list[str]], vocab_size: int, min_frequency: int
     trained_chars = sorted((t for t in model["vocab"] if len(t) == 1), key=lambda c: (rank.get(c, len(rank)), c))
     merges = [tuple(m) for m in model["merges"]]
     vocab, byte_merges = char_bpe_to_byte_level(trained_chars, merges, SPECIAL_TOKENS, vocab_size)
-    tok = new_tokenizer(models.BPE(vocab=vocab, merges=byte_merges))
+    tok = new_tokenizer(models.BPE(vocab=vocab, merges=byte_merges, ignore_merges=IGNORE_MERGES))
     tok.add_special_tokens(SPECIAL_TOKENS)
     return tok
 
