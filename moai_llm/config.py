@@ -205,6 +205,48 @@ class MoaiConfig(Qwen3Config):
         return cls(**data)
 
 
+def checked_config(data: dict[str, Any], where: str) -> MoaiConfig:
+    """`MoaiConfig(**data)` with every value checked for type and range before anything is
+    built, or a MoaiInputError (exit 2) naming `where` (the file) and the field.
+
+    >>> checked_config({"num_hidden_layers": "2"}, "m.yaml")
+    Traceback (most recent call last):
+    ...
+    moai_llm.errors.MoaiInputError: m.yaml: num_hidden_layers must be an integer, got '2'
+    >>> checked_config({"num_attention_heads": 4, "num_key_value_heads": 3, "hidden_size": 64}, "m.yaml")
+    Traceback (most recent call last):
+    ...
+    moai_llm.errors.MoaiInputError: m.yaml: num_key_value_heads: num_attention_heads (4) must be divisible by num_key_value_heads (3) for GQA
+    """
+    from huggingface_hub.errors import StrictDataclassError
+
+    from moai_llm.errors import MoaiInputError
+
+    if not isinstance(data, dict):
+        raise MoaiInputError(f"{where}: expected a mapping of model settings, got {type(data).__name__}")
+    for name in _INT_FIELDS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MoaiInputError(f"{where}: {name} must be an integer, got {value!r}")
+    for name in ("rope_scaling", "rope_parameters"):
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            raise MoaiInputError(f"{where}: {name} must be a mapping (type, factor, ...), got {data[name]!r}")
+    try:
+        return MoaiConfig(**data)
+    except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as exc:
+        text = " ".join(str(exc).split()).replace("MoaiConfig.", "")
+        if "Validation error for field" in text:
+            text = text.split("Validation error for field", 1)[1].strip(" '").replace("':", ":", 1)
+        raise MoaiInputError(f"{where}: {text}",
+                             hint="fix the value in the file (`moai doctor --models` lists working configs)") from None
+
+
+# Integer fields of a model config: a string or a float there is a mistake, not a size.
+_INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+               "loss_chunk_size")
+
+
 def list_presets() -> list[str]:
     """Names of the model presets shipped in `presets/models/` (sorted by size, smallest first)."""
     names = [p.stem for p in (PRESETS_DIR / "models").glob("*.yaml")]

@@ -62,14 +62,17 @@ class RowReader:
 
     COLUMNS = ("input_ids", "labels", "position_ids")
 
-    def __init__(self, dataset, in_memory_bytes: int = 1 << 30):
+    def __init__(self, dataset, in_memory_bytes: int = 1 << 30, vocab: int | None = None,
+                 where: str = "the prepared dataset"):
         self.dataset = dataset.with_format("numpy", columns=list(self.COLUMNS))
         self.num_rows = len(dataset)
+        self.vocab, self.where = vocab, where  # token ids must be below `vocab` (None: unchecked)
         self.cache: dict[str, torch.Tensor] | None = None
         seq = len(self.dataset[0]["input_ids"]) if self.num_rows else 0
         if self.num_rows * seq * 4 * 3 <= in_memory_bytes:
             full = self.dataset[:]
             self.cache = {c: torch.from_numpy(np.asarray(full[c], dtype=np.int64)) for c in self.COLUMNS}
+            self._check_ids(self.cache, np.arange(self.num_rows))
 
     def read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         if self.cache is not None:
@@ -78,4 +81,24 @@ class RowReader:
         order = np.argsort(rows)  # Arrow reads sorted indices faster; restore order after
         batch = self.dataset[rows[order].tolist()]
         inverse = torch.from_numpy(np.argsort(order))
-        return {c: torch.from_numpy(np.asarray(batch[c], dtype=np.int64))[inverse] for c in self.COLUMNS}
+        out = {c: torch.from_numpy(np.asarray(batch[c], dtype=np.int64))[inverse] for c in self.COLUMNS}
+        self._check_ids(out, rows)
+        return out
+
+    def _check_ids(self, batch: dict[str, torch.Tensor], rows: np.ndarray) -> None:
+        """Token ids outside [0, vocab) (a dataset made with another tokenizer whose manifest did
+        not say so) would index past the embedding mid-run: a MoaiInputError naming the row."""
+        if self.vocab is None or not len(rows):
+            return
+        ids, labels = batch["input_ids"], batch["labels"]
+        bad = (ids < 0) | (ids >= self.vocab) | ((labels != -100) & ((labels < 0) | (labels >= self.vocab)))
+        if bool(bad.any()):
+            from moai_llm.errors import MoaiInputError
+
+            i = int(bad.any(dim=1).nonzero()[0, 0])
+            row = torch.cat([ids[i], labels[i][labels[i] != -100]])
+            value = int(row[(row < 0) | (row >= self.vocab)][0])
+            raise MoaiInputError(
+                f"{self.where}: row {int(rows[i])} holds token id {value}, but the tokenizer has "
+                f"{self.vocab} tokens (ids 0..{self.vocab - 1})",
+                hint="the dataset was prepared with another tokenizer: prepare it again with this one")

@@ -260,7 +260,7 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
                      derived: dict) -> tuple[dict | None, Any]:
     """(config dict for a new model or None, the config object). The vocabulary is the
     tokenizer's, rounded up; without a tokenizer (a plan-only dry run) the preset's."""
-    from moai_llm.config import MoaiConfig, list_presets
+    from moai_llm.config import MoaiConfig, checked_config, list_presets
     from moai_llm.training.model_setup import round_up
 
     if s.pretrained_model:
@@ -275,7 +275,8 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
                                            f"{growth.rows_before} → {growth.rows_after} embedding rows")
         return None, config
     if s.model_config:
-        config, name = MoaiConfig(**_read_model_file(Path(s.model_config))), s.model_config
+        config = checked_config(_read_model_file(Path(s.model_config)), f"--model-config {s.model_config}")
+        name = s.model_config
     else:
         try:
             config, name = MoaiConfig.from_preset(s.model), f"the {s.model} preset"
@@ -301,7 +302,13 @@ def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int
 def _read_model_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MoaiInputError(f"--model-config {path}: no such file")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:  # a `!!python/...` tag too: safe_load builds no objects
+        raise MoaiInputError(f"--model-config {path}: not valid YAML or a tag moai does not read "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MoaiInputError(f"--model-config {path}: cannot read it ({exc})") from None
     data = data.get("model", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
         raise MoaiInputError(f"--model-config {path}: expected a mapping of model settings")

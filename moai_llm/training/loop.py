@@ -183,7 +183,8 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
     if plan.tf32 and dist.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
-    reader = RowReader(load_prepared(settings.prepared_dir))
+    reader = RowReader(load_prepared(settings.prepared_dir), vocab=len(tokenizer),
+                       where=f"--dataset {settings.prepared_dir}")
     held_out = HeldOut(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
     if dist.main:
         remove_stale_temps(run_dir)

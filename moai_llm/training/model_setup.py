@@ -53,6 +53,12 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
         model = MoaiForCausalLM.from_pretrained(str(folder.path), dtype=torch.float32,
                                                 attn_implementation=plan.attention,
                                                 use_safetensors=True, trust_remote_code=False)
+        from moai_llm.weights import non_finite_tensor
+
+        bad = non_finite_tensor(model.named_parameters())  # the folder's check read headers only
+        if bad is not None:
+            raise MoaiInputError(f"--pretrained-model {settings.pretrained_model}: tensor {bad} holds NaN/inf "
+                                 "values (a broken model)", hint="train from an earlier checkpoint or download it again")
         from moai_llm.training.adaptation import grow
 
         grow(model, settings, tokenizer, folder)  # a grown tokenizer's rows (--new-embeddings)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 
@@ -104,42 +102,23 @@ def test_endless_nan_stops_with_a_clear_message_and_keeps_checkpoints(workdir, p
     assert not (out / "final_model").exists()
 
 
-def test_a_nan_step_is_skipped_and_training_goes_on(workdir, pretrain_args, base_model, tmp_path):
-    """Rows holding one poisoned token (its embedding is NaN) give NaN losses; those steps are
-    skipped with a warning and the others train normally."""
+def test_a_model_holding_nan_is_refused_naming_the_tensor(workdir, pretrain_args, base_model, tmp_path):
+    """One NaN row of the embedding used to train on, skipping the steps that met it (and an
+    all-NaN model skipped every step and exited 0): a model folder is whole and finite or
+    refused (exit 2) naming the tensor, before anything trains. A NaN step is
+    tests/training/test_non_finite.py's."""
     import shutil
 
-    import torch
     from safetensors.torch import load_file, save_file
-
-    from moai_llm.data import load_prepared, prepare_dataset
 
     poisoned = tmp_path / "poisoned"
     shutil.copytree(base_model, poisoned)
     weights_file = poisoned / "model.safetensors"
     weights = load_file(str(weights_file))
-    weights["model.embed_tokens.weight"][1] = float("nan")  # <|im_start|>: absent from plain text
+    weights["model.embed_tokens.weight"][1] = float("nan")
     save_file(weights, str(weights_file), metadata={"format": "pt"})
-    docs = tmp_path / "docs.jsonl"
-    with open(docs, "w") as fh:
-        # a few short documents, one poisoned: its rows come up once per epoch
-        for i, line in enumerate((workdir / "docs.jsonl").read_text().splitlines()[:12]):
-            text = json.loads(line)["text"][:100]
-            fh.write(json.dumps({"text": ("<|im_start|>" if i == 7 else "") + text}) + "\n")
-    prepare_dataset([str(docs)], workdir / "tok", 64, tmp_path / "data")
-    rows = load_prepared(tmp_path / "data")
-    poisoned_rows = sum(1 for r in rows["input_ids"] if 1 in r)
-    assert 1 <= poisoned_rows <= 2
-    steps = len(rows) // 2 + 1  # 2 rows per step: a whole epoch
     out = tmp_path / "skip"
-    args = pretrain_args(workdir, out, steps)
-    args[args.index("--dataset") + 1] = str(tmp_path / "data")
-    result = _invoke(args + ["--pretrained-model", str(poisoned)])
-    assert result.exit_code == 0, result.output
-    assert "step skipped" in result.output
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    skipped = records[-1]["skipped_steps"]
-    assert 1 <= skipped <= poisoned_rows
-    final = load_file(str(out / "final_model" / "model.safetensors"))
-    emb = final["model.embed_tokens.weight"]
-    assert torch.isfinite(emb[2:]).all() and torch.isfinite(final["model.norm.weight"]).all()
+    result = _invoke(pretrain_args(workdir, out, 2) + ["--pretrained-model", str(poisoned)])
+    assert result.exit_code == 2, result.output
+    assert "tensor model.embed_tokens.weight holds NaN/inf values" in " ".join(result.output.split())
+    assert not out.exists()
