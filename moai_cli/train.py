@@ -222,7 +222,14 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
     """Resolve settings, prepare (or plan only), launch, report."""
     if as_json:
         set_quiet(True)
-    from moai_llm.training.runner import holding, launch_description, launch_run, prepare_run
+    from moai_llm.training.runner import (
+        holding,
+        launch_description,
+        launch_run,
+        prepare_run,
+        prepared_input,
+        reading,
+    )
     from moai_llm.training.settings import resolve_settings
 
     settings, sources = resolve_settings(mode, config, flags)
@@ -230,7 +237,8 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
     if dry_run:
         _print_dry_run(launch_description(prepare_run(settings, sources, plan_only=True)), as_json)
         return
-    with holding(settings.output_dir, mode):  # the whole run, torchrun workers and retries included
+    # the whole run, torchrun workers and retries included; its prepared dataset held against rebuilds
+    with holding(settings.output_dir, mode), reading(prepared_input(settings), mode):
         record = prepare_run(settings, sources)
         code, result = launch_run(record, show_progress=not as_json)
     if code != 0:

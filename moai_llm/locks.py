@@ -54,10 +54,21 @@ UNREADABLE_STALE_S = 10.0
 TAKEOVER_STALE_S = 60.0
 
 
+def real_folder(folder: str | os.PathLike) -> Path:
+    """`folder` with symlinks resolved: `ln -s c5 a5` makes `a5` and `c5` one folder, one lock."""
+    return Path(folder).expanduser().resolve()
+
+
 def lock_path(folder: str | os.PathLike) -> Path:
-    """Where the lock of `folder` lives: `.NAME.lock` in its parent."""
-    folder = Path(folder).expanduser().absolute()
+    """Where the lock of `folder` lives: `.NAME.lock` in the parent of its real path."""
+    folder = real_folder(folder)
     return folder.parent / f".{folder.name}.lock"
+
+
+def readers_path(folder: str | os.PathLike) -> Path:
+    """Where the shared (read) locks of `folder` live: `.NAME.readers/` beside its real path."""
+    folder = real_folder(folder)
+    return folder.parent / f".{folder.name}.readers"
 
 
 def _boot_id() -> str:
@@ -76,6 +87,16 @@ def _pid_namespace() -> str:
         return ""
 
 
+def is_zombie(pid: int) -> bool:
+    """A process killed but not reaped yet (state Z in /proc/PID/stat): it holds nothing any more.
+    In a container whose PID 1 does not reap, it stays one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] == "Z"
+
+
 def _start_time(pid: int) -> float | None:
     import psutil
 
@@ -83,6 +104,15 @@ def _start_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
+
+
+def _owner_record(command: str | None, key: str | None, token: str) -> bytes:
+    me = os.getpid()
+    return json.dumps({
+        "pid": me, "host": socket.gethostname(), "boot_id": _boot_id(), "pidns": _pid_namespace(),
+        "start_time": _start_time(me), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": command, "argv": " ".join(sys.argv)[:300], "key": key, "token": token,
+    }).encode()
 
 
 def read_owner(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -111,6 +141,8 @@ def owner_alive(owner: dict[str, Any], mtime: float) -> bool:
         return False
     except PermissionError:
         pass  # alive, another user's
+    if is_zombie(pid):
+        return False
     started = _start_time(pid)
     recorded = owner.get("start_time")
     return started is None or recorded is None or abs(started - float(recorded)) < 1.0
@@ -134,7 +166,7 @@ class RunLock:
     def __init__(self, folder: str | os.PathLike, command: str | None = None, key: str | None = None,
                  wait_same_key: bool = False, poll_s: float = 0.2):
         self.folder = Path(folder).expanduser().absolute()
-        self.path = lock_path(self.folder)
+        self.path = lock_path(self.folder)  # on the real path: every spelling of it meets one lock
         self.command = command
         self.key = key
         self.wait_same_key = wait_same_key
@@ -154,12 +186,7 @@ class RunLock:
         self.release()
 
     def _content(self) -> bytes:
-        me = os.getpid()
-        return json.dumps({
-            "pid": me, "host": socket.gethostname(), "boot_id": _boot_id(), "pidns": _pid_namespace(),
-            "start_time": _start_time(me), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": self.command, "argv": " ".join(sys.argv)[:300], "key": self.key, "token": self.token,
-        }).encode()
+        return _owner_record(self.command, self.key, self.token)
 
     def _try_create(self) -> bool:
         missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
@@ -268,3 +295,106 @@ class RunLock:
                 folder.rmdir()
             except OSError:
                 break
+
+
+class ReadLock:
+    """A shared claim on a folder others build: a run holds its prepared dataset with it.
+
+    Any number of readers at once, each a file in `.NAME.readers/` beside the folder. A reader
+    waits while a build holds the folder's `RunLock`; a build calls `check_no_readers` once it
+    holds that lock, before it replaces anything, and is refused while a live reader remains.
+    Each side publishes its own file before looking for the other, so one of the two always sees
+    the other. Dead readers (same rules as `owner_alive`) are ignored and removed.
+    """
+
+    def __init__(self, folder: str | os.PathLike, command: str | None = None, poll_s: float = 0.5):
+        self.folder = Path(folder).expanduser().absolute()
+        self.dir = readers_path(self.folder)
+        self.command = command
+        self.poll_s = poll_s
+        self.token = uuid.uuid4().hex
+        self.path = self.dir / f"{os.getpid()}-{self.token[:12]}.json"
+        self.held = False
+        self._stop = threading.Event()
+
+    def __enter__(self) -> ReadLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Register as a reader; wait while a build of the folder is under way."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(_owner_record(self.command, None, self.token))
+        self.held = True
+        waited = False
+        while (owner := _live_builder(self.folder)) is not None:
+            if not waited:
+                from moai_llm.progress import info
+
+                info(f"waiting for {describe(owner)}, which is building {self.folder}")
+                waited = True
+            time.sleep(self.poll_s)
+        self._stop.clear()
+        threading.Thread(target=self._beat, name="moai-read-lock-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self._stop.set()
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()  # only when no other reader is left
+
+
+def _live_builder(folder: Path) -> dict[str, Any] | None:
+    """The owner of `folder`'s exclusive lock while it lives (not this process), else None."""
+    path = lock_path(folder)
+    try:
+        owner, mtime = json.loads(path.read_bytes()), path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    mine = _same_machine(owner) and owner.get("pid") == os.getpid()
+    return owner if owner_alive(owner, mtime) and not mine else None
+
+
+def live_readers(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The live `ReadLock` owners of `folder` (dead ones' files are removed)."""
+    found = []
+    folder_dir = readers_path(folder)
+    for entry in sorted(folder_dir.glob("*.json")) if folder_dir.is_dir() else []:
+        try:
+            raw, mtime = entry.read_bytes(), entry.stat().st_mtime
+        except OSError:
+            continue
+        try:
+            owner = json.loads(raw)
+        except ValueError:
+            owner = None
+        if owner is None:
+            if time.time() - mtime > UNREADABLE_STALE_S:
+                entry.unlink(missing_ok=True)
+            continue
+        if owner_alive(owner, mtime):
+            found.append(owner)
+        else:
+            entry.unlink(missing_ok=True)
+    return found
+
+
+def check_no_readers(folder: str | os.PathLike, action: str = "rebuild it") -> None:
+    """Refuse (FolderInUseError, exit 2) while a live run reads `folder` (see `ReadLock`)."""
+    readers = [r for r in live_readers(folder) if not (_same_machine(r) and r.get("pid") == os.getpid())]
+    if readers:
+        more = f" and {len(readers) - 1} more" if len(readers) > 1 else ""
+        raise FolderInUseError(f"{folder} is in use by {describe(readers[0])}{more}, which reads it; "
+                               f"cannot {action} now", readers[0],
+                               hint="wait for that run to finish, or write to another --output-dir")

@@ -166,10 +166,12 @@ def prepare_dataset(
 
         check_truncation(truncation)
         settings["truncation"] = truncation
+    from moai_llm.ownership import claim
+
+    # replaced only when it is moai's prepared dataset; never a user's folder, nor one holding the inputs
+    claim(output_dir, "dataset", "--output-dir", [*(sources or []), str(tokenizer_dir)])
     out = Path(output_dir).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
-        raise MoaiInputError(f"{out}: exists and is not a prepared dataset", hint="choose another --output-dir")
-    from moai_llm.locks import RunLock
+    from moai_llm.locks import RunLock, check_no_readers
 
     key = hashlib.blake2b(json.dumps([settings, tok_hash, [src_mod.fingerprint(s) for s in srcs]],
                                      sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
@@ -177,11 +179,15 @@ def prepare_dataset(
         remove_leftovers(out)  # of killed builds: the lock says no live build owns them
         if not force and (hit := _cached(out, settings, tok_hash, srcs)):
             return hit
+        check_no_readers(out)  # a run reading it holds it: rebuilding would change its rows
         size = measure_input(srcs)
         check_seq_len(seq_len, max_positions, size, mode)
         _warn_disk(out, size)
         manifest = _build_into(out, srcs, tokenizer_dir, settings, tok_hash, size, num_proc, buffer_tokens,
                                trust_remote_code)
+        from moai_llm.ownership import write_marker
+
+        write_marker(out, "dataset", "moai data prepare")  # under the lock, right after publishing
     return {**manifest, "cache_hit": False}
 
 

@@ -47,6 +47,7 @@ import torch
 
 from moai_llm.atomic import remove_leftovers, replace_dir, temp_dir_beside
 from moai_llm.errors import MoaiInputError
+from moai_llm.ownership import MARKER, marker_text
 from moai_llm.training.faults import fault_point
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -88,8 +89,15 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     exist; otherwise a checkpoint folder (or a run folder holding checkpoints)."""
     if not resume:
         return None
+    from moai_llm.training.checkpoint_check import checkpoint_problem, newest_sound
+
     if resume in ("auto", "latest", "true", "True"):
-        found = latest_checkpoint(output_dir)
+        found = newest_sound(output_dir)  # a damaged newest one is skipped, with its reason
+        if found is None and latest_checkpoint(output_dir) is not None:
+            newest = latest_checkpoint(output_dir)
+            raise MoaiInputError(f"--resume {resume}: no checkpoint in {checkpoints_dir(output_dir)} can be "
+                                 f"resumed from (newest {newest.name}: {checkpoint_problem(newest)})",
+                                 hint="restore the checkpoints from a copy, or start fresh in another --output-dir")
         if found is None and resume != "auto":
             raise MoaiInputError(
                 f"--resume: no checkpoint in {checkpoints_dir(output_dir)}",
@@ -97,14 +105,16 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
             )
         return found
     path = Path(resume)
-    if (path / STATE_FILE).is_file():
-        return path
-    found = latest_checkpoint(path)
+    found = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
     if found is None:
         raise MoaiInputError(
             f"--resume {resume}: not a checkpoint (no {STATE_FILE}) and no checkpoints/step-N in it",
             hint="pass a checkpoints/step-N folder, a run folder, or --resume auto",
         )
+    problem = checkpoint_problem(found)
+    if problem is not None:
+        raise MoaiInputError(f"--resume {resume}: {found} cannot be resumed from ({problem})",
+                             hint="name an earlier checkpoint, or pass --resume auto to take the newest sound one")
     return found
 
 
@@ -277,6 +287,7 @@ def _write_checkpoint_files(tmp: Path, step: int, model: Any, tokenizer: Any, op
                             scheduler: Any, state: dict[str, Any], generation_config: Any,
                             model_state: dict[str, torch.Tensor] | None) -> None:
     write_model_dir(tmp, model, tokenizer, generation_config, model_state)
+    (tmp / MARKER).write_text(marker_text("checkpoint", "moai training"), encoding="utf-8")
     fault_point("checkpoint.after_weights")
     torch.save(optimizer_state, tmp / "optimizer.pt")
     fault_point("checkpoint.after_optimizer")
@@ -366,6 +377,7 @@ def write_final_model(output_dir: str | Path, model: Any, tokenizer: Any, genera
     fault_point("final.begin")
     with _written_or_removed(tmp, final, needed):
         write_model_dir(tmp, model, tokenizer, generation_config, model_state)
+        (tmp / MARKER).write_text(marker_text("model", "moai training"), encoding="utf-8")
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
         _fsync_dir(tmp)

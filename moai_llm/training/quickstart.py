@@ -9,12 +9,15 @@
    never trained on) before and after pretraining, measured by the pretraining run itself
    (`--eval-text`), and a finance multiple-choice table (held-out questions, lm-eval's
    log-likelihood scoring through `moai eval`'s code) for the base and the SFT model,
-then say where everything went and what to run next. Every stage goes through the same code
+then say where everything went and what to run next. It writes into a new folder or one an
+earlier quickstart made (moai_llm.ownership), never into a user's. Every stage goes through the same code
 as `moai tokenizer train`, `moai pretrain`, `moai sft`, `moai chat` and `moai eval`. Without
 lm-evaluation-harness only the task table is skipped, with a message.
 
-The full run is `run_quickstart("moai-quickstart")` (a few minutes on an idle 2-core CPU);
-`tiny=True` is the seconds-long version the tests use, here cut to two steps per stage:
+The full run is `run_quickstart("moai-quickstart")`; how long it takes depends on the CPU cores
+free for it (see `MEASURED`), and it says so before it starts, from the rate of a few training
+steps timed on the machine (`estimate_seconds`). `tiny=True` is the seconds-long version the
+tests use, here cut to two steps per stage:
 
     >>> import pathlib, tempfile
     >>> from moai_llm.progress import set_quiet
@@ -40,7 +43,7 @@ from moai_llm.progress import console, info
 
 @dataclass
 class QuickstartSizes:
-    """How big each stage is; the full run fits ~5 minutes on a 2-core CPU."""
+    """How big each stage is (the full run's measured times: `MEASURED`)."""
 
     model: str = "small"
     vocab_size: int = 8000
@@ -60,6 +63,56 @@ TINY = QuickstartSizes(model="tiny", vocab_size=600, seq_len=64, micro_batch=2, 
 
 STAGES = 6
 
+# Whole runs of the full quickstart on the project's 2-core CPU (wall seconds), idle and shared
+# with other work. The estimate for this machine scales its steps by the rate timed here.
+MEASURED = {"idle_2core_s": 210, "loaded_2core_s": 1500}
+PROBE_TO_RUN = 1.0  # a loop step of the run / a step of the probe (its data, logging, loss chunks)
+
+
+def estimate_seconds(sizes: QuickstartSizes, probe_steps: int = 3) -> tuple[float, float]:
+    """(seconds per training step timed here, whole-run seconds expected): a few steps of the
+    preset at the run's batch shape, scaled to the run's pretraining and SFT steps."""
+    import torch
+
+    from moai_llm.config import MoaiConfig
+    from moai_llm.modeling import MoaiForCausalLM
+
+    config = MoaiConfig.from_preset(sizes.model)
+    config.vocab_size = sizes.vocab_size
+    torch.manual_seed(0)
+    model = MoaiForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, sizes.vocab_size, (sizes.micro_batch, sizes.seq_len))
+    times: list[float] = []
+    # The first step warms up allocations and is not timed, unless it alone took a second: a
+    # machine that slow is timed well enough by it, and the probe must not cost much of the run.
+    for _ in range(probe_steps + 1):
+        start = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+        if times[0] >= 1.0:
+            break
+    timed = times[1:] or times
+    step = sorted(timed)[len(timed) // 2]
+    return step, step * PROBE_TO_RUN * (sizes.pretrain_steps + sizes.sft_steps)
+
+
+def _say_how_long(sizes: QuickstartSizes) -> None:
+    import os
+
+    step, total = estimate_seconds(sizes)
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    expected = f"{total:.0f} seconds" if total < 90 else f"{total / 60:.0f} minutes"
+    info(f"this machine: {cores} CPU cores, load average {load:.1f}; a training step takes {step:.2f} s "
+         f"here, so this run should take about {expected} (measured on a "
+         f"2-core CPU: {MEASURED['idle_2core_s'] / 60:.1f} minutes idle, "
+         f"{MEASURED['loaded_2core_s'] / 60:.0f} shared with other work; the time is the "
+         f"{sizes.pretrain_steps} + {sizes.sft_steps} training steps, and grows with whatever else "
+         "runs on the cores)")
+
 
 def _stage(n: int, title: str) -> float:
     console.rule(f"[bold][{n}/{STAGES}] {title}", align="left")
@@ -72,7 +125,9 @@ def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
     from moai_llm.training.settings import resolve_settings
 
     out = Path(flags["output_dir"])
-    if (out / "run.yaml").is_file():  # a stage of an earlier quickstart: each run starts afresh
+    from moai_llm.ownership import kind_of
+
+    if kind_of(out) == "run":  # a stage of an earlier quickstart in this folder: each starts afresh
         import shutil
 
         shutil.rmtree(out)
@@ -122,9 +177,11 @@ def _task_table(pre_dir: Path, sft_dir: Path, task_file: Path, out: Path) -> dic
     import importlib.util
 
     if importlib.util.find_spec("lm_eval") is None:
+        from rich.markup import escape
+
         message = ("finance multiple choice skipped: lm-evaluation-harness is not installed "
-                   "(pip install 'moai[eval]')")
-        info(message)
+                   "(from a clone: pip install -e '.[eval]')")
+        info(escape(message))
         return {"skipped": message}
     from moai_llm.eval.evaluate import EvalRequest, run_eval
     from moai_llm.eval.local_tasks import LocalTask
@@ -142,6 +199,7 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     """Run the six stages into `output_dir`; returns paths, losses, held-out bits per byte,
     the task table, the answer and timings."""
     from moai_llm import corpora
+    from moai_llm.ownership import claim, read_marker, write_marker
     from moai_llm.training.inputs import check_output_dir
 
     sizes = TINY if tiny else QuickstartSizes()
@@ -149,9 +207,13 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
         sizes.pretrain_steps = pretrain_steps
     if sft_steps:
         sizes.sft_steps = sft_steps
+    claim(output_dir, "quickstart")  # a new folder or one an earlier quickstart made, never a user's
     out = check_output_dir(output_dir)
+    if read_marker(out) is None:
+        write_marker(out, "quickstart", "moai quickstart")
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    _say_how_long(sizes)
 
     t = _stage(1, f"tokenizer: byte-level BPE, {sizes.vocab_size} tokens, on the embedded corpora")
     from moai_llm.tokenizer import train_tokenizer

@@ -15,7 +15,10 @@ Decided once, in the launching process, while it holds the run folder's lock:
   --max-steps is refused (its weights are past the end asked for).
 - Starting fresh (no --resume) in a folder that holds checkpoints is refused: the new run's
   checkpoints would mix with the old ones, and the newest (the old run's) would win a later
-  resume.
+  resume. So is a fresh launch into a finished run (final_model/), and into any folder that is
+  not moai's run folder (`check_output_folder`, moai_llm.ownership).
+- `--resume auto` takes the newest checkpoint that checkpoint_check finds whole, saying which
+  newer ones it skipped and why.
 
     >>> import tempfile
     >>> from moai_llm.training.settings import resolve_settings
@@ -32,18 +35,37 @@ from typing import Any
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.training.checkpoint import (
+    FINAL_MODEL,
     STATE_FILE,
     final_model_state,
     latest_checkpoint,
     remove_stale_temps,
     resolve_resume,
 )
+from moai_llm.training.checkpoint_check import checkpoint_problem
 from moai_llm.training.settings import TrainSettings
 
 
 def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
     """trainer_state.json of a complete checkpoint."""
     return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def check_output_folder(s: TrainSettings, inputs: list[str]) -> None:
+    """The run folder is absent, empty or moai's own run folder (moai_llm.ownership: a user's
+    folder, `/`, home, the current folder or one holding this run's `inputs` is refused), and a
+    fresh launch never restarts a finished run: its final_model/ and metrics stay."""
+    from moai_llm.ownership import claim, kind_of
+
+    out = Path(s.output_dir)
+    own = kind_of(out) == "run"
+    claim(out, "run", "--output-dir", [] if own else inputs)  # its own data/ is an input of a resume
+    if own and not s.resume and (out / FINAL_MODEL).exists():
+        final = final_model_state(out) or {}
+        raise MoaiInputError(
+            f"--output-dir {out}: holds a finished run (final_model/ from step {final.get('step', '?')}); "
+            "a fresh launch would replace it",
+            hint="pass --resume auto to continue it (with a higher --max-steps), or name a new --output-dir")
 
 
 def finished_run(s: TrainSettings) -> Any:
@@ -56,7 +78,7 @@ def finished_run(s: TrainSettings) -> Any:
     latest = latest_checkpoint(s.output_dir)
     if final is None or final.get("step") != s.max_steps:
         return None
-    if latest is not None and checkpoint_state(latest)["step"] > s.max_steps:
+    if latest is not None and checkpoint_problem(latest) is None and checkpoint_state(latest)["step"] > s.max_steps:
         return None  # resolve() refuses it, with the reason
     from moai_llm.training.record import RUN_YAML, RunRecord, read_record
 

@@ -97,30 +97,54 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
-    manifest = None
-    if inputs.is_prepared(s):
-        manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
-    inputs.check_context(s, "seq_len" in sources.given() or manifest is not None, derived)
-    inputs.check_eval_text(s, sources.given(), derived)
-    with holding(s.output_dir, s.mode):
-        done = resume.finished_run(s)
-        if done is not None:
-            return done
-        resume_from = resume.resolve(s)  # once: the workers read run.yaml
-        found = _entries(s.output_dir)
-        out = inputs.check_output_dir(s.output_dir)
-        try:
-            remove_stale_temps(out)  # what killed saves left: the lock says no live run owns it
-            if manifest is None:
-                manifest = inputs.prepare_sources(s, tok_dir, out, derived)
-            record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
-                             tok_dir, ids, resume_from, argv, plan_only, growth)
-        except MoaiInputError:
-            _remove_new(out, found)  # made by this call: nothing of yours was there
-            raise
-        record.found_in_folder, record.made_folder = found or frozenset(), found is None
-        record.write(out)
+    with reading(prepared_input(s), s.mode):  # a rebuild of it waits until the run is over
+        manifest = None
+        if inputs.is_prepared(s):
+            manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
+        inputs.check_context(s, "seq_len" in sources.given() or manifest is not None, derived)
+        inputs.check_eval_text(s, sources.given(), derived)
+        with holding(s.output_dir, s.mode):
+            resume.check_output_folder(s, _inputs_of(s))  # never into a user's folder
+            done = resume.finished_run(s)
+            if done is not None:
+                return done
+            resume_from = resume.resolve(s)  # once: the workers read run.yaml
+            found = _entries(s.output_dir)
+            out = inputs.check_output_dir(s.output_dir)
+            try:
+                _mark_run(out, s.mode)
+                remove_stale_temps(out)  # what killed saves left: the lock says no live run owns it
+                if manifest is None:
+                    manifest = inputs.prepare_sources(s, tok_dir, out, derived)
+                record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
+                                 tok_dir, ids, resume_from, argv, plan_only, growth)
+            except MoaiInputError:
+                _remove_new(out, found)  # made by this call: nothing of yours was there
+                raise
+            record.found_in_folder, record.made_folder = found or frozenset(), found is None
+            record.write(out)
     return record
+
+
+def _inputs_of(s: TrainSettings) -> list[str]:
+    """What this run reads from disk (the run folder may not hold them)."""
+    return [p for p in (s.tokenizer, s.pretrained_model, s.model_config, *s.dataset, *s.eval_text) if p]
+
+
+def _mark_run(out: Path, mode: str) -> None:
+    """The ownership marker (moai_llm.ownership) of a run folder, once."""
+    from moai_llm.ownership import kind_of, read_marker, write_marker
+
+    if read_marker(out) is None and kind_of(out) in (None, "run"):
+        write_marker(out, "run", f"moai {mode}")
+
+
+def prepared_input(s: TrainSettings) -> str | None:
+    """The prepared dataset folder a run reads (--dataset DIR, or the run's own data/ once
+    derived), or None before it is known."""
+    if s.prepared_dir:
+        return s.prepared_dir
+    return s.dataset[0] if inputs.is_prepared(s) else None
 
 
 def _entries(folder: str | Path) -> frozenset[str] | None:
@@ -163,6 +187,37 @@ def holding(output_dir: str | Path, mode: str) -> Iterator[Any]:
     _HELD[key] = lock
     try:
         yield lock
+    finally:
+        _HELD.pop(key, None)
+        lock.release()
+
+
+@contextlib.contextmanager
+def reading(folder: str | Path | None, mode: str) -> Iterator[None]:
+    """Hold a shared lock (moai_llm.locks.ReadLock) on the prepared dataset `folder` for the
+    block: `moai data prepare` refuses to rebuild it meanwhile, and this waits while one is
+    being built. Re-entrant in one process, like `holding`; None holds nothing."""
+    if folder is None:
+        yield
+        return
+    from moai_llm.locks import ReadLock, readers_path
+
+    key = readers_path(folder)
+    if key in _HELD:
+        yield
+        return
+    lock = ReadLock(folder, command=f"moai {mode}")
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only parent folder: nothing can rebuild it there either
+        from moai_llm.progress import warn
+
+        warn(f"{folder}: cannot hold it against rebuilds ({exc.strerror or exc})")
+        yield
+        return
+    _HELD[key] = lock
+    try:
+        yield
     finally:
         _HELD.pop(key, None)
         lock.release()
@@ -275,7 +330,7 @@ def launch_run(record: RunRecord, show_progress: bool = True) -> tuple[int, dict
                             resume_from=record.resume_checkpoint))
         return 0
 
-    with holding(s.output_dir, s.mode):
+    with holding(s.output_dir, s.mode), reading(prepared_input(s), s.mode):
         try:
             code = launch(record.plan(), ["--run-yaml", str(run_yaml)], rendezvous=_rendezvous(s),
                           in_process=in_process,

@@ -181,7 +181,7 @@ def problems(out: Path) -> list[str]:
 
 def leftovers(out: Path) -> list[str]:
     """Temporary files and folders of saves, and the lock file: none may outlive a finished run."""
-    found = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    found = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".moai-output.json"]
     if (out / "checkpoints").is_dir():
         found += [f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     found += [p.name for p in out.parent.glob(f".{out.name}.*")]

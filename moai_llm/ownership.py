@@ -1,0 +1,216 @@
+"""Which folders moai may replace: its own outputs, proven by a marker it writes in each.
+
+Every output folder moai creates (a prepared dataset, a tokenizer, a run folder, final_model/,
+a checkpoint, a quickstart folder) holds `.moai-output.json`: the kind of output, the command
+that made it and moai's version. Before anything replaces or writes into an existing folder,
+`claim(folder, kind)` checks it:
+
+- absent or empty: fine (it becomes moai's);
+- moai's own output of the same `kind`: fine (the caller may replace it; `--force` never widens
+  this);
+- anything else (a user's folder, another kind of moai output, a folder with files moai did not
+  make): refused with exit 2 naming it, before anything is written.
+
+`/`, the home folder, the current folder and any folder that holds (or lies inside) an input of
+the same command are refused whatever they hold: replacing them would delete the inputs, and
+an output inside an input folder would be read back as input by the next run.
+
+Folders written by moai versions that had no marker are recognised only by their exact
+contents: a prepared dataset whose manifest.json is moai's and which holds nothing but moai's
+files; a tokenizer folder holding only tokenizer files; a run folder whose run.yaml is moai's
+and which holds only what a run writes. One extra file of the user's and it is not recognised.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> claim(d / "tok", "tokenizer")           # absent: fine
+    >>> _ = write_marker(d / "tok", "tokenizer", "moai tokenizer train")
+    >>> kind_of(d / "tok")
+    'tokenizer'
+    >>> (d / "app").mkdir(); _ = (d / "app" / "main.js").write_text("x")
+    >>> claim(d / "app", "dataset")
+    Traceback (most recent call last):
+    ...
+    moai_llm.errors.MoaiInputError: --output-dir .../app: exists and is not a prepared dataset (it holds main.js); ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from moai_llm.errors import MoaiInputError
+
+MARKER = ".moai-output.json"
+KINDS = ("dataset", "tokenizer", "run", "model", "checkpoint", "quickstart")
+DESCRIPTION = {"dataset": "prepared dataset", "tokenizer": "tokenizer folder", "run": "run folder",
+               "model": "model folder", "checkpoint": "checkpoint", "quickstart": "quickstart folder"}
+
+# What moai versions without a marker wrote, per kind (names; "*" patterns by prefix/suffix).
+TOKENIZER_NAMES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
+                   "tokenizer.model", "moai_tokenizer.json"}
+RUN_NAMES = {"run.yaml", "metrics.jsonl", "checkpoints", "final_model", "final_adapter", "tb",
+             "loss.png", "data", "eval", "eval_results.json", "stages"}
+QUICKSTART_NAMES = {"tokenizer", "corpus.jsonl", "finance_qa.jsonl", "eval_files", "pretrain", "sft",
+                    "eval"}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("moai")
+    except Exception:  # not installed as a distribution (a source checkout on sys.path)
+        return "unknown"
+
+
+def marker_text(kind: str, command: str | None = None) -> str:
+    """The marker's content (JSON: kind, command, moai version, when)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}")
+    return json.dumps({"kind": kind, "command": command or "moai", "moai_version": _version(),
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
+
+
+def write_marker(folder: str | os.PathLike, kind: str, command: str | None = None) -> Path:
+    """Mark `folder` (created when missing) as moai's output of `kind`. Returns the marker."""
+    from moai_llm.atomic import write_text_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(folder / MARKER, marker_text(kind, command))
+
+
+def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of `folder`, or None (none, unreadable, or not moai's)."""
+    try:
+        found = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("kind") in KINDS else None
+
+
+def _names(folder: Path) -> set[str]:
+    # moai's own hidden files (the marker, leftovers of killed writes) say nothing about the owner
+    return {n for n in os.listdir(folder) if not n.startswith(".")}
+
+
+def _legacy_dataset(folder: Path, names: set[str]) -> bool:
+    from moai_llm.data.store import MANIFEST
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or not {"tokenizer_hash", "seq_len", "shards"} <= set(manifest):
+        return False
+    shards = manifest.get("shards")
+    listed = {s.get("file") if isinstance(s, dict) else s for s in shards} if isinstance(shards, list) else set()
+    return names <= {MANIFEST} | {n for n in listed if isinstance(n, str)}
+
+
+def _legacy_run(folder: Path, names: set[str]) -> bool:
+    if "run.yaml" not in names or not names <= RUN_NAMES:
+        return False
+    try:
+        head = (folder / "run.yaml").read_text(encoding="utf-8")[:4000]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "plan:" in head and "settings:" in head
+
+
+def _legacy_kind(folder: Path) -> str | None:
+    names = _names(folder)
+    if not names:
+        return None
+    if "manifest.json" in names and _legacy_dataset(folder, names):
+        return "dataset"
+    if "tokenizer.json" in names and names <= TOKENIZER_NAMES:
+        return "tokenizer"
+    if _legacy_run(folder, names):
+        return "run"
+    if names <= QUICKSTART_NAMES and kind_of(folder / "tokenizer") == "tokenizer":
+        return "quickstart"
+    return None
+
+
+def kind_of(folder: str | os.PathLike) -> str | None:
+    """What moai output `folder` is ("dataset", "run", ...), or None when it is not moai's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    marker = read_marker(folder)
+    if marker is not None:
+        return marker["kind"]
+    try:
+        return _legacy_kind(folder)
+    except OSError:
+        return None
+
+
+def is_empty(folder: str | os.PathLike) -> bool:
+    """True for an empty folder (hidden files included) or none at all."""
+    folder = Path(folder)
+    return not folder.is_dir() or not any(folder.iterdir())
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def refuse_unsafe(out: str | os.PathLike, flag: str = "--output-dir",
+                  inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse `/`, the home folder, the current folder, and a folder that holds or lies inside
+    one of `inputs` (files or folders this command reads). Returns `out` resolved."""
+    real = Path(out).expanduser().resolve()
+    special = {Path("/"): "the root folder", Path.home().resolve(): "your home folder",
+               Path.cwd().resolve(): "the current folder"}
+    if real in special:
+        raise MoaiInputError(f"{flag} {out}: is {special[real]}; moai writes its output into a folder "
+                             "of its own", hint=f"name a new folder, e.g. {flag} ./moai-output")
+    for given in inputs:
+        if not given or "://" in str(given):
+            continue
+        source = Path(given).expanduser()
+        if not source.exists():
+            continue
+        source = source.resolve()
+        if _inside(source, real):
+            raise MoaiInputError(f"{flag} {out}: holds the input {given}; replacing it would delete "
+                                 "the input", hint="write the output to a folder of its own")
+        if source.is_dir() and _inside(real, source):
+            raise MoaiInputError(f"{flag} {out}: is inside the input folder {given}; the next run "
+                                 "would read it back as input", hint="write the output outside it")
+    return real
+
+
+def claim(out: str | os.PathLike, kind: str, flag: str = "--output-dir",
+          inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse `out` unless it is absent, empty, or moai's own output of `kind` (see the module
+    docstring); also `refuse_unsafe`. Nothing is written."""
+    refuse_unsafe(out, flag, inputs)
+    path = Path(out).expanduser()
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise MoaiInputError(f"{flag} {out}: exists and is not a {DESCRIPTION[kind]} (it is a file)",
+                             hint="name a new folder (moai does not replace files it did not make)")
+    if is_empty(path):
+        return
+    found = kind_of(path)
+    if found == kind:
+        return
+    raise MoaiInputError(f"{flag} {out}: exists and is not a {DESCRIPTION[kind]} ({_what(path, found)}); "
+                         "moai replaces only its own", hint="name a new folder (or move that one aside yourself)")
+
+
+def _what(path: Path, found: str | None) -> str:
+    if found is not None:
+        return f"it is moai's {DESCRIPTION[found]}"
+    shown = sorted(_names(path) or os.listdir(path))
+    more = ", ..." if len(shown) > 3 else ""
+    return f"it holds {', '.join(shown[:3])}{more}"
