@@ -1,7 +1,8 @@
 """Records to token documents: pretraining text, SFT conversations with loss spans, weights.
 
 `pretrain_docs` and `sft_docs` turn one source's records into batches of `Doc` (int32 ids,
-labels for SFT), counting what they skip or cut in `Stats`. `prefetched` runs such a generator
+labels for SFT), counting what they skip or cut in `Stats`; a prepare task runs their halves,
+reading (`pretrain_texts`, `sft_items`) and tokenizing, as steps of its pipeline (pipeline.py). `prefetched` runs such a generator
 in a thread a few batches ahead, so reading and tokenizing overlap with packing and writing.
 
 An SFT conversation never splits across rows: one longer than a row keeps its first `seq_len`
@@ -46,15 +47,18 @@ class Stats:
         self.histogram[bucket] = self.histogram.get(bucket, 0) + 1
 
 
-def batches(source: src_mod.Source, bad: src_mod.BadRows, pick) -> Iterator[list]:
-    """Items chosen by `pick(record, where)` in batches, with the source's weight applied."""
+def batches(source: src_mod.Source, bad: src_mod.BadRows, pick, records=None) -> Iterator[list]:
+    """Items chosen by `pick(record, where)` in batches, with the source's weight applied.
+
+    `records()` gives the (record, where) pairs to read in each pass (default: the whole source;
+    a prepare task passes its share of it).
+    """
     passes = max(1, int(-(-source.weight // 1)))
     for p in range(passes):
         fraction = min(1.0, source.weight - p)
         batch = []
-        for i, (record, where) in enumerate(src_mod.iter_records(source, bad)):
-            # Deterministic subsample for fractional weights (Knuth's multiplicative hash).
-            if fraction < 1.0 and ((i * 2654435761) % 2**32) / 2**32 >= fraction:
+        for record, where in (records() if records else src_mod.iter_records(source, bad)):
+            if fraction < 1.0 and not kept(record, fraction):
                 continue
             item = pick(record, where)
             if item is not None:
@@ -66,8 +70,21 @@ def batches(source: src_mod.Source, bad: src_mod.BadRows, pick) -> Iterator[list
             yield batch
 
 
-def pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[list[Doc]]:
-    column: list[str] = []
+def kept(record: dict, fraction: float) -> bool:
+    """Whether a fractional weight keeps `record`: decided by a hash of its content, so the same
+    records are kept whichever task reads them and wherever the file lies."""
+    import zlib
+
+    import orjson
+
+    raw = orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+    return zlib.crc32(raw) / 2**32 < fraction
+
+
+def pretrain_texts(source, bad, text_column, stats, records=None, decided: str | None = None) -> Iterator[list[str]]:
+    """Batches of document texts; `decided`: the text column already chosen (from the source's
+    first record), else the first record read chooses it."""
+    column: list[str] = [decided] if decided else []
 
     def pick(record, where):
         if not column:
@@ -81,7 +98,11 @@ def pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[l
             return None
         return text
 
-    for texts in batches(source, bad, pick):
+    yield from batches(source, bad, pick, records)
+
+
+def pretrain_docs(source, index, bad, encoder, text_column, stats) -> Iterator[list[Doc]]:
+    for texts in pretrain_texts(source, bad, text_column, stats):
         yield [Doc(ids, None, index) for ids in encoder.documents(texts)]
 
 
@@ -101,11 +122,13 @@ def _null_column(exc: MoaiInputError, record: dict, where: str) -> MoaiInputErro
     return exc
 
 
-def sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[list[Doc]]:
+def sft_items(source, bad, template, mapping, records=None, schema_seen: bool = False) -> Iterator[list[tuple]]:
+    """Batches of (rendered text, loss spans, where); `schema_seen`: the source's first record
+    was read elsewhere (by another task), so a record that does not fit is one bad row."""
     from moai_llm.data.formats import to_messages
     from moai_llm.data.sft import render
 
-    state = {"seen": False}
+    state = {"seen": schema_seen}
 
     def pick(record, where):
         try:
@@ -119,21 +142,30 @@ def sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[
         state["seen"] = True
         return (*render(template, messages), where)
 
+    yield from batches(source, bad, pick, records)
+
+
+def sft_docs(source, index, bad, encoder, template, mapping, stats) -> Iterator[list[Doc]]:
+    for batch in sft_items(source, bad, template, mapping):
+        yield sft_encode(batch, index, encoder, stats)
+
+
+def sft_encode(batch: list[tuple], index: int, encoder, stats: Stats) -> list[Doc]:
+    """Tokenize rendered conversations; one longer than a row keeps its head (counted)."""
     seq_len = stats.seq_len
-    for batch in batches(source, bad, pick):
-        docs = []
-        encoded = encoder.with_loss_spans([t for t, _, _ in batch], [s for _, s, _ in batch])
-        for (ids, labels), (_, _, where) in zip(encoded, batch, strict=True):
-            if len(ids) > seq_len:  # a conversation never splits: keep its head, count the rest
-                stats.truncated += 1
-                stats.first_truncated = stats.first_truncated or f"{where} ({len(ids)} tokens)"
-                stats.tokens_dropped += len(ids) - seq_len
-                ids, labels = ids[:seq_len], labels[:seq_len]
-                if (labels == -100).all():
-                    stats.dropped_docs += 1
-                    continue
-            docs.append(Doc(ids, labels, index))
-        yield docs
+    docs = []
+    encoded = encoder.with_loss_spans([t for t, _, _ in batch], [s for _, s, _ in batch])
+    for (ids, labels), (_, _, where) in zip(encoded, batch, strict=True):
+        if len(ids) > seq_len:  # a conversation never splits: keep its head, count the rest
+            stats.truncated += 1
+            stats.first_truncated = stats.first_truncated or f"{where} ({len(ids)} tokens)"
+            stats.tokens_dropped += len(ids) - seq_len
+            ids, labels = ids[:seq_len], labels[:seq_len]
+            if (labels == -100).all():
+                stats.dropped_docs += 1
+                continue
+        docs.append(Doc(ids, labels, index))
+    return docs
 
 
 def prefetched(items: Iterator[list], depth: int = 2) -> Iterator[list]:

@@ -47,6 +47,7 @@ from typing import Any
 from moai_llm.atomic import remove_leftovers, replace_dir, temp_dir_beside
 from moai_llm.data import documents
 from moai_llm.data import sources as src_mod
+from moai_llm.data.executors import Executor
 from moai_llm.data.footprint import (
     MAX_SEQ_LEN,
     InputSize,
@@ -134,6 +135,8 @@ def prepare_dataset(
     thinking: str = "off",
     trust_remote_code: bool = False,
     truncation: str = "keep_start",
+    tasks: int | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Build (or find) the prepared dataset in `output_dir` and return its manifest.
 
@@ -142,12 +145,14 @@ def prepare_dataset(
     `thinking` ("off" | "keep"): SFT with a thinking chat template (Qwen3), see data/sft.py.
     `truncation` ("keep_start" | "keep_end"): preference pairs, see data/preference.py.
     `trust_remote_code`: allow a tokenizer folder defined only by its own Python code.
+    `tasks`, `executor` (local workers, Slurm, Ray): how pretrain and SFT data is built, see data/parallel.py.
     """
     if mode not in MODES:
         raise MoaiInputError(f"--mode {mode}: unknown mode", hint=f"use one of {', '.join(MODES)}")
     if packing not in PACKINGS:
         raise MoaiInputError(f"--packing {packing}: unknown packing", hint=f"use one of {', '.join(PACKINGS)}")
     srcs = src_mod.resolve_sources(sources, weights, dataset, dataset_config, split)
+    executor = _executor(executor, tasks)
     if seq_len < 8 or seq_len > max(max_positions or 0, MAX_SEQ_LEN) or (max_positions and seq_len > max_positions):
         check_seq_len(seq_len, max_positions, measure_input(srcs), mode)  # refuses before any reading
     from moai_llm.data.encoding import check_tokenizer_folder
@@ -173,22 +178,37 @@ def prepare_dataset(
     out = Path(output_dir).expanduser().resolve()
     from moai_llm.locks import RunLock, check_no_readers
 
-    key = hashlib.blake2b(json.dumps([settings, tok_hash, [src_mod.fingerprint(s) for s in srcs]],
+    key = hashlib.blake2b(json.dumps([settings, tok_hash, [src_mod.fingerprint(s) for s in srcs], tasks],
                                      sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
     with RunLock(out, command="moai data prepare", key=key, wait_same_key=True):
         remove_leftovers(out)  # of killed builds: the lock says no live build owns them
-        if not force and (hit := _cached(out, settings, tok_hash, srcs)):
+        if not force and (hit := _cached(out, settings, tok_hash, srcs)) and tasks in (None, hit.get("tasks", 1)):
             return hit
         check_no_readers(out)  # a run reading it holds it: rebuilding would change its rows
         size = measure_input(srcs)
         check_seq_len(seq_len, max_positions, size, mode)
         _warn_disk(out, size)
-        manifest = _build_into(out, srcs, tokenizer_dir, settings, tok_hash, size, num_proc, buffer_tokens,
-                               trust_remote_code)
+        if mode in ("pretrain", "sft"):  # as datatrove tasks; preference pairs: one process, below
+            from moai_llm.data.parallel import build
+
+            manifest = build(out, srcs, tokenizer_dir, settings, tok_hash, key=key, executor=executor, tasks=tasks,
+                             num_proc=num_proc, buffer_tokens=buffer_tokens, trust_remote_code=trust_remote_code,
+                             force=force)
+        else:
+            manifest = _build_into(out, srcs, tokenizer_dir, settings, tok_hash, size, num_proc, buffer_tokens,
+                                   trust_remote_code)
         from moai_llm.ownership import write_marker
 
         write_marker(out, "dataset", "moai data prepare")  # under the lock, right after publishing
     return {**manifest, "cache_hit": False}
+
+
+def _executor(executor: Executor | None, tasks: int | None) -> Executor:
+    if tasks is not None and tasks < 1:
+        raise MoaiInputError(f"--tasks {tasks}: must be 1 or more")
+    executor = executor or Executor()
+    executor.check()
+    return executor
 
 
 def _cached(out: Path, settings: dict, tok_hash: str, srcs: list[src_mod.Source]) -> dict[str, Any] | None:

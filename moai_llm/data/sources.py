@@ -158,8 +158,14 @@ def iter_records(source: Source, bad: BadRows) -> Iterator[tuple[dict[str, Any],
         yield from _iter_hub(source)
         return
     for path in source.files:
-        reader = _READERS[path.suffix.lower()]
-        yield from reader(path, bad)
+        yield from iter_file(path, bad)
+
+
+def iter_file(path: Path, bad: BadRows, span: tuple[int, int] | None = None,
+              progress: Any = None) -> Iterator[tuple[dict[str, Any], str]]:
+    """The records of one file; `span` (.jsonl/.txt only): the lines starting in that byte range."""
+    reader = _READERS[path.suffix.lower()]
+    yield from (reader(path, bad, span, progress) if span else reader(path, bad))
 
 
 def _iter_hub(source: Source) -> Iterator[tuple[dict[str, Any], str]]:
@@ -192,9 +198,12 @@ def _decode(raw: bytes, where: str, bad: BadRows) -> str | None:
         return None
 
 
-def _read_jsonl(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
+def _read_jsonl(path: Path, bad: BadRows, span: tuple[int, int] | None = None,
+                progress: Any = None) -> Iterator[tuple[dict[str, Any], str]]:
+    from moai_llm.data.shares import numbered_lines
+
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in numbered_lines(fh, span, progress):
             if lineno == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)  # written by some Windows tools
             if not raw.strip():
@@ -253,10 +262,13 @@ def _read_csv(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
             raise MoaiInputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
 
 
-def _read_txt(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
+def _read_txt(path: Path, bad: BadRows, span: tuple[int, int] | None = None,
+              progress: Any = None) -> Iterator[tuple[dict[str, Any], str]]:
     # One document per line: streaming-friendly and the usual layout of text dumps.
+    from moai_llm.data.shares import numbered_lines
+
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in numbered_lines(fh, span, progress):
             if lineno == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             text = _decode(raw, f"{path}:{lineno}", bad)
