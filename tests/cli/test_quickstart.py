@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_quickstart_tiny_runs_every_stage(tmp_path):
     import os
@@ -22,6 +24,9 @@ def test_quickstart_tiny_runs_every_stage(tmp_path):
     assert "bits per byte (before → after pretraining" in r.stdout
     assert "finance multiple choice" in r.stdout
     assert "moai chat" in r.stdout and "quickstart done" in r.stdout
+    # how long it will take, from steps timed on this machine, is said before anything runs
+    said = r.stderr.index("this machine:")
+    assert said < r.stderr.index("[1/6] tokenizer") and "should take about" in r.stderr[said:]
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     assert (out / "pretrain" / "final_model" / "model.safetensors").is_file()
     assert (out / "sft" / "final_model" / "generation_config.json").is_file()
@@ -55,3 +60,23 @@ def test_quickstart_json_report(tmp_path):
     assert [row[0] for row in tasks["rows"]] == ["local_finance_mc acc, 0-shot",
                                                  "local_finance_mc acc_norm, 0-shot"]
     assert all(0.0 <= float(v.split(" ± ")[0]) <= 1.0 for row in tasks["rows"] for v in row[1:])
+
+
+def test_without_lm_eval_the_skip_line_keeps_its_install_command(tmp_path, monkeypatch, capsys):
+    """Rich reads `[eval]` as a style tag and drops it: the printed advice must be whole."""
+    import importlib.util
+
+    from moai_llm.training import quickstart
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
+    result = quickstart._task_table(tmp_path, tmp_path, tmp_path / "mc.jsonl", tmp_path / "eval")
+    assert "pip install -e '.[eval]'" in result["skipped"]
+    assert "pip install -e '.[eval]'" in capsys.readouterr().err
+
+
+def test_the_estimate_comes_from_steps_timed_here():
+    from moai_llm.training.quickstart import TINY, estimate_seconds
+
+    step, total = estimate_seconds(TINY, probe_steps=2)
+    assert step > 0 and total == pytest.approx(step * (TINY.pretrain_steps + TINY.sft_steps))
