@@ -30,6 +30,23 @@ def _weights(values: list[str] | None) -> list[float] | None:
     return out
 
 
+_PAR = "Parallel preparation"
+
+
+def _executor(kind, workers, partition, time_limit, cpus_per_task, mem_per_cpu, qos, account, sbatch, ray_address):
+    from moai_llm.data.executors import Executor
+    from moai_llm.errors import MoaiInputError
+
+    extra = {}
+    for item in sbatch or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise MoaiInputError(f"--sbatch {item}: expected KEY=VALUE", hint="e.g. --sbatch constraint=cpu")
+        extra[name.strip().lstrip("-")] = value
+    return Executor(kind=kind, workers=workers, partition=partition, time=time_limit, cpus_per_task=cpus_per_task,
+                    mem_per_cpu_gb=mem_per_cpu, qos=qos, account=account, sbatch_args=extra, ray_address=ray_address)
+
+
 @app.command()
 def prepare(
     inputs: list[str] = typer.Option(None, "--input", "-i", help="File, folder or glob (.jsonl/.json/.csv/.parquet/.txt/.arrow); repeatable."),
@@ -56,6 +73,17 @@ def prepare(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow a tokenizer folder defined by its own Python code (auto_map) to run it (off: moai reads tokenizer.json only)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    workers: int = typer.Option(None, "--workers", help="Tasks run at once: local processes (default 1); Slurm/Ray: tasks at once (default: all).", rich_help_panel=_PAR),
+    tasks: int = typer.Option(None, "--tasks", help="Shares of the input, each tokenized and packed by one task (default: one per 128 MB, at least --workers); rows depend on it.", rich_help_panel=_PAR),
+    executor: str = typer.Option("local", "--executor", help="local (this machine), slurm (a job array) or ray (a Ray cluster).", rich_help_panel=_PAR),
+    partition: str = typer.Option(None, "--partition", help="Slurm partition (default: the cluster's default).", rich_help_panel=_PAR),
+    time_limit: str = typer.Option("04:00:00", "--time", help="Slurm time limit per task.", rich_help_panel=_PAR),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="CPUs per task (Slurm, Ray).", rich_help_panel=_PAR),
+    mem_per_cpu: int = typer.Option(2, "--mem-per-cpu", help="GB of memory per CPU (Slurm, Ray).", rich_help_panel=_PAR),
+    qos: str = typer.Option(None, "--qos", help="Slurm QOS.", rich_help_panel=_PAR),
+    account: str = typer.Option(None, "--account", help="Slurm account.", rich_help_panel=_PAR),
+    sbatch: list[str] = typer.Option(None, "--sbatch", help="More sbatch options as KEY=VALUE (e.g. constraint=cpu); repeatable.", rich_help_panel=_PAR),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://HOST:10001; default: start one here).", rich_help_panel=_PAR),
 ) -> None:
     """Tokenize and pack sources into a prepared dataset (Arrow rows + manifest.json), cached."""
     with handle_errors():
@@ -69,26 +97,33 @@ def prepare(
             inputs, tokenizer, seq_len, output_dir, mode, weights=_weights(weights), text_column=text_column,
             mapping=mapping or None, packing=packing, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
             dataset=dataset, dataset_config=dataset_config, split=split, max_positions=max_positions, force=force,
-            thinking=thinking, trust_remote_code=trust_remote_code, truncation=truncation,
+            thinking=thinking, trust_remote_code=trust_remote_code, truncation=truncation, tasks=tasks,
+            executor=_executor(executor, workers, partition, time_limit, cpus_per_task, mem_per_cpu, qos, account,
+                               sbatch, ray_address),
         )
         if json_out:
             print_json(manifest)
             return
-        state = "cache hit: already prepared" if manifest["cache_hit"] else f"built in {manifest['build_seconds']:.1f} s"
-        console.print(f"[bold]{manifest['output_dir']}[/] ({state})")
-        console.print(f"  {manifest['num_rows']:,} rows × {manifest['seq_len']} tokens, {manifest['num_tokens']:,} tokens "
-                      f"from {manifest['num_documents']:,} documents")
-        console.print(f"  packing efficiency {manifest['packing_efficiency']:.2%}; documents split (longer than a row) "
-                      f"{manifest['docs_split']:,}; tokens cut {manifest['tokens_cut']:,}; tokens dropped {manifest['tokens_dropped']:,}")
-        if manifest.get("conversations_truncated"):
-            console.print(f"  [yellow]{manifest['conversations_truncated']:,} conversations longer than a row[/]: kept their "
-                          f"first {manifest['seq_len']} tokens, {manifest['dropped_documents']:,} dropped whole "
-                          f"(first: {manifest['first_truncated']})")
-        if pref := manifest.get("preference"):
-            console.print(f"  {pref['num_pairs']:,} pairs; {pref['pairs_truncated']:,} truncated to {pref['max_length']} "
-                          f"tokens per sequence ({pref['truncation']}), {pref['pairs_dropped']:,} dropped")
-        if manifest["skipped_rows"]:
-            console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
+        _print_manifest(manifest)
+
+
+def _print_manifest(manifest: dict) -> None:
+    tasks = f" in {manifest['tasks']} tasks" if manifest.get("tasks", 1) > 1 else ""
+    state = "cache hit: already prepared" if manifest["cache_hit"] else f"built{tasks} in {manifest['build_seconds']:.1f} s"
+    console.print(f"[bold]{manifest['output_dir']}[/] ({state})")
+    console.print(f"  {manifest['num_rows']:,} rows × {manifest['seq_len']} tokens, {manifest['num_tokens']:,} tokens "
+                  f"from {manifest['num_documents']:,} documents")
+    console.print(f"  packing efficiency {manifest['packing_efficiency']:.2%}; documents split (longer than a row) "
+                  f"{manifest['docs_split']:,}; tokens cut {manifest['tokens_cut']:,}; tokens dropped {manifest['tokens_dropped']:,}")
+    if manifest.get("conversations_truncated"):
+        console.print(f"  [yellow]{manifest['conversations_truncated']:,} conversations longer than a row[/]: kept their "
+                      f"first {manifest['seq_len']} tokens, {manifest['dropped_documents']:,} dropped whole "
+                      f"(first: {manifest['first_truncated']})")
+    if pref := manifest.get("preference"):
+        console.print(f"  {pref['num_pairs']:,} pairs; {pref['pairs_truncated']:,} truncated to {pref['max_length']} "
+                      f"tokens per sequence ({pref['truncation']}), {pref['pairs_dropped']:,} dropped")
+    if manifest["skipped_rows"]:
+        console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
 
 
 @app.command()

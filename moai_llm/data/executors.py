@@ -61,7 +61,7 @@ class Executor:
                 import ray  # noqa: F401
             except ImportError:
                 raise MoaiInputError("--executor ray: the ray package is not installed",
-                                     hint="pip install 'moai[ray]' (or use --executor local or slurm)") from None
+                                     hint="pip install ray (moai's ray extra), or use --executor local or slurm") from None
 
     def cores_per_task(self) -> int:
         import os
