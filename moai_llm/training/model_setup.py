@@ -107,7 +107,12 @@ def generation_config_for(tokenizer: Any, model_dir: str | None = None):
         from pathlib import Path
 
         if (Path(model_dir) / "generation_config.json").is_file():
-            return GenerationConfig.from_pretrained(model_dir)
+            try:
+                return GenerationConfig.from_pretrained(model_dir)
+            except (ValueError, TypeError, OSError) as exc:
+                raise MoaiInputError(f"--pretrained-model {model_dir}: generation_config.json: "
+                                     f"{' '.join(str(exc).split())[:200]}",
+                                     hint="fix or delete that file (moai writes its chat defaults then)") from None
 
     from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, PAD
 
