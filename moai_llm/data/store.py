@@ -140,6 +140,58 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     return manifest
 
 
+def shard_paths(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[Path]:
+    """The manifest's shard files, each resolved and required to lie inside `folder` (a name
+    with `../`, an absolute path or a link out of the folder is refused: exit 2)."""
+    folder = Path(folder)
+    root = folder.resolve()
+    names = manifest.get("shards")
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise MoaiInputError(f"{folder / MANIFEST}: \"shards\" is not a list of file names",
+                             hint="prepare the dataset again with `moai data prepare`")
+    paths = []
+    for name in names:
+        path = (root / name).resolve()
+        if Path(name).is_absolute() or root not in path.parents:
+            raise MoaiInputError(f"{folder / MANIFEST}: shard {name!r} lies outside {folder}",
+                                 hint="a prepared dataset reads only files inside its own folder; prepare it again")
+        paths.append(path)
+    return paths
+
+
+def check_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> int:
+    """Count the rows of the shards and check them against the manifest: `num_rows` equal, each
+    input_ids row `seq_len` tokens long. Returns the number of rows. Reads batch headers only
+    (the shards are memory-mapped)."""
+    import pyarrow as pa
+
+    folder = Path(folder)
+    where = folder / MANIFEST
+    seq_len, claimed = manifest.get("seq_len"), manifest.get("num_rows")
+    for key, value in (("seq_len", seq_len), ("num_rows", claimed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "seq_len" else 0):
+            raise MoaiInputError(f"{where}: \"{key}\" is {json.dumps(value)}, not a count",
+                                 hint="prepare the dataset again with `moai data prepare`")
+    rows = 0
+    for path in shard_paths(folder, manifest):
+        try:
+            with pa.memory_map(str(path)) as source:
+                for batch in pa.ipc.open_stream(source):
+                    rows += batch.num_rows
+                    if "input_ids" in batch.schema.names:
+                        ids = batch.column("input_ids")
+                        if len(ids.flatten()) != batch.num_rows * seq_len:
+                            raise MoaiInputError(f"{path}: rows are not {seq_len} tokens long, as {where} says",
+                                                 hint="prepare the dataset again with `moai data prepare`")
+        except (OSError, pa.ArrowException) as exc:
+            raise MoaiInputError(f"{path}: cannot be read as a prepared shard ({str(exc)[:120] or type(exc).__name__})",
+                                 hint="the file is missing, cut short or damaged: prepare the dataset again") from None
+    if rows != claimed:
+        raise MoaiInputError(f"{where}: says {claimed} rows, its shards hold {rows}",
+                             hint="prepare the dataset again with `moai data prepare`")
+    return rows
+
+
 def load_prepared(folder: str | os.PathLike):
     """The prepared rows as a memory-mapped `datasets.Dataset` (input_ids, labels, position_ids)."""
     import datasets
@@ -149,7 +201,7 @@ def load_prepared(folder: str | os.PathLike):
     if manifest is None:
         raise MoaiInputError(f"{folder}: not a prepared dataset (no complete manifest.json)",
                              hint="run `moai data prepare ... --output-dir` first")
-    parts = [datasets.Dataset.from_file(str(folder / name), in_memory=False) for name in manifest["shards"]]
+    parts = [datasets.Dataset.from_file(str(path), in_memory=False) for path in shard_paths(folder, manifest)]
     if not parts:
         raise MoaiInputError(f"{folder}: the prepared dataset has no rows")
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

@@ -181,12 +181,14 @@ def is_prepared(s: TrainSettings) -> bool:
 def check_prepared(s: TrainSettings, tok_dir: Path, seq_len_given: bool, derived: dict) -> dict:
     """A prepared folder: made with this tokenizer, for this mode, at the --seq-len given."""
     from moai_llm.data import read_manifest, tokenizer_hash
+    from moai_llm.data.store import check_files
 
     folder = Path(s.dataset[0])
     manifest = read_manifest(folder)
     if manifest is None:
         raise MoaiInputError(f"--dataset {folder}: the prepared dataset is incomplete",
                              hint="run `moai data prepare` again")
+    check_files(folder, manifest)  # shards inside the folder, counts as the manifest says
     want, have = tokenizer_hash(tok_dir), manifest.get("tokenizer_hash")
     if have and want != have:
         raise MoaiInputError(
