@@ -248,6 +248,12 @@ CASES = [
          "--seq-len 64: a row must hold at least 8 tokens and at most the model's 32", {"d.jsonl": OK}),
     Case("data-unknown-mode", f"{PREP} -i {{w}}/d.jsonl --mode chat", "--mode chat: unknown mode", {"d.jsonl": OK}),
     Case("data-unknown-packing", f"{PREP} -i {{w}}/d.jsonl --packing zip", "--packing zip: unknown packing", {"d.jsonl": OK}),
+    Case("data-tasks-zero", f"{PREP} -i {{w}}/d.jsonl --tasks 0", "--tasks 0: must be 1 or more", {"d.jsonl": OK}),
+    Case("data-workers-zero", f"{PREP} -i {{w}}/d.jsonl --workers 0", "--workers 0: must be 1 or more", {"d.jsonl": OK}),
+    Case("data-unknown-executor", f"{PREP} -i {{w}}/d.jsonl --executor mpi", "--executor mpi: unknown executor",
+         {"d.jsonl": OK}),
+    Case("data-sbatch-not-key-value", f"{PREP} -i {{w}}/d.jsonl --executor slurm --sbatch exclusive",
+         "--sbatch exclusive: expected KEY=VALUE", {"d.jsonl": OK}),
     # ---------------------------------------------------------------- data prepare: tokenizer and output
     Case("data-missing-tokenizer", "data prepare -i {w}/d.jsonl --tokenizer {w}/nosuch --seq-len 64 -o {w}/out",
          "--tokenizer", {"d.jsonl": OK}),

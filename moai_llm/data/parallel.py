@@ -41,10 +41,12 @@ def work_folder(out: Path, key: str, tasks: int, buffer_tokens: int | None) -> P
 
 def build(out: Path, srcs: list[src_mod.Source], tokenizer_dir, settings: dict, tok_hash: str, *, key: str,
           executor: Executor, tasks: int | None, num_proc: int | None, buffer_tokens: int | None,
-          trust_remote_code: bool, force: bool) -> dict[str, Any]:
-    """Build `out` from `srcs` in tasks (resuming finished ones), merge, and return the manifest."""
-    from moai_llm.atomic import replace_dir, temp_dir_beside
-    from moai_llm.data.store import write_manifest
+          trust_remote_code: bool, force: bool, size=None) -> dict[str, Any]:
+    """Build `out` from `srcs` in tasks (resuming finished ones), merge, and return the manifest.
+    `size` (footprint.InputSize): to say how much a full disk would have needed."""
+    from moai_llm.atomic import temp_dir_beside
+    from moai_llm.errors import DiskFullError
+    from moai_llm.resources import is_disk_full
 
     started = time.time()
     tasks = tasks or shares.auto_tasks(srcs, executor.workers or 1)
@@ -52,35 +54,57 @@ def build(out: Path, srcs: list[src_mod.Source], tokenizer_dir, settings: dict, 
     for stale in out.parent.glob(f".{out.name}.tasks-*"):
         if stale != work or force:
             shutil.rmtree(stale, ignore_errors=True)
-    plan = make_plan(srcs, tokenizer_dir, settings, tasks, buffer_tokens, trust_remote_code)
-    start_work(work, plan)
+    start_work(work, make_plan(srcs, tokenizer_dir, settings, tasks, buffer_tokens, trust_remote_code))
     # Fingerprints before reading: a file edited during the build then fails the next cache check.
     fingerprints = [src_mod.fingerprint(s, full=True) for s in srcs]
     rust_threads = num_proc > 1 if num_proc else executor.cores_per_task() > 2
     steps = [ReadShare(work), Tokenize(work), PackRows(work, rust_threads)]
+    tmp = None
     try:
         run_tasks(work, tasks, executor, steps, shares.input_cost(srcs))
-    except MoaiInputError:  # bad input: fixing it changes the plan, so no finished task is worth keeping
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    tmp = temp_dir_beside(out)
-    try:
-        try:
-            manifest = merge(work, load_plan(work), tmp)
-        except MoaiInputError:  # no usable documents: nothing of this build is worth keeping
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        tmp = temp_dir_beside(out)
+        manifest = merge(work, load_plan(work), tmp)
         manifest.update(settings=settings, tokenizer_hash=tok_hash, output_dir=str(out),
-                        tokenizer_dir=str(Path(tokenizer_dir).resolve()),
-                        build_seconds=round(time.time() - started, 3))
+                        tokenizer_dir=str(Path(tokenizer_dir).resolve()), build_seconds=round(time.time() - started, 3))
         for entry, fingerprint in zip(manifest["sources"], fingerprints, strict=True):
             entry["fingerprint"] = fingerprint
-        write_manifest(tmp, manifest)
-        replace_dir(tmp, out)
+        publish(tmp, out, manifest)
+    except BaseException as exc:
+        if isinstance(exc, DiskFullError) or is_disk_full(exc):
+            raise _disk_full(out, work, tmp, size, shares.input_cost(srcs)) from None
+        if isinstance(exc, MoaiInputError):  # bad input: fixing it changes the plan, no finished task is of use
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def publish(tmp: Path, out: Path, manifest: dict) -> None:
+    from moai_llm.atomic import replace_dir
+    from moai_llm.data.store import write_manifest
+
+    write_manifest(tmp, manifest)
+    replace_dir(tmp, out)
+
+
+def _disk_full(out: Path, work: Path, tmp: Path | None, size, cost: int) -> Exception:
+    """The full-disk error, once this build's files are removed: the bytes written scaled to the
+    whole input (or the size estimate from the input, whichever is larger)."""
+    from moai_llm.data.executors import totals
+    from moai_llm.data.footprint import disk_estimate
+    from moai_llm.resources import disk_full_error, folder_bytes
+
+    written = folder_bytes(work / "tasks") + (folder_bytes(tmp) if tmp else 0)
+    read = totals(work)[0]
+    scaled = int(written * cost / read) if read else 0
+    shutil.rmtree(work, ignore_errors=True)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    needed = max(scaled, (disk_estimate(size) or 0) if size else 0, written)
+    return disk_full_error(out, needed or None, written)
 
 
 def make_plan(srcs, tokenizer_dir, settings: dict, tasks: int, buffer_tokens, trust_remote_code: bool) -> dict:

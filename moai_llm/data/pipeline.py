@@ -20,6 +20,7 @@ packing efficiency does not fall with the number of tasks.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from collections.abc import Iterator
@@ -188,6 +189,10 @@ class PackRows(PipelineStep):
             with rust_parallelism(self.rust_threads):
                 write_task(task, data or ())
         except MoaiInputError as exc:
+            from moai_llm.errors import DiskFullError
+
+            if isinstance(exc, DiskFullError):  # the launching process words it for the whole output
+                raise OSError(errno.ENOSPC, str(exc)) from None
             task.fail(exc)
             raise
         finally:

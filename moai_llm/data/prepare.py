@@ -64,6 +64,7 @@ from moai_llm.data.store import (
     write_manifest,
 )
 from moai_llm.errors import MoaiInputError
+from moai_llm.ownership import claim, write_marker
 from moai_llm.resources import Memory
 
 MODES = ("pretrain", "sft", "preference")
@@ -159,20 +160,8 @@ def prepare_dataset(
 
     check_tokenizer_folder(tokenizer_dir, trust_remote_code)
     tok_hash = tokenizer_hash(tokenizer_dir)
-    settings = {"format": FORMAT, "seq_len": int(seq_len), "mode": mode, "packing": packing,
-                "num_bins": num_bins if packing == "hierarchical" else None, "text_column": text_column,
-                "mapping": mapping or None, "skip_bad_rows": skip_bad_rows}
-    if mode in ("sft", "preference"):
-        if thinking not in ("off", "keep"):
-            raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
-        settings["thinking"] = thinking
-    if mode == "preference":
-        from moai_llm.data.preference import check_truncation
-
-        check_truncation(truncation)
-        settings["truncation"] = truncation
-    from moai_llm.ownership import claim
-
+    settings = _settings(int(seq_len), mode, packing, num_bins, text_column, mapping, skip_bad_rows, thinking,
+                         truncation)
     # replaced only when it is moai's prepared dataset; never a user's folder, nor one holding the inputs
     claim(output_dir, "dataset", "--output-dir", [*(sources or []), str(tokenizer_dir)])
     out = Path(output_dir).expanduser().resolve()
@@ -193,14 +182,30 @@ def prepare_dataset(
 
             manifest = build(out, srcs, tokenizer_dir, settings, tok_hash, key=key, executor=executor, tasks=tasks,
                              num_proc=num_proc, buffer_tokens=buffer_tokens, trust_remote_code=trust_remote_code,
-                             force=force)
+                             force=force, size=size)
         else:
             manifest = _build_into(out, srcs, tokenizer_dir, settings, tok_hash, size, num_proc, buffer_tokens,
                                    trust_remote_code)
-        from moai_llm.ownership import write_marker
-
         write_marker(out, "dataset", "moai data prepare")  # under the lock, right after publishing
     return {**manifest, "cache_hit": False}
+
+
+def _settings(seq_len: int, mode: str, packing: str, num_bins: int, text_column: str | None,
+              mapping: dict[str, str] | None, skip_bad_rows: bool, thinking: str, truncation: str) -> dict[str, Any]:
+    """What the rows depend on (besides sources and tokenizer): recorded in the manifest."""
+    settings = {"format": FORMAT, "seq_len": seq_len, "mode": mode, "packing": packing,
+                "num_bins": num_bins if packing == "hierarchical" else None, "text_column": text_column,
+                "mapping": mapping or None, "skip_bad_rows": skip_bad_rows}
+    if mode in ("sft", "preference"):
+        if thinking not in ("off", "keep"):
+            raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
+        settings["thinking"] = thinking
+    if mode == "preference":
+        from moai_llm.data.preference import check_truncation
+
+        check_truncation(truncation)
+        settings["truncation"] = truncation
+    return settings
 
 
 def _executor(executor: Executor | None, tasks: int | None) -> Executor:
