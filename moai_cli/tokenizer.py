@@ -25,17 +25,20 @@ INPUT_HELP = "Text file, folder or glob (.txt/.jsonl/.json/.csv/.parquet/.arrow)
 def output_folder(output_dir: str, model_prefix: str | None) -> Path:
     """The seed's layout: `--output_dir tokenizers/ --model_prefix NAME` → tokenizers/NAME;
     `--output_dir tokenizers/test` alone → that folder."""
-    return Path(output_dir) / model_prefix if model_prefix else Path(output_dir)
+    if model_prefix is None:
+        return Path(output_dir)
+    from moai_llm.ownership import plain_name
+
+    return Path(output_dir) / plain_name(model_prefix, "--model-prefix")
 
 
-def _check_output(out: Path) -> None:
-    """Refuse to replace a folder that is not a tokenizer folder (e.g. `--output-dir tokenizers/`
-    holding several tokenizers): training replaces the output folder whole."""
-    from moai_llm.errors import MoaiInputError
+def _check_output(out: Path, inputs: list[str] | None = None) -> None:
+    """Refuse to replace a folder that is not moai's tokenizer folder (e.g. `--output-dir
+    tokenizers/` holding several tokenizers, a model folder), `/`, home, the current folder or
+    one holding the inputs (moai_llm.ownership): training replaces the output folder whole."""
+    from moai_llm.ownership import claim
 
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "tokenizer.json").is_file()):
-        raise MoaiInputError(f"--output-dir {out}: exists and is not a tokenizer folder; it would be replaced",
-                             hint="choose a new folder, or add --model-prefix NAME to write into a subfolder")
+    claim(out, "tokenizer", "--output-dir", [str(p) for p in inputs or [] if p])
 
 
 def _sources(inputs, text_column, dataset, dataset_config, split, langs, max_samples_per_lang):
@@ -108,7 +111,7 @@ def train(
             from moai_llm.tokenizer.extend import check_output
 
             check_output(base_tokenizer, out)
-        _check_output(out)
+        _check_output(out, [*(inputs or []), base_tokenizer])
         srcs = _sources(inputs, text_column, dataset, dataset_config, split,
                         _langs(multilingual, langs), max_samples_per_lang)
         if base_tokenizer:
@@ -169,7 +172,7 @@ def extend(
         set_quiet(as_json)
         out = output_folder(output_dir, model_prefix)
         check_output(base_tokenizer, out)
-        _check_output(out)
+        _check_output(out, [*(inputs or []), base_tokenizer, *(heldout or [])])
         srcs = _sources(inputs, text_column, dataset, dataset_config, split, [], max_samples)
         held = iter_sources(resolve_inputs(heldout)) if heldout else _default_heldout()
         report = extend_tokenizer(base_tokenizer, iter_sources(srcs), out, vocab_size,

@@ -27,6 +27,7 @@ from moai_cli.ui import (
     print_json,
     set_quiet,
 )
+from moai_llm.paths import preset_names
 from moai_llm.training.settings import WSD_DECAY, mode_defaults
 
 MODEL, DATA, OPTIM, SCHEDULE = "Model", "Data", "Optimisation", "Schedule"
@@ -52,7 +53,7 @@ class Opt:
 
 
 OPTIONS = [
-    Opt("model", "--model", help="Model preset of a new model: tiny, small, 0.5b, 2b, 3b, seed-3b.",
+    Opt("model", "--model", help=f"Model preset of a new model: {', '.join(preset_names())}.",
         panel=MODEL, metavar="NAME", modes=("pretrain",)),
     Opt("model_config", "--model-config", help="A model config file (JSON/YAML) instead of a preset.",
         panel=MODEL, metavar="FILE", modes=("pretrain",)),
@@ -134,8 +135,8 @@ OPTIONS = [
         OUTPUT, "N"),
     Opt("eval_text", "--eval-text", list[str], "Held-out text (files, folders, globs, hub names; "
         "repeatable): bits per byte (eval_bpb) at the start and every --eval-steps.", OUTPUT, "SRC"),
-    Opt("eval_text_column", "--eval-text-column", help="The text column of --eval-text "
-        "(default: detected).", panel=OUTPUT, metavar="NAME"),
+    Opt("eval_text_column", "--eval-text-column", help="The text column of --eval-text.",
+        panel=OUTPUT, metavar="NAME", show="detected"),
     Opt("dry_run", "--dry-run", bool, "Print the plan and the launch command; train nothing.",
         OUTPUT, ""),
     Opt("as_json", "--json", bool, "Print the result (or the plan) as JSON.", OUTPUT, ""),
@@ -237,6 +238,9 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
     if dry_run:
         _print_dry_run(launch_description(prepare_run(settings, sources, plan_only=True)), as_json)
         return
+    from moai_llm.ownership import refuse_unsafe
+
+    refuse_unsafe(settings.output_dir)  # `/`, home, the current folder: before a lock is made beside them
     # the whole run, torchrun workers and retries included; its prepared dataset held against rebuilds
     with holding(settings.output_dir, mode), reading(prepared_input(settings), mode):
         record = prepare_run(settings, sources)

@@ -214,3 +214,13 @@ def _what(path: Path, found: str | None) -> str:
     shown = sorted(_names(path) or os.listdir(path))
     more = ", ..." if len(shown) > 3 else ""
     return f"it holds {', '.join(shown[:3])}{more}"
+
+
+def plain_name(value: str, flag: str) -> str:
+    """`value` when it is a plain folder name (no `/`, `\\`, `..`, not absolute); else exit 2:
+    a flag meant as a name must not place output elsewhere (`--model-prefix ../../x`)."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value or value.startswith("~"):
+        raise MoaiInputError(f"{flag} {value!r}: must be a folder name, not a path",
+                             hint=f"give a plain name such as {flag} my-tokenizer; the folder goes inside --output-dir")
+    return value
+

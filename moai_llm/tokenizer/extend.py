@@ -277,8 +277,10 @@ def _append_merges(spec: dict, merges: list[tuple[str, str]]) -> list[str]:
 def _write_extended(spec: dict, file: Path, out: Path, trust_remote_code: bool) -> None:
     """The extended tokenizer folder, written whole (the base's other files copied along)."""
     from moai_llm.atomic import building
+    from moai_llm.ownership import MARKER, claim, marker_text
     from moai_llm.resources import check_disk
 
+    claim(out, "tokenizer")  # replaces only a tokenizer folder moai made, never a user's folder
     text = json.dumps(spec, ensure_ascii=False)
     needed = len(text.encode("utf-8")) + sum((file.parent / n).stat().st_size for n in KEEP_FILES
                                              if (file.parent / n).is_file())
@@ -293,6 +295,7 @@ def _write_extended(spec: dict, file: Path, out: Path, trust_remote_code: bool) 
             # save_pretrained rewrote tokenizer.json in its own layout: put the extended file back
             (tmp / "tokenizer.json").write_text(text, encoding="utf-8")
         _carry_code(file.parent, tmp, trust_remote_code)
+        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer extend"), encoding="utf-8")
 
 
 def _carry_code(base_dir: Path, tmp: Path, trust_remote_code: bool) -> None:

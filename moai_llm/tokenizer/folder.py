@@ -83,13 +83,16 @@ def save_tokenizer(tok: Tokenizer, output_dir: str | os.PathLike) -> Path:
 
 def write_folder(out: Path, files: dict[str, str]) -> None:
     """Write text files as the folder `out`, whole or not at all, after checking the disk."""
+    from moai_llm.ownership import MARKER, claim, marker_text
     from moai_llm.resources import check_disk
 
+    claim(out, "tokenizer")  # replaces only a tokenizer folder moai made, never a user's folder
     needed = sum(len(text.encode("utf-8")) for text in files.values())
     check_disk(out, needed, "the tokenizer")
     with building(out, needed) as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
+        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer train"), encoding="utf-8")
 
 
 def _json(data: dict) -> str:

@@ -193,24 +193,32 @@ def _task_table(pre_dir: Path, sft_dir: Path, task_file: Path, out: Path) -> dic
     return {"columns": ["metric", "base (pretrain)", "sft"], "rows": rows, "written": result["written"]}
 
 
+def _own_folder(output_dir: str | Path) -> Path:
+    """`output_dir`, new or made by an earlier quickstart (moai_llm.ownership: never a user's
+    folder), created and marked as the quickstart's."""
+    from moai_llm.ownership import claim, read_marker, write_marker
+    from moai_llm.training.inputs import check_output_dir
+
+    claim(output_dir, "quickstart")
+    out = check_output_dir(output_dir)
+    if read_marker(out) is None:
+        write_marker(out, "quickstart", "moai quickstart")
+    return out
+
+
 def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = False,
                    pretrain_steps: int | None = None, sft_steps: int | None = None,
                    question: str | None = None) -> dict[str, Any]:
     """Run the six stages into `output_dir`; returns paths, losses, held-out bits per byte,
     the task table, the answer and timings."""
     from moai_llm import corpora
-    from moai_llm.ownership import claim, read_marker, write_marker
-    from moai_llm.training.inputs import check_output_dir
 
     sizes = TINY if tiny else QuickstartSizes()
     if pretrain_steps:
         sizes.pretrain_steps = pretrain_steps
     if sft_steps:
         sizes.sft_steps = sft_steps
-    claim(output_dir, "quickstart")  # a new folder or one an earlier quickstart made, never a user's
-    out = check_output_dir(output_dir)
-    if read_marker(out) is None:
-        write_marker(out, "quickstart", "moai quickstart")
+    out = _own_folder(output_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     _say_how_long(sizes)

@@ -97,6 +97,9 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
+    from moai_llm.ownership import refuse_unsafe
+
+    refuse_unsafe(s.output_dir)  # `/`, home, the current folder: refused before a lock is made beside them
     with reading(prepared_input(s), s.mode):  # a rebuild of it waits until the run is over
         manifest = None
         if inputs.is_prepared(s):
