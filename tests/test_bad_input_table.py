@@ -157,10 +157,21 @@ def _cut(name: str):
 
 
 def _checkpoint(step: int, **state):
-    """A complete-looking checkpoint of an earlier run at {w}/run/checkpoints/step-N."""
+    """A complete-looking checkpoint of an earlier moai run at {w}/run/checkpoints/step-N: every
+    file a checkpoint has, well formed (moai_llm.training.checkpoint_check finds it whole)."""
     def setup(w: Path, tok: Path):
+        import torch
+        from safetensors.torch import save_file
+
+        from moai_llm.ownership import write_marker
+
         folder = w / "run" / "checkpoints" / f"step-{step}"
         folder.mkdir(parents=True)
+        write_marker(w / "run", "run", "moai pretrain")
+        (folder / "config.json").write_text("{}")
+        save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+        for name in ("optimizer.pt", "scheduler.pt", "rng-rank0.pt"):
+            torch.save({}, folder / name)
         (folder / "trainer_state.json").write_text(json.dumps({"step": step, **state}))
     return setup
 
@@ -284,8 +295,8 @@ CASES = [
     Case("tok-latin1-txt", f"{TRAIN} -i {{w}}/c.txt", "c.txt: not UTF-8 text", {"c.txt": b"caf\xe9 au lait\n"}),
     Case("tok-gzip-named-jsonl", f"{TRAIN} -i {{w}}/c.jsonl", "c.jsonl: the file is gzip-compressed",
          {"c.jsonl": gzip.compress(OK)}),
-    Case("tok-output-not-a-tokenizer", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}",
-         "exists and is not a tokenizer folder", {"c.txt": "hello world\n"}),
+    Case("tok-output-not-a-tokenizer", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}/notes",
+         "notes: exists and is not a tokenizer folder (it holds n.md)", {"c.txt": "hello world\n", "notes/n.md": "mine"}),
     Case("tok-output-unwritable", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}/ro/tok", "permission denied",
          {"c.txt": "hello world\n"}, setup=_mounted("ro", "ro")),
     Case("tok-output-in-use", f"{TRAIN} -i {{w}}/c.txt", "tok is in use by moai tokenizer train (pid",
@@ -371,6 +382,76 @@ CASES = [
     Case("chat-missing-model", "chat {w}/nosuch --prompt hi", "nosuch: no such folder"),
     Case("doctor-unknown-model", "doctor --model nosuch", "--model nosuch: not a preset"),
 ]
+
+
+# ---------------------------------------------------------------- output folders moai did not make
+def _moai_run(files: dict[str, str]):
+    """A folder {w}/run marked as moai's run folder (moai_llm.ownership), holding `files`."""
+    def setup(w: Path, tok: Path):
+        from moai_llm.ownership import write_marker
+
+        write_marker(w / "run", "run", "moai pretrain")
+        for name, text in files.items():
+            (w / "run" / name).parent.mkdir(parents=True, exist_ok=True)
+            (w / "run" / name).write_text(text)
+    return setup
+
+
+def _manifest(**change):
+    """A prepared-looking dataset {w}/ds whose manifest.json says `change`."""
+    base = {"format": "moai-prepared/1", "complete": True, "mode": "pretrain", "seq_len": 64, "num_rows": 1,
+            "shards": ["data-00000.arrow"], "tokenizer_hash": "0" * 16}
+    return {"ds/manifest.json": json.dumps({**base, **change}), "x.arrow": "not arrow"}
+
+
+DAMAGED = {"checkpoints/step-4/trainer_state.json": '{"step": "six"}'}
+OWNERSHIP_CASES = [
+    Case("data-output-holds-input", "data prepare --tokenizer {tok} --seq-len 64 -i {w}/src/d.jsonl -o {w}/src",
+         "src: holds the input", {"src/d.jsonl": OK}),
+    Case("data-output-inside-input", "data prepare --tokenizer {tok} --seq-len 64 -i {w}/src -o {w}/src/prep",
+         "src/prep: is inside the input folder", {"src/d.jsonl": OK}),
+    Case("data-output-foreign-manifest", f"{PREP} -i {{w}}/d.jsonl".replace("{w}/out", "{w}/app"),
+         "app: exists and is not a prepared dataset (it holds NOTES.txt, manifest.json, src)",
+         {"d.jsonl": OK, "app/manifest.json": "{}", "app/src/main.js": "x", "app/NOTES.txt": "mine"}),
+    Case("data-output-is-a-tokenizer", f"{PREP} -i {{w}}/d.jsonl".replace("{w}/out", "{w}/t"),
+         "t: exists and is not a prepared dataset (it is moai's tokenizer folder)", {"d.jsonl": OK},
+         setup=_copy_tokenizer("t")),
+    Case("tok-output-model-folder", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}/m",
+         "m: exists and is not a tokenizer folder (it holds", {"c.txt": "hello world\n"}, setup=_model()),
+    Case("tok-extend-into-checkpoint", "tokenizer extend --base-tokenizer {tok} -i {w}/c.txt --vocab-size 500 "
+         "-o {w}/run/checkpoints/step-3", "step-3: exists and is not a tokenizer folder",
+         {"c.txt": "hello world\n", "run/checkpoints/step-3/trainer_state.json": '{"step": 3}',
+          "run/checkpoints/step-3/tokenizer.json": "{}", "run/checkpoints/step-3/model.safetensors": "w"}),
+    Case("tok-output-holds-input", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}", "holds the input",
+         {"c.txt": "hello world\n"}),
+    Case("tok-model-prefix-path", "tokenizer train -i {w}/c.txt --vocab-size 300 -o {w}/out --model-prefix ../../x",
+         "--model-prefix '../../x': must be a folder name, not a path", {"c.txt": "hello world\n"}),
+    Case("pretrain-output-users-folder", PRETRAIN + " --seq-len 64",
+         "run: exists and is not a run folder (it holds metrics.jsonl, run.yaml, tb)",
+         {"d.jsonl": OK, "run/run.yaml": "my: notes\n", "run/metrics.jsonl": "{}\n", "run/tb/events": "x"}),
+    Case("pretrain-fresh-over-finished-run", PRETRAIN + " --seq-len 64",
+         "run: holds a finished run (final_model/ from step 5)", {"d.jsonl": OK},
+         setup=_moai_run({"final_model/training_state.json": '{"step": 5}', "metrics.jsonl": "{}\n"})),
+    Case("pretrain-output-root", "pretrain --model tiny --tokenizer {tok} --dataset {w}/d.jsonl -o /",
+         "--output-dir /: is the root folder", {"d.jsonl": OK}),
+    Case("pretrain-output-inside-input", "pretrain --model tiny --tokenizer {tok} --dataset {w}/src -o {w}/src/run",
+         "src/run: is inside the input folder", {"src/d.jsonl": OK}),
+    Case("pretrain-resume-all-damaged", PRETRAIN + " --seq-len 64 --resume auto",
+         'can be resumed from (newest step-4: trainer_state.json: "step" is "six", not the integer 4)',
+         {"d.jsonl": OK}, setup=_moai_run(DAMAGED)),
+    Case("pretrain-resume-named-damaged", PRETRAIN + " --seq-len 64 --resume {w}/run/checkpoints/step-4",
+         "step-4 cannot be resumed from", {"d.jsonl": OK}, setup=_moai_run(DAMAGED)),
+    Case("pretrain-manifest-absolute-shard", "pretrain --model tiny --tokenizer {tok} --dataset {w}/ds -o {w}/run",
+         "shard '/etc/passwd' lies outside", _manifest(shards=["/etc/passwd"])),
+    Case("pretrain-manifest-dotdot-shard", "pretrain --model tiny --tokenizer {tok} --dataset {w}/ds -o {w}/run",
+         "shard '../x.arrow' lies outside", _manifest(shards=["../x.arrow"])),
+    Case("pretrain-manifest-rows-not-a-count", "pretrain --model tiny --tokenizer {tok} --dataset {w}/ds -o {w}/run",
+         '"num_rows" is "many", not a count', _manifest(num_rows="many")),
+    Case("quickstart-users-folder", "quickstart --tiny -o {w}/proj",
+         "proj: exists and is not a quickstart folder (it holds notes.txt, tokenizer)",
+         {"proj/notes.txt": "mine", "proj/tokenizer/NOTES.md": "mine"}),
+]
+CASES += OWNERSHIP_CASES
 
 
 @pytest.fixture(scope="module")
