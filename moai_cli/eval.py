@@ -6,6 +6,7 @@ model, several (a column each) or every checkpoint of a run. The work happens in
     moai eval outputs/pretrain --all-checkpoints --text held_out.jsonl      # + eval/bpb.png
     moai eval outputs/pretrain outputs/sft --suite seed --limit 100
     moai eval outputs/sft --task-file qa.csv --kind multiple-choice --choices-column A,B,C,D
+    moai eval outputs/dpo outputs/sft --pairs held_out_pairs.jsonl      # preference accuracy, margin
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def eval_models(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", metavar="N", help="generate: longest answer in tokens (greedy)."),
     csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", metavar="", help="Whether a CSV task file has a header (default: yes unless columns are positions)."),
     chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", metavar="", help="Score benchmarks through the chat template (default: from the run: on for sft, off for pretrain)."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", metavar="FILE", help="Held-out preference pairs (prompt/chosen/rejected, any schema of `data prepare --mode preference`): accuracy and mean margin."),
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="MODEL", help="With --pairs: rewards are beta * (log-prob - this model's log-prob), DPO's implicit reward (default: mean log-prob per answer token, no reference)."),
+    beta: float = typer.Option(0.1, "--beta", metavar="X", help="With --reference: the reward's scale."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Folder for the result JSONs (default: RUN/eval/)."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cuda, cuda:1, cpu (default: GPU when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
@@ -72,7 +76,7 @@ def eval_models(
             stride=stride, batch_size=batch_size, tasks=list(tasks or []), suites=list(suite or []),
             num_fewshot=num_fewshot, limit=int(limit) if limit and limit >= 1 else limit, local=local,
             chat_template=chat_template, output=output, device=device, dtype=dtype, tokenizer=tokenizer,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, pairs=pairs, reference=reference, beta=beta,
         )
         result = run_eval(req)
         if json_out:

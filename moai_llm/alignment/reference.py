@@ -129,28 +129,44 @@ def reference_logprobs(model, prepared_dir: str | os.PathLike, key: str, *, batc
     num_pairs = manifest["preference"]["num_pairs"]
     if (found := load_reference_logprobs(prepared_dir, key, num_pairs)) is not None:
         return found
-    chosen, rejected = _compute(model, prepared_dir, num_pairs, batch_rows, chunk_size, autocast_dtype)
+    scored = score_prepared(model, prepared_dir, batch_rows=batch_rows, chunk_size=chunk_size,
+                            autocast_dtype=autocast_dtype, adapter_off=True)
+    chosen, rejected = scored.chosen, scored.rejected
     meta = {"key": key, "num_pairs": str(num_pairs), "tokenizer_hash": str(manifest.get("tokenizer_hash")),
             "source": source}
     path = _write(stored_path(prepared_dir, key), {"chosen": chosen, "rejected": rejected}, meta)
     return ReferenceLogps(chosen, rejected, path)
 
 
-def _compute(model, prepared_dir, num_pairs: int, batch_rows: int, chunk_size: int, autocast_dtype):
+@dataclass
+class ScoredPairs:
+    """A model's summed answer log-probs and answer lengths per pair, indexed by pair_index."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+
+
+def score_prepared(model, prepared_dir, *, batch_rows: int = 8, chunk_size: int = 4096,
+                   autocast_dtype: torch.dtype | None = None, adapter_off: bool = False) -> ScoredPairs:
+    """`model`'s log-probs of every pair of a prepared preference dataset, without gradients.
+    `adapter_off`: score a peft model with its adapter disabled (the LoRA reference)."""
     from moai_llm.alignment.logprobs import model_pair_logprobs, unwrap
-    from moai_llm.data.store import load_prepared
+    from moai_llm.data.store import load_prepared, read_manifest
     from moai_llm.progress import progress_bar
 
+    num_pairs = read_manifest(prepared_dir)["preference"]["num_pairs"]
     rows = load_prepared(prepared_dir).with_format("numpy")
-    chosen = torch.full((num_pairs,), float("nan"))
-    rejected = torch.full((num_pairs,), float("nan"))
+    out = torch.full((4, num_pairs), float("nan"))
     device = unwrap(model).lm_head.weight.device
     was_training = model.training
-    adapter_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    inner = getattr(model, "module", model)
+    off = inner.disable_adapter() if adapter_off and hasattr(inner, "disable_adapter") else contextlib.nullcontext()
     model.eval()
     try:
-        with adapter_off, torch.no_grad(), progress_bar(unit="row", transient=True) as bar:
-            task = bar.add_task("reference log-probs", total=len(rows), info="")
+        with off, torch.no_grad(), progress_bar(unit="row", transient=True) as bar:
+            task = bar.add_task("scoring pairs", total=len(rows), info="")
             for start in range(0, len(rows), batch_rows):
                 part = rows[start:start + batch_rows]
                 batch = {k: torch.as_tensor(part[k]).long() for k in ("input_ids", "labels", "position_ids")}
@@ -158,15 +174,16 @@ def _compute(model, prepared_dir, num_pairs: int, batch_rows: int, chunk_size: i
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     lp = model_pair_logprobs(model, batch, chunk_size)
                 ids = lp.pair_ids.cpu()
-                chosen[ids], rejected[ids] = lp.chosen.float().cpu(), lp.rejected.float().cpu()
+                for i, t in enumerate((lp.chosen, lp.rejected, lp.chosen_tokens, lp.rejected_tokens)):
+                    out[i, ids] = t.float().cpu()
                 bar.advance(task, len(batch["input_ids"]))
     finally:
         model.train(was_training)
-    missing = torch.isnan(chosen) | torch.isnan(rejected)
+    missing = torch.isnan(out).any(0)
     if bool(missing.any()):
         raise MoaiInputError(f"{prepared_dir}: {int(missing.sum())} of {num_pairs} pairs are not in its rows "
-                             "(or the reference gave NaN)", hint="prepare the data again (--force)")
-    return chosen, rejected
+                             "(or the model gave NaN)", hint="prepare the data again (--force)")
+    return ScoredPairs(out[0], out[1], out[2].long(), out[3].long())
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:

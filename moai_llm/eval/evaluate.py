@@ -61,6 +61,9 @@ class EvalRequest:
     dtype: str | None = None
     tokenizer: str | None = None
     trust_remote_code: bool = False
+    pairs: str | None = None  # held-out preference pairs: accuracy and margin (eval/pair_accuracy.py)
+    reference: str | None = None  # with pairs: rewards against this model's log-probs (DPO's implicit reward)
+    beta: float = 0.1  # with a reference: the reward's scale
 
 
 def _model_positions(path: Path) -> int | None:
@@ -79,8 +82,13 @@ def _output_dir(req: EvalRequest, target: EvalTarget) -> Path:
 
 
 def _validate(req: EvalRequest, workdir: Path) -> tuple[list[EvalTarget], list[str], list[TaskRequest]]:
-    if not (req.text or req.tasks or req.suites or req.local):
-        raise MoaiInputError("nothing to evaluate", hint="pass --text SOURCE, --tasks NAMES, --suite NAME or --task-file FILE")
+    if req.reference and not req.pairs:
+        raise MoaiInputError("--reference goes with --pairs", hint="pass --pairs FILE of held-out preference pairs")
+    if not (req.beta > 0 and req.beta < float("inf")):
+        raise MoaiInputError(f"--beta {req.beta}: must be a positive number")
+    if not (req.text or req.tasks or req.suites or req.local or req.pairs):
+        raise MoaiInputError("nothing to evaluate", hint="pass --text SOURCE, --tasks NAMES, --suite NAME, --task-file FILE "
+                             "or --pairs FILE")
     if req.batch_size < 1:
         raise MoaiInputError(f"--batch-size {req.batch_size}: must be at least 1")
     if req.limit is not None and req.limit <= 0:
@@ -111,10 +119,13 @@ def _validate(req: EvalRequest, workdir: Path) -> tuple[list[EvalTarget], list[s
             from moai_llm.eval.local_tasks import build_task
 
             requests.append(TaskRequest(build_task(req.local, workdir), req.num_fewshot))
+    for t in targets if req.pairs else []:  # bad pairs are found before any model is loaded
+        _prepared_pairs(req, t, workdir)
     return targets, texts, requests
 
 
-def _evaluate_one(req: EvalRequest, target: EvalTarget, texts: list[str], requests: list[TaskRequest]) -> dict[str, Any]:
+def _evaluate_one(req: EvalRequest, target: EvalTarget, texts: list[str], requests: list[TaskRequest],
+                  workdir: Path) -> dict[str, Any]:
     from moai_llm.inference.loading import load_for_chat
 
     started = time.perf_counter()
@@ -149,9 +160,32 @@ def _evaluate_one(req: EvalRequest, target: EvalTarget, texts: list[str], reques
         settings.update(tasks=[r.name for r in requests], num_fewshot=req.num_fewshot, limit=req.limit,
                         chat_template=chat, chat_template_reason=why,
                         task_file=asdict(req.local) if req.local else None)
+    if req.pairs:
+        record["pairs"] = _pairs(req, target, model, workdir)
     record["seconds"] = round(time.perf_counter() - started, 2)
     del model
     return record
+
+
+def _prepared_pairs(req: EvalRequest, target: EvalTarget, workdir: Path) -> tuple[Path, Path, int]:
+    """(prepared pairs, tokenizer folder, seq_len) for a target: built once, then a cache hit."""
+    from moai_llm.eval.pair_accuracy import prepare_pairs
+    from moai_llm.inference.loading import _tokenizer_dir, resolve_model_dir
+
+    seq_len = req.seq_len or default_seq_len(target, _model_positions(target.path))[0]
+    tok = _tokenizer_dir(resolve_model_dir(target.path)[0], req.tokenizer)  # the folder load_for_chat reads
+    return prepare_pairs(req.pairs, tok, seq_len, workdir), tok, seq_len
+
+
+def _pairs(req: EvalRequest, target: EvalTarget, model, workdir: Path) -> dict[str, Any]:
+    from moai_llm.eval import pair_accuracy as pa
+
+    prepared, tok, seq_len = _prepared_pairs(req, target, workdir)
+    ref = pa.reference_scores(req.reference, prepared, tok, req.device, req.dtype,
+                              req.trust_remote_code) if req.reference else None
+    result = pa.evaluate_pairs(model, prepared, req.batch_size, req.beta, ref)
+    info(f"  pairs: accuracy {result['accuracy']:.3f}, margin {result['margin']:+.4f} ({result['reward']})")
+    return {**result, "file": req.pairs, "reference": req.reference, "seq_len": seq_len}
 
 
 def _plots(req: EvalRequest, targets: list[EvalTarget], records: list[dict[str, Any]]) -> list[str]:
@@ -173,7 +207,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="moai-eval-") as workdir:
         targets, texts, requests = _validate(req, Path(workdir))
         for target in targets:
-            records.append(_evaluate_one(req, target, texts, requests))
+            records.append(_evaluate_one(req, target, texts, requests, Path(workdir)))
             written.append(str(rep.write_record(_output_dir(req, target), records[-1])))
     plots = _plots(req, targets, records) if req.all_checkpoints and texts else []
     return {"evaluations": records, "table": rep.table(records), "written": written, "plots": plots}

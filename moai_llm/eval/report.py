@@ -99,6 +99,9 @@ def table(records: list[dict[str, Any]]) -> dict[str, Any]:
             err = f" ± {row['stderr']:.3f}" if row.get("stderr") is not None else ""
             values[name][i] = f"{row['value']:.3f}{err}"
     rows += [[name] + values[name] for name in order]
+    if any(r.get("pairs") for r in records):  # --pairs: preference accuracy and mean margin
+        for title, key, fmt in (("pairs: accuracy", "accuracy", "{:.3f}"), ("pairs: margin", "margin", "{:+.4f}")):
+            rows.append([title] + [fmt.format(r["pairs"][key]) if r.get("pairs") else "-" for r in records])
     return {"columns": columns, "rows": rows}
 
 
