@@ -26,6 +26,7 @@ LANGUAGES = ("ko", "en", "ja", "zh")
 SPLITS = ("train", "heldout", "all")
 HELDOUT_EVERY = 10
 FINANCE_QA = "finance_qa.jsonl"
+FINANCE_PAIRS = "finance_pairs.jsonl"
 
 
 def languages() -> list[str]:
@@ -91,4 +92,13 @@ def finance_qa(split: str = "train", lang: str | None = None) -> list[dict]:
     return records
 
 
-__all__ = ["HELDOUT_EVERY", "finance_qa", "iter_records", "iter_texts", "languages", "path"]
+def finance_pairs(split: str = "train", lang: str | None = None) -> list[dict]:
+    """Finance preference pairs `{"prompt", "chosen", "rejected", "lang", "rejected_from"}`, one per
+    finance Q&A record on the same line, so `finance_pairs("heldout")` pairs the held-out questions
+    (see preference_set.py for how the wrong answers are made)."""
+    if lang is not None and lang not in ("ko", "en"):
+        raise ValueError(f"finance pairs are shipped in 'ko' and 'en', not {lang!r}")
+    return [r for r in iter_records(FINANCE_PAIRS, split) if lang is None or r["lang"] == lang]
+
+
+__all__ = ["HELDOUT_EVERY", "finance_pairs", "finance_qa", "iter_records", "iter_texts", "languages", "path"]

@@ -110,6 +110,9 @@ def generate(seed: int = 0) -> None:
     for r in computed:
         r["input"], r["output"] = clean(r["input"]), clean(r["output"])
     write_records(file, written + computed)
+    from moai_llm.corpora.preference_set import write as write_pairs
+
+    write_pairs(seed)  # preference pairs follow the Q&A line by line
     stats()
 
 
