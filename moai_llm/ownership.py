@@ -68,21 +68,28 @@ def _version() -> str:
         return "unknown"
 
 
-def marker_text(kind: str, command: str | None = None) -> str:
-    """The marker's content (JSON: kind, command, moai version, when)."""
+def marker_text(kind: str, command: str | None = None, files: Iterable[str] | None = None) -> str:
+    """The marker's content (JSON: kind, command, moai version, when; `files`: the names moai
+    wrote, for outputs replaced whole, so a file added later by hand is seen as the user's)."""
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
-    return json.dumps({"kind": kind, "command": command or "moai", "moai_version": _version(),
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
+    found = {"kind": kind, "command": command or "moai", "moai_version": _version(),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if files is not None:
+        found["files"] = sorted(n for n in files if n != MARKER)
+    return json.dumps(found) + "\n"
 
 
-def write_marker(folder: str | os.PathLike, kind: str, command: str | None = None) -> Path:
-    """Mark `folder` (created when missing) as moai's output of `kind`. Returns the marker."""
+def write_marker(folder: str | os.PathLike, kind: str, command: str | None = None,
+                 record_files: bool = False) -> Path:
+    """Mark `folder` (created when missing) as moai's output of `kind`, with the names it holds
+    now when `record_files`. Returns the marker."""
     from moai_llm.atomic import write_text_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(folder / MARKER, marker_text(kind, command))
+    files = os.listdir(folder) if record_files else None
+    return write_text_atomic(folder / MARKER, marker_text(kind, command, files))
 
 
 def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -152,6 +159,20 @@ def kind_of(folder: str | os.PathLike) -> str | None:
         return None
 
 
+def foreign_names(folder: str | os.PathLike, kind: str) -> list[str]:
+    """Names in moai's output `folder` of `kind` that moai did not put there (a user's notes in a
+    prepared dataset): replacing the folder whole would delete them."""
+    folder = Path(folder)
+    names = _names(folder)
+    marker = read_marker(folder) or {}
+    if isinstance(marker.get("files"), list):
+        return sorted(names - set(marker["files"]))
+    known = {"tokenizer": TOKENIZER_NAMES, "run": RUN_NAMES, "quickstart": QUICKSTART_NAMES}.get(kind)
+    if kind == "dataset" and not marker:
+        return [] if _legacy_dataset(folder, names) else sorted(names - {"manifest.json"})
+    return sorted(names - known) if known is not None else []
+
+
 def is_empty(folder: str | os.PathLike) -> bool:
     """True for an empty folder (hidden files included) or none at all."""
     folder = Path(folder)
@@ -202,6 +223,12 @@ def claim(out: str | os.PathLike, kind: str, flag: str = "--output-dir",
     if is_empty(path):
         return
     found = kind_of(path)
+    extra = foreign_names(path, kind) if found == kind and kind in ("dataset", "tokenizer") else []
+    if extra:
+        more = ", ..." if len(extra) > 3 else ""
+        raise MoaiInputError(f"{flag} {out}: moai's {DESCRIPTION[kind]} also holds files moai did not make "
+                             f"({', '.join(extra[:3])}{more}); replacing it would delete them",
+                             hint="move those files out of it, or name a new folder")
     if found == kind:
         return
     raise MoaiInputError(f"{flag} {out}: exists and is not a {DESCRIPTION[kind]} ({_what(path, found)}); "

@@ -186,7 +186,7 @@ def prepare_dataset(
         else:
             manifest = _build_into(out, srcs, tokenizer_dir, settings, tok_hash, size, num_proc, buffer_tokens,
                                    trust_remote_code)
-        write_marker(out, "dataset", "moai data prepare")  # under the lock, right after publishing
+        write_marker(out, "dataset", "moai data prepare", record_files=True)  # under the lock, after publishing
     return {**manifest, "cache_hit": False}
 
 

@@ -295,7 +295,7 @@ def _write_extended(spec: dict, file: Path, out: Path, trust_remote_code: bool) 
             # save_pretrained rewrote tokenizer.json in its own layout: put the extended file back
             (tmp / "tokenizer.json").write_text(text, encoding="utf-8")
         _carry_code(file.parent, tmp, trust_remote_code)
-        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer extend"), encoding="utf-8")
+        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer extend", os.listdir(tmp)), encoding="utf-8")
 
 
 def _carry_code(base_dir: Path, tmp: Path, trust_remote_code: bool) -> None:

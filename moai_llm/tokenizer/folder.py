@@ -92,7 +92,7 @@ def write_folder(out: Path, files: dict[str, str]) -> None:
     with building(out, needed) as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer train"), encoding="utf-8")
+        (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer train", os.listdir(tmp)), encoding="utf-8")
 
 
 def _json(data: dict) -> str:

@@ -125,9 +125,11 @@ def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
     from moai_llm.training.settings import resolve_settings
 
     out = Path(flags["output_dir"])
-    from moai_llm.ownership import kind_of
+    from moai_llm.ownership import foreign_names, kind_of
 
-    if kind_of(out) == "run":  # a stage of an earlier quickstart in this folder: each starts afresh
+    # a stage of an earlier quickstart in this folder starts afresh; one holding a user's files is
+    # left for prepare_run to refuse
+    if kind_of(out) == "run" and not foreign_names(out, "run"):
         import shutil
 
         shutil.rmtree(out)
