@@ -6,9 +6,13 @@ into the Hugging Face cache, safetensors, config and tokenizer files only (no pi
 Before anything is built the folder is checked, cheaply and without loading the weights:
 
 - config.json exists and parses; the architecture is Qwen3 (`model_type == "qwen3"`);
+- config.json's values have the right type and range (`config.checked_config`);
 - the weights are safetensors (a folder with only `pytorch_model.bin` is refused: unpickling
-  can run code), every file's header is complete (a truncated download is named), and the
-  embedding matrix has the rows config.json promises;
+  can run code), every file's header is complete (a truncated download is named), a sharded
+  index names files inside the folder only, the embedding matrix has the rows config.json
+  promises, and every tensor config.json promises is there with its shape and a float dtype
+  (`weights.check_weights`); the values are checked once loaded (training's `build_model`);
+- generation_config.json is valid JSON that transformers accepts;
 - `auto_map` (the folder's own Python code) is refused unless trust_remote_code was asked for;
   every loader here passes `trust_remote_code` explicitly.
 
@@ -166,6 +170,10 @@ def check_folder(folder: str | os.PathLike, *, name: str | None = None, source: 
             raise MoaiInputError(f"{FLAG} {name}: {file} asks to run the folder's own Python code "
                                  f"(auto_map: {classes}); moai runs a folder's code only with --trust-remote-code",
                                  hint="pass --trust-remote-code only if you trust where this folder came from")
+    from moai_llm.config import checked_config
+    from moai_llm.weights import check_weights
+
+    checked_config({k: v for k, v in config.items() if k != "auto_map"}, f"{where}: config.json")
     weights, shapes = check_safetensors(folder, where)
     rows = int(config.get("vocab_size") or 0)
     embed = shapes.get("model.embed_tokens.weight")
@@ -179,13 +187,28 @@ def check_folder(folder: str | os.PathLike, *, name: str | None = None, source: 
     if not tied and "lm_head.weight" not in shapes:
         raise MoaiInputError(f"{FLAG} {name}: config.json says the output layer is untied but the weights have "
                              "no lm_head.weight", hint="the folder's config and weights do not belong together")
+    check_weights(weights, config, where)
     tok_dir, size, ids = _tokenizer_facts(folder, tokenizer_config)
     template = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() \
         or bool(tokenizer_config.get("chat_template"))
     generation = _read_json(folder / "generation_config.json", where, required=False)
+    if generation is not None:
+        check_generation_config(generation, f"{where}: generation_config.json")
     return Pretrained(path=folder, name=name, source=source, config=config, weights=tuple(weights), vocab_rows=rows,
                       tied=tied, tokenizer_dir=tok_dir, tokenizer_size=size, special_token_ids=ids,
                       chat_template=template, generation_config=generation)
+
+
+def check_generation_config(data: dict[str, Any], where: str) -> None:
+    """A generation_config.json that transformers refuses (e.g. `max_new_tokens: -1`) is a
+    MoaiInputError naming the file, not a traceback when the model loads."""
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig.from_dict(dict(data))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise MoaiInputError(f"{where}: {' '.join(str(exc).split())[:200]}",
+                             hint="fix or delete that file (it only holds sampling defaults)") from None
 
 
 def _flat(value: Any) -> list[Any]:
@@ -224,6 +247,12 @@ def check_safetensors(folder: Path, where: str | None = None) -> tuple[list[Path
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map = (_read_json(index, where, required=True) or {}).get("weight_map") or {}
+        if not isinstance(weight_map, dict):
+            raise MoaiInputError(f"{where}: {index.name}: weight_map is not a mapping of tensor names to files")
+        for name in sorted(set(map(str, weight_map.values()))):
+            if not _inside(name):
+                raise MoaiInputError(f"{where}: {index.name} names a shard outside the model folder ({name!r})",
+                                     hint="shards are file names in the folder itself; download the model again")
         files = [folder / f for f in sorted(set(weight_map.values()))]
         missing = [f.name for f in files if not f.is_file()]
         if not files or missing:
@@ -250,6 +279,19 @@ def check_safetensors(folder: Path, where: str | None = None) -> tuple[list[Path
             raise MoaiInputError(f"{where}: {file} is damaged or incomplete ({exc})",
                                  hint="a download was probably cut off; download or save the model again") from None
     return files, shapes
+
+
+def _inside(name: str) -> bool:
+    """A shard name that stays in its folder: relative, no `..`, no drive or NUL.
+
+    >>> [_inside(n) for n in ("model-00001.safetensors", "../x", "/etc/passwd", "a/../../b", "sub/m.safetensors")]
+    [True, False, False, False, True]
+    """
+    from pathlib import PurePosixPath
+
+    path = PurePosixPath(name.replace("\\", "/"))
+    return bool(name) and "\0" not in name and not path.is_absolute() and ".." not in path.parts \
+        and ":" not in path.parts[0]
 
 
 def _tokenizer_facts(folder: Path, tokenizer_config: dict) -> tuple[Path | None, int | None, dict[str, int]]:

@@ -25,6 +25,7 @@ from moai_llm.progress import info as say
 _STEP_DIR = re.compile(r"^(?:step|checkpoint)-(\d+)$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+DTYPES = ("bfloat16", "float16", "float32")
 
 
 def has_weights(folder: Path) -> bool:
@@ -39,6 +40,14 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in _TOKENIZER_FILES)
 
 
+def check_model_path(path: str | Path) -> None:
+    """Refuse at once a model path that does not exist and is not a hub name (before anything
+    slow, such as reading stdin or importing torch, happens)."""
+    root = Path(path).expanduser()
+    if not root.exists() and not _REPO_ID.match(str(path)):
+        raise MoaiInputError(f"{root}: no such folder", "pass a model folder, a run's output folder or a hub name")
+
+
 def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
     """The model folder to load for `path`, and how it was found ("model", "final_model",
     "adapter" / "final_adapter" (a LoRA adapter folder), "checkpoint", or "hub" for a hub name
@@ -48,12 +57,11 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
     (PosixPath('outputs/sft/final_model'), 'final_model')
     """
     root = Path(path).expanduser()
-    if not root.exists():
-        if _REPO_ID.match(str(path)):
-            from moai_llm.pretrained import download
+    check_model_path(path)
+    if not root.exists():  # a hub name
+        from moai_llm.pretrained import download
 
-            return download(str(path), flag=""), "hub"
-        raise MoaiInputError(f"{root}: no such folder", "pass a model folder, a run's output folder or a hub name")
+        return download(str(path), flag=""), "hub"
     if not root.is_dir():
         raise MoaiInputError(f"{root} is a file, not a model folder",
                              "pass the folder that holds config.json and model.safetensors")
@@ -106,6 +114,21 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     if device:
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise MoaiInputError(f"--device {device}: not a device", hint="use cpu, cuda or cuda:N") from None
+        if parsed.type not in ("cpu", "cuda", "mps"):
+            raise MoaiInputError(f"--device {device}: moai runs on cpu, cuda or mps")
+        if parsed.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise MoaiInputError(f"--device {device}: no CUDA GPU is visible", hint="use --device cpu")
+            if parsed.index is not None and parsed.index >= count:
+                raise MoaiInputError(f"--device {device}: this machine has {count} CUDA GPU(s) "
+                                     f"(cuda:0..cuda:{count - 1})")
+        if parsed.type == "mps" and not torch.backends.mps.is_available():
+            raise MoaiInputError(f"--device {device}: MPS is not available here", hint="use --device cpu")
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -157,11 +180,16 @@ def load_for_chat(
     tokenizer = _load_tokenizer(tok_dir, model_dir, config, trust_remote_code)
     device = pick_device(device)
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    _torch_dtype(dtype)
+    generation_config = _generation_config(model_dir)  # before the weights: they read it too
+    if adapted is None:
+        check_memory_for(model_dir, config, device, dtype)
+        _check_tensors(model_dir, config)
     model = adapted if adapted is not None else _load_weights(model_dir, config, dtype,
                                                                trust_remote_code)
+    _check_finite(model, model_dir)
     model.to(device=device, dtype=_torch_dtype(dtype)).eval()
     _warm_up(model)
-    generation_config = _generation_config(model_dir)
     template = getattr(tokenizer, "chat_template", None) or ""
     info = {
         "path": str(model_dir),
@@ -189,17 +217,75 @@ def _announce(path: str | Path, model_dir: Path, source: str) -> None:
 
 
 def _load_config(model_dir: Path, trust_remote_code: bool) -> Any:
-    """The model's config, after checking its weights' headers (a truncated or damaged weights
-    file is named, not a traceback)."""
+    """The model's config, its values checked for type and range, after checking its weights'
+    headers (a truncated or damaged file is named, not a traceback)."""
     from transformers import AutoConfig
 
     from moai_llm.pretrained import check_safetensors
 
+    where = model_dir / "config.json"
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MoaiInputError(f"{where}: not valid JSON ({exc})",
+                             hint="the file is damaged; save or download the model again") from None
+    if not isinstance(raw, dict):
+        raise MoaiInputError(f"{where}: not a JSON object")
     check_safetensors(model_dir)
+    if raw.get("model_type") == "qwen3":
+        from moai_llm.config import checked_config
+
+        checked_config({k: v for k, v in raw.items() if k != "auto_map"}, str(where))
     try:  # trust_remote_code explicit: never run a folder's code unasked
         return AutoConfig.from_pretrained(model_dir, trust_remote_code=bool(trust_remote_code))
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise MoaiInputError(f"{model_dir / 'config.json'}: not a model config ({exc})") from exc
+    except Exception as exc:  # transformers' strict config raises its own error types
+        raise MoaiInputError(f"{where}: not a model config ({' '.join(str(exc).split())[:200]})") from None
+
+
+def check_memory_for(model_dir: Path, config: Any, device: str, dtype: str) -> None:
+    """Refuse a model whose weights (plus a tenth for activations and the KV cache) cannot fit
+    the memory of `device`, before anything is allocated (exit 2, with the estimate)."""
+    import torch
+
+    from moai_llm.config import parameter_count
+    from moai_llm.resources import available_memory, human_bytes
+
+    try:
+        params = parameter_count(config)
+    except (AttributeError, TypeError):
+        return  # not a Qwen3-shaped config: transformers sizes it
+    need = int(params * torch.empty((), dtype=_torch_dtype(dtype)).element_size() * 1.1)
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        room, source = free, f"free memory of {device}"
+    else:
+        memory = available_memory()
+        room, source = memory.bytes, memory.source
+    if need > room:
+        raise MoaiInputError(
+            f"{model_dir}: the model needs about {human_bytes(need)} of memory ({params:,} parameters "
+            f"in {dtype}), but {human_bytes(room)} is available ({source})",
+            hint="use a machine with more memory, a smaller dtype (--dtype bfloat16), or check config.json")
+
+
+def _check_tensors(model_dir: Path, config: Any) -> None:
+    """Every tensor a Qwen3 config promises, with its shape and a float dtype (headers only)."""
+    if getattr(config, "model_type", None) != "qwen3":
+        return
+    from moai_llm.pretrained import check_safetensors
+    from moai_llm.weights import check_weights
+
+    files, _ = check_safetensors(model_dir)
+    check_weights(files, config.to_dict(), str(model_dir))
+
+
+def _check_finite(model: Any, model_dir: Path) -> None:
+    from moai_llm.weights import non_finite_tensor
+
+    bad = non_finite_tensor(model.named_parameters())
+    if bad is not None:
+        raise MoaiInputError(f"{model_dir}: tensor {bad} holds NaN/inf values (a broken model)",
+                             hint="use an earlier checkpoint, or train or download the model again")
 
 
 def _load_tokenizer(tok_dir: Path, model_dir: Path, config: Any, trust_remote_code: bool) -> Any:
@@ -220,9 +306,9 @@ def _load_tokenizer(tok_dir: Path, model_dir: Path, config: Any, trust_remote_co
 def _torch_dtype(dtype: str) -> Any:
     import torch
 
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise MoaiInputError(f"--dtype {dtype}: not a torch dtype", "use bfloat16, float16 or float32")
+    torch_dtype = getattr(torch, str(dtype), None)
+    if str(dtype) not in DTYPES or not isinstance(torch_dtype, torch.dtype):
+        raise MoaiInputError(f"--dtype {dtype}: not a dtype moai runs models in", "use bfloat16, float16 or float32")
     return torch_dtype
 
 
@@ -245,8 +331,13 @@ def _load_weights(model_dir: Path, config: Any, dtype: str, trust_remote_code: b
 def _generation_config(model_dir: Path) -> Any:
     from transformers import GenerationConfig
 
-    if (model_dir / "generation_config.json").is_file():
-        return GenerationConfig.from_pretrained(model_dir)
+    file = model_dir / "generation_config.json"
+    if file.is_file():
+        try:
+            return GenerationConfig.from_pretrained(model_dir)
+        except (ValueError, TypeError, OSError, KeyError, AttributeError) as exc:
+            raise MoaiInputError(f"{file}: {' '.join(str(exc).split())[:200]}",
+                                 hint="fix or delete that file (it only holds sampling defaults)") from None
     return None
 
 
