@@ -182,3 +182,86 @@ def test_parents_made_for_the_lock_go_when_they_stay_empty(tmp_path):
     with RunLock(tmp_path / "kept" / "run"):
         (tmp_path / "kept" / "run").mkdir()  # the run wrote its folder: the parent stays
     assert (tmp_path / "kept" / "run").is_dir()
+
+
+def zombie_pid():
+    """A child killed and not reaped: state Z until its parent waits for it."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while not locks.is_zombie(proc.pid) and time.time() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_killed_owner_not_yet_reaped_is_dead(tmp_path, capsys):
+    """Where PID 1 does not reap, a SIGKILLed run stays a zombie; its lock must not block
+    `--resume auto` with "wait for it to finish"."""
+    proc = zombie_pid()
+    try:
+        assert locks.is_zombie(proc.pid)
+        write_lock(tmp_path / "run", pid=proc.pid, start_time=None)
+        with RunLock(tmp_path / "run", command="moai pretrain --resume auto") as lock:
+            assert lock.took_over["pid"] == proc.pid
+    finally:
+        proc.wait()
+    assert not locks.is_zombie(os.getpid())
+
+
+def test_a_symlink_and_its_target_meet_one_lock(tmp_path):
+    """`ln -s c5 a5`: a run into c5 and one into a5 are one folder, so one lock."""
+    (tmp_path / "c5").mkdir()
+    (tmp_path / "a5").symlink_to("c5")
+    assert lock_path(tmp_path / "a5") == lock_path(tmp_path / "c5")
+    child = hold_in_child(tmp_path / "c5")
+    try:
+        with pytest.raises(FolderInUseError, match=f"pid {child.pid}"):
+            RunLock(tmp_path / "a5", command="moai pretrain").acquire()
+    finally:
+        child.kill()
+        child.wait()
+
+
+READ = """
+import sys, time
+from moai_llm.locks import ReadLock
+lock = ReadLock(sys.argv[1], command="moai pretrain")
+lock.acquire()
+print("reading", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_build_is_refused_while_a_run_reads_the_folder(tmp_path):
+    data = tmp_path / "DS3"
+    data.mkdir()
+    reader = subprocess.Popen([sys.executable, "-c", READ, str(data)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        assert [r["pid"] for r in locks.live_readers(data)] == [reader.pid]
+        with RunLock(data, command="moai data prepare"), \
+                pytest.raises(FolderInUseError, match=f"in use by moai pretrain \\(pid {reader.pid}.*which reads it"):
+            locks.check_no_readers(data)
+    finally:
+        reader.kill()
+        reader.wait()
+    # a reader killed (and reaped) no longer counts, and its file is cleared away
+    assert locks.live_readers(data) == []
+    with RunLock(data, command="moai data prepare"):
+        locks.check_no_readers(data)
+
+
+def test_a_reader_waits_for_a_build_under_way(tmp_path):
+    data = tmp_path / "DS3"
+    builder = hold_in_child(data, seconds=1.5)
+    try:
+        started = time.time()
+        with locks.ReadLock(data, command="moai pretrain", poll_s=0.05):
+            assert builder.poll() is not None or read_owner(data) is None
+            assert time.time() - started > 0.5
+        assert not locks.readers_path(data).exists()  # the last reader removes the folder
+    finally:
+        builder.kill()
+        builder.wait()
