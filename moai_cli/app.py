@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from moai_cli import chat, data, doctor, eval, quickstart, tokenizer, train
+from moai_cli import chat, data, doctor, eval, export, quickstart, tokenizer, train
 from moai_llm.progress import set_quiet
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ train.register(app)  # pretrain, sft
 chat.register(app)
 doctor.register(app)
 eval.register(app)
+export.register(app)
 quickstart.register(app)
 
 
