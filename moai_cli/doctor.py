@@ -148,7 +148,7 @@ def _render_plan(plan, est, model_name: str) -> None:
 PLAN_OPTIONS = ["seq_len", "global_batch", "micro_batch_size", "gradient_accumulation_steps",
                 "precision", "gradient_checkpointing", "no_gradient_checkpointing", "compile",
                 "no_compile", "max_steps", "nproc", "nnodes", "strategy", "simulate", "output_dir",
-                "lora_rank", "lora_target", "lora_dropout"]
+                "lora_rank", "lora_target", "lora_dropout", "lora_4bit"]
 DOCTOR_OPTIONS = {
     "model": Opt("model", "--model", help="Plan for this model: a preset (tiny, small, 0.5b, 2b, 3b, "
                  "seed-3b), a model folder or a config file.", panel=MODEL, metavar="NAME"),

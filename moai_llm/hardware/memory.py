@@ -47,6 +47,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from moai_llm.hardware.quantized import qlora_frozen_bytes
+
 MIB = 1024**2
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = 640 * MIB  # 500-800 MiB measured on Ampere/Hopper with torch's kernels loaded
@@ -242,9 +244,14 @@ def lora_activation_bytes_per_token_layer(shape: ModelShape, lora: dict[str, Any
 
 def _lora_static(shape: ModelShape, lora: dict[str, Any], bf16: bool) -> tuple[int, int, int, int]:
     """(weights, gradients, optimizer, autocast copies) of a LoRA run: the frozen base holds its
-    weights only (the decoder layers in bf16 when `frozen_dtype` is bf16, the rest fp32); the
+    weights only (the decoder layers in bf16 when `frozen_dtype` is bf16, the rest fp32; in NF4
+    when it is nf4, the rest in the compute dtype); the
     trainable tensors (adapters, new token rows) have fp32 weights, gradients and AdamW states."""
     trainable, frozen = int(lora["trainable"]), int(lora["frozen"])
+    if lora.get("frozen_dtype") == "nf4":  # QLoRA (quantized.py): autocast copies of the adapters only
+        held, dequantized = qlora_frozen_bytes(shape, frozen, bf16)
+        return (held + 4 * trainable, 4 * trainable, 8 * trainable,
+                (2 if bf16 else 0) * int(lora.get("adapter_parameters", trainable)) + dequantized)
     layers = shape.layers * shape.layer_params
     held = 2 * layers + 4 * (frozen - layers) if lora.get("frozen_dtype") == "bf16" else 4 * frozen
     cast = 0

@@ -166,11 +166,12 @@ def decide_precision(facts: HardwareFacts, gpu: bool, choices: dict) -> tuple[st
 
 
 def decide_lora(lora: dict[str, Any], precision: str) -> tuple[dict[str, Any], str]:
-    """The frozen base's dtype: bf16 where the run computes in bf16 (autocast would cast the
-    weights to bf16 for every matmul anyway), fp32 otherwise."""
-    frozen = "bf16" if precision == "bf16" else "fp32"
-    held = ("decoder layers held in bf16 (embeddings, lm_head, final norm fp32)" if frozen == "bf16"
-            else "held in fp32")
+    """The frozen base's dtype: nf4 for a 4-bit base (QLoRA, `base_4bit` in the facts); else bf16
+    where the run computes in bf16 (autocast would cast the weights to bf16 for every matmul
+    anyway), fp32 otherwise."""
+    frozen = "nf4" if lora.get("base_4bit") else "bf16" if precision == "bf16" else "fp32"
+    held = {"nf4": f"decoder Linears in 4-bit NF4 with double quantisation, the rest in {precision}",
+            "bf16": "decoder layers held in bf16 (embeddings, lm_head, final norm fp32)"}.get(frozen, "held in fp32")
     return {**lora, "frozen_dtype": frozen}, (
         f"rank {lora['rank']} on {', '.join(lora['targets'])}: {lora['trainable']:,} trainable parameters "
         f"(fp32 weights, gradients, AdamW), {lora['frozen']:,} frozen ({held}; no gradients or AdamW states)")
