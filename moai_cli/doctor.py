@@ -23,6 +23,7 @@ import typer
 
 from moai_cli.train import MODEL, OUTPUT, Opt, command, parameters, settings_flags
 from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
+from moai_llm.paths import preset_names
 
 STATUS_STYLE = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
 
@@ -150,8 +151,8 @@ PLAN_OPTIONS = ["seq_len", "global_batch", "micro_batch_size", "gradient_accumul
                 "no_compile", "max_steps", "nproc", "nnodes", "strategy", "simulate", "output_dir",
                 "lora_rank", "lora_target", "lora_dropout", "lora_4bit"]
 DOCTOR_OPTIONS = {
-    "model": Opt("model", "--model", help="Plan for this model: a preset (tiny, small, 0.5b, 2b, 3b, "
-                 "seed-3b), a model folder or a config file.", panel=MODEL, metavar="NAME"),
+    "model": Opt("model", "--model", help=f"Plan for this model: a preset ({', '.join(preset_names())}), "
+                 "a model folder or a config file.", panel=MODEL, metavar="NAME"),
     "models": Opt("models", "--models", bool, "List the model presets with exact parameter counts.",
                   OUTPUT, ""),
     "list_hardware": Opt("list_hardware", "--list-hardware", bool,

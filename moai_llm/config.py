@@ -24,7 +24,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3Config
 
-from moai_llm.paths import PRESETS_DIR, preset_path
+from moai_llm.paths import preset_names, preset_path
 
 ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
 ROPE_TYPES = ("default", "linear", "yarn")
@@ -249,10 +249,7 @@ _INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_lay
 
 def list_presets() -> list[str]:
     """Names of the model presets shipped in `presets/models/` (sorted by size, smallest first)."""
-    names = [p.stem for p in (PRESETS_DIR / "models").glob("*.yaml")]
-    order = {"tiny": 0, "small": 1, "0.5b": 2, "2b": 3, "3b": 4, "seed-3b": 5,
-             "qwen3-0.6b": 6, "qwen3-1.7b": 7, "qwen3-4b": 8, "qwen3-8b": 9}
-    return sorted(names, key=lambda n: (order.get(n, 99), n))
+    return preset_names("models")
 
 
 def parameter_count(config: Qwen3Config) -> int:
