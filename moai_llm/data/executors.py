@@ -98,7 +98,13 @@ def run_tasks(work: Path, tasks: int, executor: Executor, steps: list, total_byt
 def _local(steps, tasks: int, executor: Executor, logs: str, work: Path) -> None:
     from moai_llm.data.pipeline import LocalTasks
 
-    LocalTasks(steps, tasks=tasks, workers=min(executor.workers or 1, tasks), logging_dir=logs).run()
+    workers = min(executor.workers or 1, tasks)
+    local = LocalTasks(steps, tasks=tasks, workers=workers, logging_dir=logs)
+    if workers > 1:
+        local.run()
+        return
+    for rank in local.get_incomplete_ranks():  # in this process, without run()'s manager process
+        local._run_for_rank(rank)
 
 
 def _slurm(steps, tasks: int, executor: Executor, logs: str, work: Path) -> None:
