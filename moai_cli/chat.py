@@ -19,31 +19,35 @@ from typing import Any, Optional
 
 import typer
 
-from moai_cli.ui import console, fail, handle_errors, print_json, set_quiet
+from moai_cli.ui import MoaiCommand, console, fail, handle_errors, print_json, set_quiet
 from moai_llm.errors import MoaiInputError
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="chat")(chat)
+    app.command(name="chat", cls=MoaiCommand)(chat)
+
+
+SAMPLING, MODEL, TALK = "Sampling", "Model and device", "Conversation"
+GENERATION = "generation_config, else "
 
 
 def chat(
-    model_dir: Optional[str] = typer.Argument(None, help="Model folder, run output folder or Qwen3 directory."),
-    model_path: Optional[str] = typer.Option(None, "--model-path", "--model_path", help="Same as MODEL_DIR (the seed's spelling)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Answer this one message and exit."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy. Default: the model's generation_config, else 0.7."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", "--top_p", help="Nucleus sampling (default 0.9)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", "--top_k", help="Keep the k most likely tokens; 0 = off (default 50)."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", "--repetition_penalty", help="1 = off (default 1.1)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "--max_new_tokens", help="Longest answer in tokens (default 512)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: GPU when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder when the model folder has none."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow code shipped with the model to run (off by default)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice; on a busy machine 1 can be faster)."),
-    json_out: bool = typer.Option(False, "--json", help="With --prompt/stdin: print the answer and its statistics as JSON."),
+    model_dir: Optional[str] = typer.Argument(None, metavar="MODEL_DIR", help="Model folder, run output folder, Qwen3 folder or hub name."),
+    model_path: Optional[str] = typer.Option(None, "--model-path", hidden=True, help="The seed's spelling of MODEL_DIR."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", metavar="TEXT", rich_help_panel=TALK, help="Answer this one message and exit."),
+    system: Optional[str] = typer.Option(None, "--system", metavar="TEXT", rich_help_panel=TALK, help="System prompt."),
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=TALK, help="With --prompt or stdin: print each answer and its statistics as JSON."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", metavar="T", rich_help_panel=SAMPLING, show_default=GENERATION + "0.7", help="0 = greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P", rich_help_panel=SAMPLING, show_default=GENERATION + "0.9", help="Nucleus sampling."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", rich_help_panel=SAMPLING, show_default=GENERATION + "50", help="Keep the k most likely tokens; 0 = off."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", metavar="R", rich_help_panel=SAMPLING, show_default=GENERATION + "1.1", help="1 = off."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", metavar="N", rich_help_panel=SAMPLING, show_default=GENERATION + "512", help="Longest answer in tokens."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", rich_help_panel=SAMPLING, help="Make sampling reproducible."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", metavar="DIR", rich_help_panel=MODEL, help="Tokenizer folder when the model folder has none."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", rich_help_panel=MODEL, show_default="GPU when present", help="cuda, cuda:1 or cpu."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", rich_help_panel=MODEL, show_default="bf16 on GPU, fp32 on CPU", help="bfloat16, float16 or float32."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", rich_help_panel=MODEL, show_default="torch's choice", help="CPU threads for torch (on a busy machine 1 can be faster)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", rich_help_panel=MODEL, help="Allow code shipped with the model to run (only for folders you trust)."),
 ) -> None:
     """Chat with a model: streaming answers, multi-turn history, /help for commands."""
     with handle_errors(), _quiet_if(json_out):
@@ -52,12 +56,15 @@ def chat(
             fail("no model given", "moai chat MODEL_DIR (a final_model/, a run folder or a Qwen3 directory)")
         if model_dir and model_path and model_dir != model_path:
             fail(f"two models given ({model_dir} and --model-path {model_path})", "pass one")
-        text = prompt
-        if text is None and not sys.stdin.isatty():
-            text = sys.stdin.read().strip()
-            if not text:
+        from moai_llm.inference.loading import check_model_path
+
+        check_model_path(path)  # a missing folder is named before stdin is read
+        messages = [prompt] if prompt is not None else None
+        if messages is None and not sys.stdin.isatty():
+            messages = piped_messages(sys.stdin.read())
+            if not messages:
                 fail("stdin is empty", "pipe a message in, or pass --prompt")
-        if json_out and text is None:
+        if json_out and messages is None:
             fail("--json needs a message", "pass --prompt TEXT or pipe text on stdin")
         _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
 
@@ -83,8 +90,8 @@ def chat(
         settings = {**info["generation"], **{k: v for k, v in given.items() if v is not None}}
         params = SamplingParams(**settings, seed=seed)
         session = ChatSession(model, tok, info, system=system, params=params, notify=warn)
-        if text is not None:
-            _answer_once(session, text, info, json_out)
+        if messages is not None:
+            _answer_lines(session, messages, info, json_out, commands=prompt is None)
             return
         say(f"[bold]moai chat[/] · {info['path']} · {info['parameters']:,} parameters · "
             f"{info['device']} {info['dtype']} · /help for commands, Ctrl-D to leave")
@@ -116,6 +123,38 @@ def _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
     for bad, message in checks:
         if bad:
             fail(message)
+
+
+def piped_messages(text: str) -> list[str]:
+    r"""Text on stdin as the lines a person would type at the prompt, one message each, up to a
+    line that leaves (`/exit`, `/quit`, `exit`, `quit`); blank lines are skipped:
+
+    >>> piped_messages("What is an ETF?\n\n/reset\nAnd a bond?\n/exit\nnot read\n")
+    ['What is an ETF?', '/reset', 'And a bond?']
+    """
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.lower() in ("exit", "quit", "q", "/exit", "/quit"):
+            break
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _answer_lines(session: Any, lines: list[str], info: dict, json_out: bool, commands: bool) -> None:
+    """Each message answered in turn, in one conversation; with `commands` (stdin) slash commands
+    run as at the prompt, their replies on stderr so that stdout holds the answers only."""
+    from moai_cli.ui import err_console
+
+    for line in lines:
+        if commands and line.startswith("/"):
+            result = session.handle_command(line)
+            if result.message:
+                err_console.print(result.message, style="red" if result.error else "dim",
+                                  highlight=False, markup=False)
+            continue
+        _answer_once(session, line, info, json_out)
 
 
 def _answer_once(session: Any, text: str, info: dict, json_out: bool) -> None:

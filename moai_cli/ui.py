@@ -4,10 +4,11 @@ moai command.
 Commands wrap their body in `with handle_errors():` so that bad input becomes one red line
 (exit 2), a run failure one red line (exit 1), and a bug a traceback only with --verbose.
 
-Every option has one visible spelling. The others people type (the seed's `--output_dir`,
-`--per_device_train_batch_size`, `--bf16`, short `-o`, ...) are translated to it before the
-command parses its arguments (`MoaiCommand`), from one table (`ALIASES`), so `--help` shows
-each option once and every old spelling keeps working:
+Every command is a `MoaiCommand`, so every `--help` has one style: each option once, under its
+one visible spelling, with a `NAME` for its value and `[default: …]` (`help_style`). The other
+spellings people type (the seed's `--output_dir`, `--per_device_train_batch_size`, `--bf16`,
+short `-o`, ...) are translated to it before the command parses its arguments, from one table
+(`ALIASES`), so every old spelling keeps working:
 
     >>> import typer
     >>> from typer.main import get_command
@@ -47,10 +48,13 @@ def verbose() -> bool:
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one red error line (and an optional hint) and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one red error line (and an optional hint) and exit with `code`. Both are plain
+    text: brackets in them (`pip install -e '.[eval]'`, `[300, 32]`) are printed as written."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -117,13 +121,15 @@ def not_built(what: str, issue: str) -> NoReturn:
 
 # Hidden spellings -> the one visible spelling (or spelling and value). Underscore spellings
 # (`--output_dir`, `--tokenizer_path`) need no entry: they are read with dashes first. An alias
-# applies only where the command has the option it names and not an option of its own spelling.
-ALIASES: dict[str, str | tuple[str, str]] = {
-    "-o": "--output-dir",
-    "-i": "--dataset",
+# applies only where the command has the option it names and not an option of its own spelling;
+# a list names several, the first the command has wins (`-i` is `--input` where there is one).
+ALIASES: dict[str, str | tuple[str, str] | list[str]] = {
+    "-o": ["--output-dir", "--output"],
+    "-i": ["--input", "--dataset"],
     "--input": "--dataset",
     "-m": "--model",
     "-q": "--question",
+    "-p": "--prompt",
     "--tokenizer-path": "--tokenizer",
     "--model-path": "--pretrained-model",
     "--lr": "--learning-rate",
@@ -153,6 +159,8 @@ def translate_args(command: Any, args: list[str]) -> list[str]:
             continue
         dashed = ("--" + name[2:].replace("_", "-")) if name.startswith("--") else name
         target = dashed if dashed in known else ALIASES.get(dashed)
+        if isinstance(target, list):
+            target = next((t for t in target if t in known), None)
         if isinstance(target, tuple) and target[0] in known and not eq:
             out.extend(target)
         elif isinstance(target, str) and target in known:
@@ -162,11 +170,53 @@ def translate_args(command: Any, args: list[str]) -> list[str]:
     return out
 
 
+def one_line_paragraphs(text: str | None) -> str | None:
+    r"""A docstring's paragraphs, each on one line, so that help wraps them at the terminal's width
+    instead of breaking where the source did:
+
+    >>> one_line_paragraphs("Compare tokenizers.\n\n    Columns: characters\n    per token.")
+    'Compare tokenizers.\n\nColumns: characters per token.'
+    """
+    if not text:
+        return text
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def help_style(params: list[Any]) -> None:
+    """Every value gets a NAME in help: the declared metavar, else (for a value option) the
+    parameter's name in capitals; a flag shows none (Typer would print `<bool>`, `<str>`). An
+    argument's NAME is its type column too. The `--no-X` of an `--X/--no-X` flag is not listed
+    (it would double the option column; the help text names it)."""
+    for param in params:
+        param.secondary_opts = []
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # its NAME already stands in the first column
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+        elif param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+        else:
+            param.metavar = "VALUE"
+
+
 class MoaiCommand(TyperCommand):
-    """A Typer command that accepts the hidden spellings of `ALIASES` (and underscores)."""
+    """A Typer command in moai's help style that accepts the hidden spellings of `ALIASES`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = one_line_paragraphs(self.help)
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, translate_args(self, args))
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        help_style(self.get_params(ctx))
+        super().format_help(ctx, formatter)
 
 
 def given_on_command_line(ctx: typer.Context, names: list[str]) -> set[str]:

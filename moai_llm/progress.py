@@ -196,5 +196,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A warning for a person (stderr, yellow); printed even when quiet."""
-    console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+    """A warning for a person (stderr, yellow); printed even when quiet. `message` is plain text
+    (brackets in it are printed as written)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)

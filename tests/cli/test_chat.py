@@ -84,3 +84,33 @@ def test_a_run_folder_without_final_model_uses_its_newest_checkpoint_and_says_so
     result = runner.invoke(app, ["chat", str(run), "--prompt", "hi", "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     assert "checkpoints/step-12" in result.stderr.replace("\n", "")
+
+
+def _multi_turn_answers(model_dir, messages, max_new_tokens=6):
+    from moai_llm.inference import ChatSession, SamplingParams, load_for_chat
+
+    model, tokenizer, info = load_for_chat(model_dir)
+    session = ChatSession(model, tokenizer, info,
+                          params=SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    return ["".join(session.ask(m)) for m in messages]
+
+
+def test_piped_lines_are_separate_messages_and_exit_is_not_sent(model_dir):
+    """`printf 'What is an ETF?\\n/exit\\n' | moai chat DIR --json` asks one question: the /exit
+    line leaves, as it does at the prompt, instead of becoming part of the message."""
+    alone = runner.invoke(app, ["chat", str(model_dir), "--json", "--temperature", "0",
+                                "--max-new-tokens", "6"], input="What is an ETF?\n")
+    with_exit = runner.invoke(app, ["chat", str(model_dir), "--json", "--temperature", "0",
+                                    "--max-new-tokens", "6"], input="What is an ETF?\n/exit\n")
+    assert alone.exit_code == 0 and with_exit.exit_code == 0, with_exit.output
+    assert json.loads(with_exit.stdout)["prompt_tokens"] == json.loads(alone.stdout)["prompt_tokens"]
+    two = runner.invoke(app, ["chat", str(model_dir), "--temperature", "0", "--max-new-tokens", "6"],
+                        input="hello\n\nwhat next\n/exit\nnever asked\n")
+    assert two.exit_code == 0, two.output
+    assert two.stdout == "".join(a + "\n" for a in _multi_turn_answers(model_dir, ["hello", "what next"]))
+
+
+def test_a_missing_model_is_named_even_with_empty_stdin(tmp_path):
+    result = runner.invoke(app, ["chat", "--model_path", str(tmp_path / "missing" / "dir")], input="")
+    assert result.exit_code == 2
+    assert "missing/dir: no such folder" in result.stderr and "stdin" not in result.stderr
