@@ -50,3 +50,19 @@ def test_qwen3_8b_qlora_rank_16_fits_one_rtx4090_and_plain_lora_does_not():
     assert not any("does not fit" in w for w in qlora.warnings)
     assert lora.predicted_peak_bytes > lora.device_memory_bytes  # bf16 layers + fp32 embeddings: 24.3 GiB
     assert any("does not fit" in w for w in lora.warnings)
+
+
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_nf4_bytes_are_what_bitsandbytes_stores(double_quant):
+    """Codes plus block scales of a real Linear4bit quantized on the CPU (needs moai[qlora])."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    weight = torch.nn.Linear(1024, 3072, bias=False).weight.data
+    param = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=double_quant, quant_type="nf4")
+    param = param._quantize("cpu")  # what .to(device) does for a Linear4bit's weight
+    state = param.quant_state
+    stored = param.numel() * param.element_size() + state.absmax.numel() * state.absmax.element_size()
+    if state.nested:
+        stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    assert stored == nf4_bytes(1024 * 3072, double_quant)
