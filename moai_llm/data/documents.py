@@ -140,7 +140,10 @@ def sft_items(source, bad, template, mapping, records=None, schema_seen: bool = 
             bad.bad(where, str(exc).split(": ", 1)[-1])
             return None
         state["seen"] = True
-        return (*render(template, messages), where)
+        try:
+            return (*render(template, messages), where)
+        except MoaiInputError as exc:  # the record's line, then the template's own words
+            raise MoaiInputError(f"{where}: {exc}", hint=exc.hint) from None
 
     yield from batches(source, bad, pick, records)
 

@@ -20,8 +20,11 @@ trains the reasoning written in assistant messages (as `<think>...</think>` in t
 `reasoning_content` field) together with the answer.
 
 The template is compiled with jinja2's sandbox as transformers' `apply_chat_template` does
-(trim_blocks, lstrip_blocks, raise_exception, tojson, `{% generation %}` blocks), read straight
-from the tokenizer folder: preparing SFT data then needs neither transformers nor torch.
+(trim_blocks, lstrip_blocks, raise_exception, tojson, `{% generation %}` blocks), bounded in time
+and output (template_sandbox.py), read straight from the tokenizer folder: preparing SFT data
+then needs neither transformers nor torch. A conversation holds at most `MAX_MESSAGES`
+messages: each answer's span costs two renders of the whole conversation, so the work grows with
+the square of its length (one record of 4,000 turns took 70 s).
 
     >>> import tempfile, pathlib
     >>> from moai_llm.tokenizer import train_tokenizer
@@ -41,35 +44,12 @@ import os
 from os.path import commonprefix
 from pathlib import Path
 
+from moai_llm.data.template_sandbox import compile_template, render_bounded
 from moai_llm.errors import MoaiInputError
 
 THINKING = ("off", "keep")
+MAX_MESSAGES = 512  # per conversation: 500 messages took 1.5 s to render, 1,000 took 6 s (2-core CPU)
 _THINK_END = "</think>"
-
-
-def _environment():
-    import jinja2
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationBlock(Extension):
-        """`{% generation %}...{% endgeneration %}` (transformers' assistant-mask markers) renders its body."""
-
-        tags = {"generation"}
-
-        def parse(self, parser):
-            next(parser.stream)
-            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols", GenerationBlock])
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    env.globals["raise_exception"] = raise_exception
-    return env
 
 
 class ChatTemplate:
@@ -80,10 +60,12 @@ class ChatTemplate:
     """
 
     def __init__(self, source: str, special: dict[str, str | None], end_token: str | None,
-                 special_tokens: tuple[str, ...] | list[str] = (), thinking: str = "off"):
+                 special_tokens: tuple[str, ...] | list[str] = (), thinking: str = "off",
+                 name: str = "the tokenizer"):
         if thinking not in THINKING:
             raise MoaiInputError(f"--thinking {thinking}: unknown value", hint="use off or keep")
-        self.template = _environment().from_string(source)
+        self.name = name  # how messages name the template (its tokenizer folder)
+        self.template = compile_template(source, name)
         self.special = special
         self.end_token = end_token
         self.special_tokens = tuple(sorted({t for t in special_tokens if t}, key=len, reverse=True))
@@ -112,12 +94,18 @@ class ChatTemplate:
 
         special = {k: token(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
         end = "<|im_end|>" if "<|im_end|>" in source else special["eos_token"]
-        return cls(source, special, end, _special_tokens(folder, config), thinking)
+        return cls(source, special, end, _special_tokens(folder, config), thinking, name=str(folder))
 
     def __call__(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
         extra = {"enable_thinking": False} if self.thinks and self.thinking == "off" else {}
-        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                    **self.special, **extra)
+        return render_bounded(self.template, self.name, messages=messages,
+                              add_generation_prompt=add_generation_prompt, **self.special, **extra)
+
+    def render_prompt(self, messages: list[dict[str, str]], **kwargs) -> str:
+        """The prompt for the next answer, as `apply_chat_template(..., add_generation_prompt=True,
+        **kwargs)` writes it (chat), within the sandbox's limits."""
+        return render_bounded(self.template, self.name, messages=messages, add_generation_prompt=True,
+                              **self.special, **kwargs)
 
     def prepare(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The messages as they are rendered: with thinking off, assistant reasoning removed."""
@@ -151,6 +139,9 @@ def _special_tokens(folder: Path, config: dict) -> list[str]:
 
 def render(template: ChatTemplate, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
     """The conversation's text and the (start, end) character spans that carry loss."""
+    if len(messages) > MAX_MESSAGES:
+        raise MoaiInputError(f"{len(messages):,} messages in one conversation; moai renders at most "
+                             f"{MAX_MESSAGES:,}", hint="split the conversation into several records")
     messages = template.prepare(messages)
     text = template(messages)
     spans: list[tuple[int, int]] = []

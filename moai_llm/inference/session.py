@@ -59,6 +59,7 @@ class ChatSession:
         self.context_length = self.info.get("context_length") or getattr(
             getattr(model, "config", None), "max_position_embeddings", None)
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.template = _bounded_template(tokenizer, self.info) if self.has_template else None
         self._said_trim = False
         if not self.has_template:
             self.notify("the tokenizer has no chat template: using a plain "
@@ -71,9 +72,8 @@ class ChatSession:
         return head + self.turns
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        if self.has_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                      **self.info.get("template_kwargs", {}))
+        if self.template is not None:  # rendered bounded in time and size (data/template_sandbox.py)
+            text = self.template.render_prompt(messages, **self.info.get("template_kwargs", {}))
         else:
             text = plain_prompt(messages)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -194,3 +194,16 @@ def _default_stop_ids(tokenizer: Any) -> list[int]:
     from moai_llm.inference.loading import stop_token_ids
 
     return stop_token_ids(tokenizer)
+
+
+def _bounded_template(tokenizer: Any, info: dict) -> Any:
+    """The tokenizer's chat template compiled in moai's bounded sandbox (a syntax error is named
+    now, not at the first message)."""
+    from moai_llm.data.sft import ChatTemplate
+
+    source = tokenizer.chat_template
+    if isinstance(source, dict):  # named templates: the default one
+        source = source.get("default") or next(iter(source.values()))
+    special = {k: getattr(tokenizer, k, None) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    name = info.get("tokenizer_path") or getattr(tokenizer, "name_or_path", None) or "the tokenizer"
+    return ChatTemplate(source, special, None, thinking="keep", name=str(name))
