@@ -178,7 +178,7 @@ def totals(work: Path) -> tuple[int, int, int]:
 
 @contextlib.contextmanager
 def watch_progress(work: Path, tasks: int, total_bytes: int, every: float = 0.5) -> Iterator[None]:
-    """One bar over all tasks while the block runs: MB of input read (ETA), tasks done,
+    """One bar over all tasks while the block runs: bytes of input read (ETA), tasks done,
     documents, tokens per second."""
     from moai_llm.progress import progress_bar
 
@@ -191,13 +191,13 @@ def watch_progress(work: Path, tasks: int, total_bytes: int, every: float = 0.5)
             read, docs, tokens = totals(work)
             rate = (tokens - tokens0) / max(time.monotonic() - started, 1e-9)
             done = tasks - len(incomplete(work, tasks))
-            bar.update(bar_task, completed=read / 1e6,
+            bar.update(bar_task, completed=read,
                        info=f"{done}/{tasks} tasks · {docs:,} docs · {rate:,.0f} tok/s")
             if stop.wait(every):
                 return
 
-    with progress_bar(unit="MB", transient=True) as bar:
-        bar_task = bar.add_task("preparing", total=total_bytes / 1e6 or None, info="")
+    with progress_bar(unit="B", transient=True) as bar:
+        bar_task = bar.add_task("preparing", total=total_bytes or None, info="")
         thread = threading.Thread(target=poll, args=(bar, bar_task), name="moai-prepare-progress", daemon=True)
         thread.start()
         try:
