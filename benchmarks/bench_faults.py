@@ -15,6 +15,11 @@ It also times `fault_point()` with no fault asked for (what every normal run pay
 
     python benchmarks/bench_faults.py                  # 10 seeds x K = 1..4 (~6-10 minutes)
     python benchmarks/bench_faults.py --seeds 2        # a quick look
+    python benchmarks/bench_faults.py --part destructive   # moai pointed at users' folders (~2 minutes)
+
+`--part destructive` runs the cases of benchmarks/destructive.py instead (issue 22's findings:
+a user's folders given as moai's output, a dataset rebuilt under a run, damaged checkpoints)
+and counts refusals, tracebacks, hangs and files lost; `--part all` runs both.
 
 The runs are real processes forked from a warm server (tests/training/fault_runs.py), killed
 with a real SIGKILL; the tokenizer and packed rows are built from the embedded corpora.
@@ -163,10 +168,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--max-kills", type=int, default=4)
+    parser.add_argument("--part", choices=["kills", "destructive", "all"], default="kills")
+    parser.add_argument("--exclude", action="append", default=[],
+                        help="skip destructive cases whose name holds this text (e.g. '-o /' on old code)")
     opts = parser.parse_args()
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     tok, data = inputs(root)
+    if opts.part != "kills":
+        destructive_part(root, tok, data, opts.exclude)
+        if opts.part == "destructive":
+            return
     reference = root / "reference"
     assert moai(args(tok, data, reference)).code == 0  # (starts the warm server too)
     again = root / "reference-again"
@@ -185,6 +197,20 @@ def main() -> None:
                   f"{'equal' if result['equal'] else 'DIFFERENT'} {result['diff']:.3g}"
                   + (f" ({len(result['broken'])} problems)" if result["broken"] else ""), flush=True)
     report(results, fault_point_cost(), step_ms, time.perf_counter() - t0)
+
+
+def destructive_part(root: Path, tok: Path, data: Path, exclude: list[str]) -> None:
+    """The destructive cases (benchmarks/destructive.py) against a finished tiny run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import destructive
+
+    t0 = time.perf_counter()
+    given = destructive.Inputs(tok, data, root / "finished-run")
+    finished = moai([str(a) for a in destructive.pretrain(root, given, given.run)])
+    assert finished.code == 0, finished.output[-2000:]
+    results = destructive.run_all(root / "destructive", given, exclude)
+    destructive.report(results)
+    print(f"({time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
