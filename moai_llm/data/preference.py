@@ -144,6 +144,7 @@ def preference_docs(source, index, bad, encoder, template, mapping, stats, pair_
             doc = _unit(encoded[2 * k], encoded[2 * k + 1], index, where, pair_stats)
             if doc is not None:
                 docs.append(doc)
+        stats.tokens_dropped = pair_stats.tokens_dropped  # the manifest's and the summary's count
         yield docs
 
 
