@@ -8,7 +8,11 @@ Unlike cross-entropy, the gradient that reaches each token depends on its docume
 the pair loss, which is only known in backward; so backward recomputes each chunk's logits
 (one more [chunk, H] x [H, V] product) instead of keeping them, and turns
 d log p_y / d z = onehot(y) - softmax(z), scaled per token, into grad_hidden and grad_weight.
-Saved between the passes: the log-sum-exp per labelled token (4 bytes each).
+Saved between the passes: the log-sum-exp per labelled token (4 bytes each). During backward
+the hidden-state gradient and (when lm_head trains) its fp32 gradient exist as they do for the
+fused cross-entropy, so the memory model's estimate of an SFT step over the same packed rows
+holds for a preference step (a row holds both sequences of its pairs; the reference's
+log-probs are precomputed, reference.py, so no reference weights are held).
 
 Packed rows (position_ids restarting at 0 per document, data/preference.py) are summed per
 document with `document_logprobs`; `PairLayout` says which document is which pair's chosen or
