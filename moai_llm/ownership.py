@@ -124,10 +124,11 @@ def _legacy_run(folder: Path, names: set[str]) -> bool:
     if "run.yaml" not in names or not names <= RUN_NAMES:
         return False
     try:
-        head = (folder / "run.yaml").read_text(encoding="utf-8")[:4000]
+        with open(folder / "run.yaml", encoding="utf-8") as fh:
+            first = fh.readline()
     except (OSError, UnicodeDecodeError):
         return False
-    return "plan:" in head and "settings:" in head
+    return first.startswith("moai_run:")  # the run record's first key (training/record.py)
 
 
 def _legacy_kind(folder: Path) -> str | None:

@@ -196,3 +196,16 @@ def test_the_quickstart_never_writes_into_a_users_folder(tmp_path):
     result = invoke("quickstart", "--tiny", "-o", proj)
     assert result.exit_code == 2 and "is not a quickstart folder" in result.output, result.output
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_folder_of_an_earlier_moai_is_recognised_only_with_nothing_else_in_it(tmp_path):
+    run = tmp_path / "run"
+    (run / "final_model").mkdir(parents=True)
+    (run / "run.yaml").write_text("moai_run: 2\nmode: pretrain\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 6.0}\n')
+    assert kind_of(run) == "run" and foreign_names(run, "run") == []
+    (run / "my-notes.md").write_text("mine")
+    assert kind_of(run) is None
+    (run / "my-notes.md").unlink()
+    (run / "run.yaml").write_text("experiment: mine\n")  # a run.yaml moai did not write
+    assert kind_of(run) is None
