@@ -186,6 +186,65 @@ def _long_context(w: Path, tok: Path):
     (w / "long.yaml").write_text(yaml.safe_dump({**config, "max_position_embeddings": 131072}))
 
 
+# ---------------------------------------------------------------- export
+EXPORT = "export {w}/m -o {w}/m.gguf"
+OLD_MOAI_SPLIT = (r"'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+| ?\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _split_pattern(pattern: str):
+    def change(m: Path):
+        spec = json.loads((m / "tokenizer.json").read_text())
+        spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern
+        (m / "tokenizer.json").write_text(json.dumps(spec))
+    return change
+
+
+def _drop_tensor(name: str):
+    def change(m: Path):
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(m / "model.safetensors"))
+        del state[name]
+        save_file(state, str(m / "model.safetensors"), metadata={"format": "pt"})
+    return change
+
+
+def _llama3_template(m: Path):
+    from qwen_style import LLAMA3_TEMPLATE
+
+    _config_file(m, "tokenizer_config.json", chat_template=LLAMA3_TEMPLATE)
+    if (m / "chat_template.jinja").is_file():
+        (m / "chat_template.jinja").write_text(LLAMA3_TEMPLATE)
+
+
+def _config_file(m: Path, name: str, **changes):
+    data = json.loads((m / name).read_text())
+    data.update(changes)
+    (m / name).write_text(json.dumps(data))
+
+
+def _without_llama_cpp(w: Path, tok: Path):
+    """llama-cpp-python absent: `import llama_cpp` raises ImportError in this process."""
+    saved = sys.modules.get("llama_cpp")
+    sys.modules["llama_cpp"] = None  # type: ignore[assignment]
+
+    def restore():
+        if saved is None:
+            sys.modules.pop("llama_cpp", None)
+        else:
+            sys.modules["llama_cpp"] = saved
+    return restore
+
+
+def _big_model_small_disk(w: Path, tok: Path):
+    """A model whose f32 GGUF (about 7 MiB) does not fit the 2 MiB disk at {w}/disk."""
+    from random_models import write_random_model
+
+    write_random_model(w / "m", tokenizer_dir=tok, hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2)
+    return _mounted("disk")(w, tok)
+
+
 CASES = [
     # ---------------------------------------------------------------- data prepare: inputs
     Case("data-empty-file", f"{PREP} -i {{w}}/bad.jsonl", "bad.jsonl: the file is empty", {"bad.jsonl": b""}),
@@ -379,6 +438,28 @@ CASES = [
     Case("sft-hub-name-offline", "sft --pretrained-model Qwen/Qwen3-0.6B --dataset {w}/qa.jsonl -o {w}/run",
          "--pretrained-model Qwen/Qwen3-0.6B: no such local folder, and the hub model cannot be downloaded",
          {"qa.jsonl": QA}, env={"HF_HUB_OFFLINE": "1"}),
+    # ---------------------------------------------------------------- export
+    Case("export-llama-config", EXPORT, "config.json says model_type 'llama'; moai exports Qwen3 models",
+         setup=_model(lambda m: _config(m, model_type="llama", architectures=["LlamaForCausalLM"]))),
+    Case("export-only-pickled-weights", EXPORT, "has only pickled .bin weights", setup=_model(_only_pickle)),
+    Case("export-truncated-weights", EXPORT, "model.safetensors is damaged or incomplete",
+         setup=_model(_cut("model.safetensors"))),
+    Case("export-missing-tensor", EXPORT, "the weights lack model.layers.0.mlp.up_proj.weight",
+         setup=_model(_drop_tensor("model.layers.0.mlp.up_proj.weight"))),
+    Case("export-unknown-split-pattern", EXPORT, "llama.cpp implements no pre-tokenizer with its split pattern",
+         setup=_model(_split_pattern(r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+"))),
+    Case("export-old-moai-split-pattern", EXPORT, "(moai's before 2026-12", setup=_model(_split_pattern(OLD_MOAI_SPLIT))),
+    Case("export-kquant-without-extra", EXPORT + " --quant q4_k_m",
+         "--quant k-quants need llama.cpp's quantizer, which is not installed", setup=_without_llama_cpp),
+    Case("export-unknown-quant", EXPORT + " --quant q3_k", "--quant q3_k: unknown"),
+    Case("export-output-not-moai", EXPORT, "m.gguf: exists and is not a GGUF moai exported", {"m.gguf": "my notes"},
+         setup=_model()),
+    Case("export-adapter-only-full-model", "export {w}/m --adapter-only -o {w}/a.gguf",
+         "is a full model, not a LoRA adapter folder", setup=_model()),
+    Case("export-ollama-not-chatml", "export {w}/m --format ollama -o {w}/o",
+         "--format ollama: the chat template is not ChatML", setup=_model(_llama3_template)),
+    Case("export-disk-full", "export {w}/m -o {w}/disk/m.gguf --quant f32", "disk/m.gguf: the GGUF needs about 7.6 MiB but only 2.0 MiB is free",
+         setup=_big_model_small_disk),
     Case("chat-missing-model", "chat {w}/nosuch --prompt hi", "nosuch: no such folder"),
     Case("doctor-unknown-model", "doctor --model nosuch", "--model nosuch: not a preset"),
 ]

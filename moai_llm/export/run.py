@@ -97,6 +97,20 @@ def _write_model(src, meta, out: Path, quant: str, name: str, final: Path) -> No
             first.unlink(missing_ok=True)
 
 
+# bytes per parameter of each type (k-quants: the 16-bit GGUF written first dominates)
+_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, **dict.fromkeys(K_QUANTS, 2.0 + 0.7)}
+
+
+def _check_disk(src, out: Path, quant: str) -> None:
+    """Refuse before writing when the GGUF will not fit where it goes."""
+    import math
+
+    from moai_llm.resources import check_disk
+
+    params = sum(math.prod(s) for s in src.shapes.values())
+    check_disk(out, int(params * _BYTES[quant]) + (1 << 20), "the GGUF")
+
+
 def _mark_moai(path: Path) -> None:
     """llama.cpp's quantizer copies every header key, moai's included; check that it did."""
     if not outputs.is_moai_gguf(path):
@@ -140,6 +154,7 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
 
         family = template_family(src.tokenizer)
     name = Path(str(model).rstrip("/")).name or src.model_dir.name
+    _check_disk(src, out, quant)
     with RunLock(out, command="moai export"):
         remove_leftovers(out)
         if fmt == "gguf":
