@@ -175,7 +175,7 @@ def prepare_dataset(
             return hit
         check_no_readers(out)  # a run reading it holds it: rebuilding would change its rows
         size = measure_input(srcs)
-        check_seq_len(seq_len, max_positions, size, mode)
+        check_seq_len(seq_len, max_positions, size, mode, available=_per_worker(executor))
         _warn_disk(out, size)
         if mode in ("pretrain", "sft"):  # as datatrove tasks; preference pairs: one process, below
             from moai_llm.data.parallel import build
@@ -206,6 +206,17 @@ def _settings(seq_len: int, mode: str, packing: str, num_bins: int, text_column:
         check_truncation(truncation)
         settings["truncation"] = truncation
     return settings
+
+
+def _per_worker(executor: Executor) -> Memory | None:
+    """The memory each of several local workers can count on (None: this process's own)."""
+    workers = (executor.workers or 1) if executor.kind == "local" else 1
+    if workers <= 1:
+        return None
+    from moai_llm.resources import available_memory
+
+    avail = available_memory()
+    return Memory(avail.bytes // workers, f"{avail.source}, shared by {workers} workers")
 
 
 def _executor(executor: Executor | None, tasks: int | None) -> Executor:
