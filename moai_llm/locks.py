@@ -326,6 +326,7 @@ class ReadLock:
 
     def acquire(self) -> None:
         """Register as a reader; wait while a build of the folder is under way."""
+        live_readers(self.folder)  # clears the files of readers that were killed
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(_owner_record(self.command, None, self.token))
         self.held = True
@@ -377,9 +378,7 @@ def live_readers(folder: str | os.PathLike) -> list[dict[str, Any]]:
             continue
         try:
             owner = json.loads(raw)
-        except ValueError:
-            owner = None
-        if owner is None:
+        except ValueError:  # being written, or cut short by a kill long ago
             if time.time() - mtime > UNREADABLE_STALE_S:
                 entry.unlink(missing_ok=True)
             continue

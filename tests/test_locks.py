@@ -265,3 +265,16 @@ def test_a_reader_waits_for_a_build_under_way(tmp_path):
     finally:
         builder.kill()
         builder.wait()
+
+
+def test_a_killed_readers_file_is_cleared_by_the_next_reader(tmp_path):
+    data = tmp_path / "DS3"
+    data.mkdir()
+    reader = subprocess.Popen([sys.executable, "-c", READ, str(data)], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "reading"
+    reader.kill()
+    reader.wait()
+    assert len(list(locks.readers_path(data).iterdir())) == 1  # SIGKILL ran no cleanup
+    with locks.ReadLock(data, command="moai pretrain"):
+        assert len(list(locks.readers_path(data).iterdir())) == 1  # this one's own
+    assert not locks.readers_path(data).exists()
