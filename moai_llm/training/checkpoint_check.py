@@ -109,12 +109,14 @@ def checkpoint_problem(path: str | Path) -> str | None:
 def newest_sound(output_dir: str | Path) -> Path | None:
     """The newest checkpoint of `output_dir` with no problem; each newer one skipped is said,
     with its problem. None when there is none."""
-    from moai_llm.progress import warn
+    from moai_llm.progress import info, warn
     from moai_llm.training.checkpoint import list_checkpoints
 
-    for checkpoint in reversed(list_checkpoints(output_dir)):
+    for skipped, checkpoint in enumerate(reversed(list_checkpoints(output_dir))):
         problem = checkpoint_problem(checkpoint)
         if problem is None:
+            if skipped:
+                info(f"--resume auto: resuming from {checkpoint}, the newest whole checkpoint")
             return checkpoint
         warn(f"--resume auto: skipping {checkpoint}: {problem}; trying the one before it")
     return None

@@ -124,6 +124,7 @@ def test_resume_auto_falls_back_past_a_damaged_newest_checkpoint(workdir, tmp_pa
     result = moai(_args(workdir, out, steps=6) + ["--save-total-limit", "3", "--resume", "auto"])
     assert result.code == 0, result.output
     assert "skipping" in result.output and "step-6" in result.output, result.output
+    assert "resuming from" in result.output and "step-4, the newest whole checkpoint" in result.output
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps[-2:] == [5, 6]  # trained again from step 4
     assert json.loads((out / "final_model" / "training_state.json").read_text())["step"] == 6
