@@ -53,10 +53,21 @@ class Memory:
 
 
 def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (decimal below a MiB, binary above: what `free -h` and `df -h` show)."""
+    """1536 -> '1.5 KB' (decimal below a MiB, binary above: what `free -h` and `df -h` show);
+    never more than a few digits, however large `n` is.
+
+    >>> human_bytes(1536), human_bytes(3 * 2**40), human_bytes(1e308), human_bytes(float("inf"))
+    ('1.5 KB', '3.0 TiB', '8.7e+289 EiB', 'an unbounded amount')
+    """
+    if n != n or n == float("inf"):
+        return "an unbounded amount"
+    if isinstance(n, int) and n.bit_length() > 1000:  # beyond a float
+        return f"10^{len(str(n // 2**60)) - 1} EiB"
     if n < 2**20:
         return f"{n / 1000:.1f} KB" if n >= 1000 else f"{int(n)} B"
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+    if n >= 2**70:
+        return f"{n / 2**60:.2g} EiB"
+    for unit, size in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"  # pragma: no cover

@@ -113,9 +113,12 @@ def memory_need(seq_len: int, size: InputSize, mode: str = "pretrain") -> int:
             + tokens * per_token + docs * DOC_OVERHEAD)
 
 
-def disk_estimate(size: InputSize) -> int | None:
+def disk_estimate(size: InputSize) -> float | None:
     """A rough size of the prepared output: 12 bytes a token slot, about 4 bytes of text per
-    token (None when the input size is unknown). Used to warn, never to refuse."""
+    token (None when the input size is unknown; inf when --weights make it unbounded).
+    `moai data prepare` refuses to start when it exceeds the free space."""
     if size.bytes is None:
         return None
+    if size.bytes != size.bytes or size.bytes == float("inf"):
+        return float("inf")
     return size.bytes // 4 * ROW_BYTES_PER_TOKEN

@@ -176,7 +176,7 @@ def prepare_dataset(
         check_no_readers(out)  # a run reading it holds it: rebuilding would change its rows
         size = measure_input(srcs)
         check_seq_len(seq_len, max_positions, size, mode, available=_per_worker(executor))
-        _warn_disk(out, size)
+        _check_disk(out, size)
         if mode in ("pretrain", "sft"):  # as datatrove tasks; preference pairs: one process, below
             from moai_llm.data.parallel import build
 
@@ -237,14 +237,16 @@ def _cached(out: Path, settings: dict, tok_hash: str, srcs: list[src_mod.Source]
     return {**manifest, "cache_hit": True}
 
 
-def _warn_disk(out: Path, size: InputSize) -> None:
+def _check_disk(out: Path, size: InputSize) -> None:
+    """Refuse (exit 2, nothing written) when the output's estimate exceeds the free space."""
+    from moai_llm.errors import DiskFullError
     from moai_llm.resources import free_disk, human_bytes
 
     estimate, free = disk_estimate(size), free_disk(out)
     if estimate and estimate > free:
-        from moai_llm.progress import warn
-
-        warn(f"{out}: the prepared data may need up to about {human_bytes(estimate)} and {human_bytes(free)} is free")
+        raise DiskFullError(f"{out}: the prepared data would need about {human_bytes(estimate)} and "
+                            f"{human_bytes(free)} is free", str(out), None if estimate == float("inf") else int(estimate),
+                            free, hint="free space, lower --weights, or choose another --output-dir")
 
 
 def _build_into(out: Path, srcs, tokenizer_dir, settings, tok_hash, size: InputSize, num_proc, buffer_tokens,

@@ -136,10 +136,13 @@ def numbered_lines(fh: BinaryIO, span: tuple[int, int] | None = None,
             lineno += chunk.count(b"\n")
             left -= len(chunk)
         fh.seek(at)
+    limit = src_mod.MAX_RECORD_BYTES
     while end is None or at < end:
-        raw = fh.readline()
+        raw = fh.readline(limit + 1)  # never more than one record's limit in memory
         if not raw:
             break
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            raise src_mod.record_too_long(f"{getattr(fh, 'name', 'the file')}:{lineno}")
         yield lineno, raw
         lineno += 1
         at += len(raw)

@@ -322,8 +322,29 @@ _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".txt
             ".parquet": _read_parquet, ".arrow": _read_arrow}
 
 
+# One line (or one record's text) above this is refused before it is tokenized: a 50 MB line
+# took 6.8 GiB to tokenize (the Rust tokenizer's buffers are ~140 bytes per input byte), and
+# split into documents of a few MB it trains the same.
+MAX_RECORD_BYTES = 8 << 20
+
+
+def record_too_long(where: str) -> MoaiInputError:
+    """The error for a line or record over MAX_RECORD_BYTES."""
+    return MoaiInputError(f"{where}: one record is longer than {MAX_RECORD_BYTES >> 20} MiB, the limit for a "
+                          "line or record", hint="split the document into several lines or records")
+
+
 def text_column(record: dict[str, Any], where: str, given: str | None) -> str:
-    """The column holding the document text: `given`, else the first known name present."""
+    """The column holding the document text: `given`, else the first known name present (one
+    longer than MAX_RECORD_BYTES characters is refused)."""
+    name = _text_column(record, where, given)
+    value = record.get(name)
+    if isinstance(value, str) and len(value) > MAX_RECORD_BYTES:
+        raise record_too_long(where)
+    return name
+
+
+def _text_column(record: dict[str, Any], where: str, given: str | None) -> str:
     if given:
         if given not in record:
             raise MoaiInputError(f"{where}: no column '{given}'; columns found: {', '.join(map(str, record)) or '(none)'}",
