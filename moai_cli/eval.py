@@ -22,42 +22,46 @@ def register(app: typer.Typer) -> None:
     app.command(name="eval", cls=MoaiCommand)(eval_models)
 
 
+TEXT, BENCH, LOCAL, PAIRS = "Held-out text: bits per byte", "Benchmarks (lm-eval)", "Local task file", "Preference pairs"
+MODEL, OUT = "Model and device", "Output"
+
+
 def eval_models(
     models: list[str] = typer.Argument(..., metavar="MODEL", help="Model folders, run folders or Qwen3 folders (a column each)."),
-    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", metavar="", help="Every checkpoints/step-N of each run, in step order (+ eval/bpb.png with --text)."),
-    text: list[str] = typer.Option(None, "--text", metavar="SOURCE", help="Held-out text: file, folder, glob or hub dataset (repeatable). Reports bits per byte."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", help="Column with the text (default: detected)."),
-    text_split: str = typer.Option("test", "--text-split", metavar="SPLIT", help="Split of a hub dataset given to --text."),
-    text_config: Optional[str] = typer.Option(None, "--text-config", metavar="NAME", help="Config of a hub dataset given to --text."),
-    max_documents: Optional[int] = typer.Option(None, "--max-documents", metavar="N", help="Score at most this many documents."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", metavar="N", help="Tokens per row for --text (default: the run's seq_len, else the model's context up to 2048)."),
-    stride: Optional[int] = typer.Option(None, "--stride", metavar="N", help="Tokens scored per window of a long document (default seq_len - 1; smaller = more context, more compute)."),
-    batch_size: int = typer.Option(8, "--batch-size", metavar="N", help="Rows per forward pass (text) and lm-eval's batch size."),
-    tasks: list[str] = typer.Option(None, "--tasks", metavar="NAMES", help="lm-eval tasks or groups, comma-separated or repeated."),
-    suite: list[str] = typer.Option(None, "--suite", metavar="NAME", help="Named suite: seed, ko, ja, zh (repeatable)."),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", metavar="N", help="Shots for every task (default: the suite's, else the task's)."),
-    limit: Optional[float] = typer.Option(None, "--limit", metavar="N", help="Examples per task (a fraction below 1 = a share); for quick looks."),
-    task_file: Optional[str] = typer.Option(None, "--task-file", metavar="FILE", help="Local evaluation set (.jsonl/.json/.csv/.parquet), run as an lm-eval task."),
-    kind: str = typer.Option("multiple-choice", "--kind", metavar="KIND", help="--task-file kind: multiple-choice or generate."),
-    question_column: str = typer.Option("question", "--question-column", metavar="COLUMN", help="Column with the question (a name, or a position for a CSV without header)."),
-    choices_column: Optional[str] = typer.Option(None, "--choices-column", metavar="COLUMNS", help="Column holding a list of choices, or several columns: A,B,C,D."),
-    choices: Optional[str] = typer.Option(None, "--choices", metavar="LABELS", help='A fixed label set for every row, e.g. "yes,no".'),
-    answer_column: str = typer.Option("answer", "--answer-column", metavar="COLUMN", help="Column with the answer: choice text, 0-based index or letter (generate: the reference)."),
-    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", metavar="TEXT", help='Prompt with {column} placeholders (default "Question: {question}\\nAnswer:").'),
-    fewshot_file: Optional[str] = typer.Option(None, "--fewshot-file", metavar="FILE", help="Few-shot examples with the same columns (default: the task file itself)."),
-    fewshot: int = typer.Option(0, "--fewshot", metavar="N", help="Few-shot examples per question for --task-file."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", metavar="N", help="generate: longest answer in tokens (greedy)."),
-    csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", metavar="", help="Whether a CSV task file has a header (default: yes unless columns are positions)."),
-    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", metavar="", help="Score benchmarks through the chat template (default: from the run: on for sft, off for pretrain)."),
-    pairs: Optional[str] = typer.Option(None, "--pairs", metavar="FILE", help="Held-out preference pairs (prompt/chosen/rejected, any schema of `data prepare --mode preference`): accuracy and mean margin."),
-    reference: Optional[str] = typer.Option(None, "--reference", metavar="MODEL", help="With --pairs: rewards are beta * (log-prob - this model's log-prob), DPO's implicit reward (default: mean log-prob per answer token, no reference)."),
-    beta: float = typer.Option(0.1, "--beta", metavar="X", help="With --reference: the reward's scale."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Folder for the result JSONs (default: RUN/eval/)."),
-    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", help="cuda, cuda:1, cpu (default: GPU when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", metavar="DIR", help="Tokenizer folder when the model folder has none."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", metavar="", help="Allow code shipped with the model to run (off by default)."),
-    json_out: bool = typer.Option(False, "--json", metavar="", help="Print every figure as JSON."),
+    text: list[str] = typer.Option(None, "--text", metavar="SOURCE", rich_help_panel=TEXT, help="Held-out text: file, folder, glob or hub dataset (repeatable)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", metavar="NAME", rich_help_panel=TEXT, show_default="detected", help="Column with the text."),
+    text_split: str = typer.Option("test", "--text-split", metavar="SPLIT", rich_help_panel=TEXT, help="Split of a hub dataset given to --text."),
+    text_config: Optional[str] = typer.Option(None, "--text-config", metavar="NAME", rich_help_panel=TEXT, help="Config of a hub dataset given to --text."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", metavar="N", rich_help_panel=TEXT, show_default="all", help="Score at most this many documents."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", metavar="N", rich_help_panel=TEXT, show_default="the run's, else the model's context up to 2048", help="Tokens per row."),
+    stride: Optional[int] = typer.Option(None, "--stride", metavar="N", rich_help_panel=TEXT, show_default="seq_len - 1", help="Tokens scored per window of a long document (smaller: more context, more compute)."),
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", rich_help_panel=TEXT, help="Every checkpoints/step-N of each run, in step order, and a plot eval/bpb.png."),
+    tasks: list[str] = typer.Option(None, "--tasks", metavar="NAMES", rich_help_panel=BENCH, help="lm-eval tasks or groups, comma-separated or repeated."),
+    suite: list[str] = typer.Option(None, "--suite", metavar="NAME", rich_help_panel=BENCH, help="Named suite: seed, ko, ja, zh (repeatable)."),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", metavar="N", rich_help_panel=BENCH, show_default="the suite's, else the task's", help="Shots for every task."),
+    limit: Optional[float] = typer.Option(None, "--limit", metavar="N", rich_help_panel=BENCH, show_default="all", help="Examples per task (a fraction below 1: a share); for quick looks."),
+    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template", rich_help_panel=BENCH, show_default="from the run: on for sft, off for pretrain", help="Score through the chat template (--no-chat-template: never)."),
+    task_file: Optional[str] = typer.Option(None, "--task-file", metavar="FILE", rich_help_panel=LOCAL, help="Local evaluation set (.jsonl, .json, .csv, .parquet), run as an lm-eval task."),
+    kind: str = typer.Option("multiple-choice", "--kind", metavar="KIND", rich_help_panel=LOCAL, help="multiple-choice or generate."),
+    question_column: str = typer.Option("question", "--question-column", metavar="COLUMN", rich_help_panel=LOCAL, help="Column with the question (a name, or a position for a CSV without header)."),
+    choices_column: Optional[str] = typer.Option(None, "--choices-column", metavar="COLUMNS", rich_help_panel=LOCAL, help="Column holding a list of choices, or several columns: A,B,C,D."),
+    choices: Optional[str] = typer.Option(None, "--choices", metavar="LABELS", rich_help_panel=LOCAL, help='A fixed label set for every row, e.g. "yes,no".'),
+    answer_column: str = typer.Option("answer", "--answer-column", metavar="COLUMN", rich_help_panel=LOCAL, help="Column with the answer: choice text, 0-based index or letter (generate: the reference)."),
+    prompt_template: Optional[str] = typer.Option(None, "--prompt-template", metavar="TEXT", rich_help_panel=LOCAL, show_default="Question: {question}\\nAnswer:", help="Prompt with {column} placeholders."),
+    fewshot_file: Optional[str] = typer.Option(None, "--fewshot-file", metavar="FILE", rich_help_panel=LOCAL, show_default="the task file", help="Few-shot examples with the same columns."),
+    fewshot: int = typer.Option(0, "--fewshot", metavar="N", rich_help_panel=LOCAL, help="Few-shot examples per question."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", metavar="N", rich_help_panel=LOCAL, help="generate: longest answer in tokens (greedy)."),
+    csv_header: Optional[bool] = typer.Option(None, "--csv-header/--no-csv-header", rich_help_panel=LOCAL, show_default="yes, unless columns are positions", help="Whether a CSV task file has a header row (--no-csv-header: it has none)."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", metavar="FILE", rich_help_panel=PAIRS, help="Held-out preference pairs (prompt, chosen, rejected; any schema of `data prepare --mode preference`): accuracy and mean margin."),
+    reference: Optional[str] = typer.Option(None, "--reference", metavar="MODEL", rich_help_panel=PAIRS, show_default="none: mean log-prob per answer token", help="Rewards are beta * (log-prob - this model's log-prob), DPO's implicit reward."),
+    beta: float = typer.Option(0.1, "--beta", metavar="X", rich_help_panel=PAIRS, help="With --reference: the reward's scale."),
+    batch_size: int = typer.Option(8, "--batch-size", metavar="N", rich_help_panel=MODEL, help="Rows per forward pass (text) and lm-eval's batch size."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", rich_help_panel=MODEL, show_default="GPU when present", help="cuda, cuda:1 or cpu."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", metavar="DTYPE", rich_help_panel=MODEL, show_default="bf16 on GPU, fp32 on CPU", help="bfloat16, float16 or float32."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", metavar="DIR", rich_help_panel=MODEL, help="Tokenizer folder when the model folder has none."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", rich_help_panel=MODEL, help="Allow code shipped with the model to run (only for folders you trust)."),
+    output: Optional[str] = typer.Option(None, "--output", metavar="DIR", rich_help_panel=OUT, show_default="RUN/eval/", help="Folder for the result JSONs."),
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUT, help="Print every figure as JSON."),
 ) -> None:
     """Evaluate models: bits per byte on held-out text, lm-eval benchmarks, local task files."""
     with handle_errors():
@@ -94,7 +98,8 @@ def _render(result: dict) -> None:
     for row in tab["rows"]:
         table.add_row(*map(escape, row))  # "[normalised]" is a filter name, not markup
     console.print(table)
+    # Paths are printed whole (soft_wrap): a path broken across lines cannot be copied.
     for path in result["written"]:
-        console.print(f"[dim]written:[/] {path}", highlight=False)
+        console.print(f"[dim]written:[/] {escape(str(path))}", highlight=False, soft_wrap=True)
     for path in result["plots"]:
-        console.print(f"[dim]drawn:[/] {path}", highlight=False)
+        console.print(f"[dim]drawn:[/] {escape(str(path))}", highlight=False, soft_wrap=True)

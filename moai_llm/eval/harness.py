@@ -147,12 +147,21 @@ def check_datasets(requests: list[TaskRequest]) -> None:
 
 
 def make_lm(model: Any, tokenizer: Any, batch_size: int = 8, max_length: int | None = None):
-    """lm-eval's HFLM around an already-loaded model and tokenizer."""
+    """lm-eval's HFLM around an already-loaded model and tokenizer.
+
+    lm-eval asks for generations by total length; a model folder's generation_config carries
+    moai chat's `max_new_tokens`, which transformers would put first (and warn), so the model
+    given here loses it (eval loads its own copy) and `--max-new-tokens` decides."""
+    import copy
+
     require_lm_eval()
     from lm_eval.models.huggingface import HFLM
 
     if not os.environ.get("MOAI_VERBOSE"):
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config = copy.deepcopy(model.generation_config)  # not shared with other models
+        model.generation_config.max_new_tokens = None
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
 
 
@@ -168,7 +177,7 @@ def run_tasks(lm: Any, requests: list[TaskRequest], limit: int | float | None = 
         by_shots.setdefault(r.num_fewshot, []).append(r)
     for shots, group in by_shots.items():
         tm = task_manager() if any(isinstance(r.task, str) for r in group) else task_manager(include_defaults=False)
-        with _no_git_hash():
+        with _no_git_hash(), _bars_on_a_terminal_only():
             out = lm_eval.simple_evaluate(
                 lm, tasks=[r.task for r in group], num_fewshot=shots, limit=limit, task_manager=tm,
                 apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
@@ -177,6 +186,34 @@ def run_tasks(lm: Any, requests: list[TaskRequest], limit: int | float | None = 
         for key in merged:
             merged[key].update(out.get(key) or {})
     return merged
+
+
+@contextlib.contextmanager
+def _bars_on_a_terminal_only():
+    """Without a terminal (a log, a pipe) lm-eval's and datasets' progress bars are carriage-return
+    noise between moai's lines: they are switched off there; on a terminal they stay."""
+    import sys
+
+    if sys.stderr.isatty():
+        yield
+        return
+    import datasets
+    import lm_eval.api.model as model_module
+    import lm_eval.api.task as task_module
+    import lm_eval.models.huggingface as hf_module
+
+    saved = {m: m.tqdm for m in (model_module, task_module, hf_module)}
+    bars_were_on = datasets.is_progress_bar_enabled()
+    for module, bar in saved.items():
+        module.tqdm = lambda *args, _bar=bar, **kwargs: _bar(*args, **{**kwargs, "disable": True})
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for module, bar in saved.items():
+            module.tqdm = bar
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 @contextlib.contextmanager

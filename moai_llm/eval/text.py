@@ -185,7 +185,9 @@ def read_texts(sources: str | list[str], text_column: str | None = None, *, spli
                 if "column" in str(exc):
                     raise
                 raise MoaiInputError(f"--text {spec}: no such file or folder, and as a hub dataset: "
-                                     f"{str(exc).split(': ', 1)[-1]}", hint=exc.hint) from exc
+                                     f"{str(exc).split(': ', 1)[-1]}",
+                                     hint="check the path or the hub name; offline, download the text "
+                                          "elsewhere and pass its files with --text") from exc
         if not found:
             raise MoaiInputError(f"--text {spec}: no text to score (every document is empty)",
                                  hint="point --text at held-out text, or name its column with --text-column")

@@ -166,3 +166,14 @@ def test_benchmarks_without_the_hub_list_what_each_task_needs_and_run_nothing(to
     assert "  mmlu: needs the hub dataset cais/mmlu" in err and "  gsm8k_cot: needs the hub dataset openai/gsm8k" in err
     assert sum(1 for line in err.splitlines() if ": needs the hub dataset" in line) == 5
     assert not (model / "eval").exists()
+
+
+def test_written_paths_are_whole_lines_a_person_can_copy(run, held, tmp_path):
+    """Without a terminal (here: a 40-column capture) each `written:` path stays on one line."""
+    out = tmp_path / "a_rather_long_folder_name_for_the_results" / "of_this_evaluation"
+    result = runner.invoke(app, ["eval", str(run / "final_model"), "--text", str(held[0]), "-o", str(out),
+                                 "--max-documents", "2"], env={"COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    written = [line for line in result.stdout.splitlines() if line.startswith("written:")]
+    assert written and all(line.split("written: ", 1)[1].endswith(".json") for line in written)
+    assert all((out / line.rsplit("/", 1)[1]).is_file() for line in written)

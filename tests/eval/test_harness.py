@@ -57,7 +57,7 @@ def test_offline_without_cached_datasets_lists_each_task_and_runs_nothing(monkey
     harness.check_datasets([TaskRequest("arc_challenge"), TaskRequest("gsm8k_cot", 8)])
 
 
-def test_runs_with_different_shot_counts_merge_into_one_result(model_dir, tmp_path):
+def test_runs_with_different_shot_counts_merge_into_one_result(model_dir, tmp_path, capfd):
     from moai_llm.eval.local_tasks import LocalTask, build_task
     from moai_llm.inference import load_for_chat
 
@@ -74,6 +74,8 @@ def test_runs_with_different_shot_counts_merge_into_one_result(model_dir, tmp_pa
     assert [(r["task"], r["metric"], r["shots"]) for r in rows_out] == [
         ("local_even", "acc", 0), ("local_even", "acc_norm", 0), ("local_odd", "acc", 2), ("local_odd", "acc_norm", 2)]
     assert all(0 <= r["value"] <= 1 and r["stderr"] is not None for r in rows_out)
+    # without a terminal (here: captured) no progress bar writes carriage returns into the log
+    assert "\r" not in capfd.readouterr().err
 
 
 def test_result_rows_open_a_group_without_an_aggregate():

@@ -185,3 +185,29 @@ def test_missing_columns_are_named_with_the_columns_found(tmp_path):
         build_task(bad_template, tmp_path)
     with pytest.raises(MoaiInputError, match="--kind sort"):
         build_task(_task(tmp_path, [{"question": "q", "answer": "a"}], kind="sort"), tmp_path)
+
+
+def test_generate_stops_at_max_new_tokens_even_when_the_model_folder_says_512(model_dir, tmp_path):
+    """moai's model folders carry chat's max_new_tokens=512 in generation_config.json; `moai eval
+    --kind generate --max-new-tokens N` must still stop each answer at N tokens."""
+    import warnings
+
+    import lm_eval
+    from transformers import GenerationConfig
+
+    from moai_llm.eval.harness import make_lm, task_manager
+    from moai_llm.inference import load_for_chat
+
+    model, tokenizer, _ = load_for_chat(model_dir)
+    model.generation_config = GenerationConfig(max_new_tokens=512, do_sample=False)
+    rows = [{"question": f"Count to {i}.", "answer": str(i)} for i in range(3)]
+    config = build_task(LocalTask(str(_write_jsonl(tmp_path / "g.jsonl", rows)), kind="generate", max_new_tokens=3),
+                        tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = lm_eval.simple_evaluate(make_lm(model, tokenizer, batch_size=3), tasks=[config], log_samples=True,
+                                      task_manager=task_manager(include_defaults=False))
+    answers = [s["resps"][0][0] for s in out["samples"]["local_g"]]
+    longest = max(len(tokenizer.decode([i]).encode()) for i in range(len(tokenizer)))
+    assert all(len(a.encode()) <= 3 * longest for a in answers), answers  # 3 tokens, not 512
+    assert not [w for w in caught if "max_new_tokens" in str(w.message)]

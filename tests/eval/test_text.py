@@ -95,3 +95,10 @@ def test_read_texts_errors_name_the_source_and_the_columns(tmp_path):
         read_texts(str(tmp_path / "missing.jsonl"))
     with pytest.raises(MoaiInputError, match="no-such-org/no-such-set: no such file or folder, and as a hub dataset"):
         read_texts("no-such-org/no-such-set")  # the tests run with the hub offline
+
+
+def test_an_unreachable_hub_name_hints_at_evals_own_flag():
+    """Offline, `moai eval DIR --text wikitext` must not advise `--input` (data prepare's flag)."""
+    with pytest.raises(MoaiInputError) as caught:
+        read_texts("wikitext")  # the tests run with the hub offline
+    assert "--input" not in (caught.value.hint or "") and "--text" in caught.value.hint
