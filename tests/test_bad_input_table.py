@@ -126,6 +126,15 @@ def _model(change: Callable[[Path], None] | None = None):
     return setup
 
 
+def _two_tokenizers(w: Path, tok: Path):
+    """A model at {w}/m with the case's tokenizer and a reference at {w}/ref with another one."""
+    from random_models import write_random_model, write_tokenizer
+
+    write_random_model(w / "m", tokenizer_dir=tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    other = write_tokenizer(w / "other-tok", vocab_size=280)
+    write_random_model(w / "ref", tokenizer_dir=other, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+
+
 def _only_pickle(m: Path):
     """pytorch_model.bin whose unpickling would write MARKER: it must never be unpickled."""
     import pickle
@@ -296,6 +305,12 @@ CASES = [
          {"p.jsonl": b'{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}),
     Case("data-pref-unknown-truncation", f"{PREP} -i {{w}}/p.jsonl --mode preference --truncation middle",
          "--truncation middle: unknown value", {"p.jsonl": b'{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n'}),
+    # ---------------------------------------------------------------- eval --pairs
+    Case("eval-pairs-identical", "eval {w}/m --pairs {w}/p.jsonl --output {w}/out",
+         "p.jsonl:1: 'chosen' and 'rejected' are identical",
+         {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}, setup=_model()),
+    Case("eval-pairs-reference-tokenizer", "eval {w}/m --pairs {w}/p.jsonl --reference {w}/ref --output {w}/out",
+         "its tokenizer differs from the policy's", {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": "5"}\n'}, setup=_two_tokenizers),
     # ---------------------------------------------------------------- data prepare: flags
     Case("data-weights-inf", f"{PREP} -i {{w}}/d.jsonl --weights inf", "--weights inf for", {"d.jsonl": OK}),
     Case("data-weights-nan", f"{PREP} -i {{w}}/d.jsonl --weights nan", "--weights nan for", {"d.jsonl": OK}),

@@ -174,6 +174,10 @@ def _prepared_pairs(req: EvalRequest, target: EvalTarget, workdir: Path) -> tupl
 
     seq_len = req.seq_len or default_seq_len(target, _model_positions(target.path))[0]
     tok = _tokenizer_dir(resolve_model_dir(target.path)[0], req.tokenizer)  # the folder load_for_chat reads
+    if req.reference:  # its log-probs must be of the same tokens
+        from moai_llm.alignment.reference import check_reference_tokenizer
+
+        check_reference_tokenizer(resolve_model_dir(req.reference)[0], tok)
     return prepare_pairs(req.pairs, tok, seq_len, workdir), tok, seq_len
 
 

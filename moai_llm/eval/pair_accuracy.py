@@ -66,7 +66,7 @@ def reference_scores(reference: str, prepared: Path, policy_tokenizer: str | Pat
     from moai_llm.inference.loading import load_for_chat, resolve_model_dir
 
     ref_dir, _ = resolve_model_dir(reference)
-    check_reference_tokenizer(ref_dir, policy_tokenizer)
+    check_reference_tokenizer(ref_dir, policy_tokenizer)  # also checked before any model is loaded
     key = reference_key(ref_dir)
     num_pairs = read_manifest(prepared)["preference"]["num_pairs"]
     if (found := load_reference_logprobs(prepared, key, num_pairs)) is not None:

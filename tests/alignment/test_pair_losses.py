@@ -104,7 +104,6 @@ def _assert_same(moai_out, moai_grads, trl_loss, trl_model):
     assert max(g.abs().max().item() for g in trl_grads.values()) > 100 * TOL  # gradients that could differ
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
 def test_dpo_and_ipo_equal_trl_dpo_trainer(folders, loss, tmp_path):
     from datasets import Dataset
@@ -129,7 +128,6 @@ def test_dpo_and_ipo_equal_trl_dpo_trainer(folders, loss, tmp_path):
     assert abs(out.rewards_chosen.mean().item() - metrics["rewards/chosen"][-1]) <= TOL
 
 
-@pytest.mark.slow
 def test_orpo_equals_trl_orpo_trainer(folders, tmp_path):
     """TRL's ORPO takes the NLL over prompt and answer, moai (as the ORPO paper) over the answer:
     with a one-token prompt the two are the same tokens, so loss and gradients must agree."""
