@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import pytest
-from export_texts import training_texts
+from export_texts import REPLY, training_texts
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +66,6 @@ def moai_model(tmp_path_factory, moai_tok) -> Path:
 def qwen_model(tmp_path_factory, qwen_tok) -> Path:
     return write_model(tmp_path_factory.mktemp("qwen_model") / "m", qwen_tok, tie=True, padded_rows=37, seed=1)
 
-
-REPLY = "OK"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from moai_llm import corpora
 
+REPLY = "가"  # what the stopping_model fixture answers before <|im_end|>
+
 EXTRA_TEXTS = [
     "def total(xs):\n    return sum(x * 2 for x in xs)  # 합계\n\nprint(total([1, 2, 3]))\n",
     "Emoji 😀🚀🌏✨ 👨‍👩‍👧 and flags 🇰🇷🇯🇵, café naïve über",
