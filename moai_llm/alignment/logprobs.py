@@ -38,9 +38,9 @@ import torch
 from moai_llm.losses import _matmul_dtype
 
 
-def _chunks(hidden, weight, idx, chunk_size):
-    """(rows, fp32 logits) of the labelled rows `idx`, chunk by chunk, at the matmul dtype."""
-    mm_dtype = _matmul_dtype(hidden, weight)
+def _chunks(hidden, weight, idx, chunk_size, mm_dtype):
+    """(rows, fp32 logits) of the labelled rows `idx`, chunk by chunk, multiplied in `mm_dtype`
+    (forward decides it from autocast; backward, outside autocast, reuses it)."""
     acc_dtype = torch.promote_types(mm_dtype, torch.float32)
     w = weight.to(mm_dtype)
     for start in range(0, idx.numel(), chunk_size):
@@ -55,14 +55,14 @@ class _TokenLogprobs(torch.autograd.Function):
         out = torch.empty(idx.numel(), dtype=torch.float32 if hidden.dtype != torch.float64 else torch.float64,
                           device=hidden.device)
         lse = torch.empty_like(out)
+        mm_dtype = _matmul_dtype(hidden, weight)
         with torch.autocast(hidden.device.type, enabled=False):
-            for start, _, _, _, logits in _chunks(hidden, weight, idx, chunk_size):
+            for start, _, _, _, logits in _chunks(hidden, weight, idx, chunk_size, mm_dtype):
                 end = start + logits.shape[0]
                 lse[start:end] = torch.logsumexp(logits, 1)
                 out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse[start:end]
         ctx.save_for_backward(hidden, weight, idx, targets, lse)
-        ctx.chunk_size = chunk_size
-        ctx.mm_dtype = _matmul_dtype(hidden, weight)
+        ctx.chunk_size, ctx.mm_dtype = chunk_size, mm_dtype
         return out
 
     @staticmethod
@@ -73,7 +73,7 @@ class _TokenLogprobs(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.promote_types(ctx.mm_dtype, torch.float32),
                              device=weight.device) if need_w else None
         with torch.autocast(hidden.device.type, enabled=False):
-            for start, rows, h, w, logits in _chunks(hidden, weight, idx, ctx.chunk_size):
+            for start, rows, h, w, logits in _chunks(hidden, weight, idx, ctx.chunk_size, ctx.mm_dtype):
                 end = start + logits.shape[0]
                 g = grad_out[start:end].to(logits.dtype)
                 # d(log p_y)/dz = onehot(y) - softmax(z), times the incoming gradient per token
