@@ -176,6 +176,22 @@ def _model_flags(model: str) -> dict[str, str]:
                          hint="presets: " + ", ".join(list_presets()) + " (moai doctor --models)")
 
 
+def _as_model_flag(model: str, work: Any) -> Any:
+    """`work()`, with a refusal that names the setting --model stood for (--pretrained-model
+    or --model-config) naming --model instead: the flag the user typed."""
+    from moai_llm.errors import MoaiInputError
+
+    try:
+        return work()
+    except MoaiInputError as exc:
+        text = str(exc)
+        for flag in ("--pretrained-model", "--model-config"):
+            text = text.replace(f"{flag} {model}", f"--model {model}")
+        if text == str(exc):
+            raise
+        raise MoaiInputError(text, hint=exc.hint) from None
+
+
 def _doctor(ctx: typer.Context, values: dict[str, Any]) -> None:
     """Check the hardware and software, and show the training plan moai would choose."""
     with handle_errors():
@@ -204,7 +220,7 @@ def _doctor(ctx: typer.Context, values: dict[str, Any]) -> None:
         facts = facts_for(settings, settings.output_dir)
         plan = est = shape = None
         if model:
-            _, config = model_config_for(settings, None, None, {})
+            _, config = _as_model_flag(model, lambda: model_config_for(settings, None, None, {}))
             shape = ModelShape.from_config(config)
             plan = plan_for(settings, config, facts)
             est = estimate_for(shape, plan)

@@ -90,9 +90,14 @@ def pretrain_texts(source, bad, text_column, stats, records=None, decided: str |
         if not column:
             column.append(src_mod.text_column(record, where, text_column))
         text = record.get(column[0])
+        if column[0] not in record:  # absent, not null: say so, and what is there
+            bad.bad(where, f"no column '{column[0]}'; columns found: {', '.join(map(str, record)) or '(none)'}")
+            return None
         if not isinstance(text, str):
             bad.bad(where, src_mod.not_text(column[0], text))
             return None
+        if len(text) > src_mod.MAX_RECORD_BYTES:
+            raise src_mod.record_too_long(where)
         if not text.strip():
             stats.empty += 1
             return None
@@ -122,24 +127,38 @@ def _null_column(exc: MoaiInputError, record: dict, where: str) -> MoaiInputErro
     return exc
 
 
+def _missing_column(exc: MoaiInputError, record: dict, where: str, first: tuple[str, list[str]] | None) -> MoaiInputError:
+    """'no SFT schema recognised' for a record that lacks a column the first record had says
+    which column is missing (the record's columns alone name no schema)."""
+    if first is None or "no SFT schema recognised" not in str(exc):
+        return exc
+    missing = [k for k in first[1] if k not in record]
+    if not missing:
+        return exc
+    return MoaiInputError(f"{where}: no column {', '.join(repr(k) for k in missing)} (the first record, "
+                          f"{first[0]}, has it); columns found: {', '.join(map(str, record)) or '(none)'}",
+                          hint="every SFT record needs a prompt and an answer; fix the row or pass --skip-bad-rows")
+
+
 def sft_items(source, bad, template, mapping, records=None, schema_seen: bool = False) -> Iterator[list[tuple]]:
     """Batches of (rendered text, loss spans, where); `schema_seen`: the source's first record
     was read elsewhere (by another task), so a record that does not fit is one bad row."""
     from moai_llm.data.formats import to_messages
     from moai_llm.data.sft import render
 
-    state = {"seen": schema_seen}
+    state = {"seen": schema_seen, "first": None}
 
     def pick(record, where):
         try:
             messages = to_messages(record, mapping, where)
         except MoaiInputError as exc:
-            exc = _null_column(exc, record, where)
+            exc = _missing_column(_null_column(exc, record, where), record, where, state["first"])
             if not state["seen"]:  # the first record decides the schema: a mismatch is not one bad row
                 raise exc from None
             bad.bad(where, str(exc).split(": ", 1)[-1])
             return None
         state["seen"] = True
+        state["first"] = state["first"] or (where, [str(k) for k in record])
         try:
             return (*render(template, messages), where)
         except MoaiInputError as exc:  # the record's line, then the template's own words

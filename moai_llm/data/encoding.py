@@ -73,6 +73,9 @@ def check_tokenizer_folder(tokenizer_dir: str | os.PathLike, trust_remote_code: 
     """Refuse a --tokenizer that is missing, or defined only by Python code it ships (auto_map)
     unless `trust_remote_code`; say so when such code is present and ignored."""
     folder = Path(tokenizer_dir)
+    if folder.exists() and not folder.is_dir():
+        raise MoaiInputError(f"--tokenizer {tokenizer_dir}: is a file, not a tokenizer folder",
+                             hint="pass the folder that holds tokenizer.json, not the file itself")
     if not folder.is_dir():
         raise MoaiInputError(f"--tokenizer {tokenizer_dir}: no such folder",
                              hint="pass a folder written by `moai tokenizer train` (or any HF tokenizer folder)")

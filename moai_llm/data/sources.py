@@ -138,6 +138,12 @@ _TEXT_FORMATS = (".jsonl", ".json", ".csv", ".txt")
 def _check_file(path: Path) -> Path:
     if path.suffix.lower() not in EXTENSIONS:
         raise MoaiInputError(f"{path}: unsupported file type '{path.suffix}'", hint=f"use one of {', '.join(EXTENSIONS)}")
+    if not path.is_file():  # a FIFO, socket or device: no size, and moai reads a source more than once
+        import stat
+
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+        raise MoaiInputError(f"{path}: is {kind}; moai reads inputs from regular files",
+                             hint="write the data to a file first and pass that")
     if path.stat().st_size == 0:
         raise MoaiInputError(f"{path}: the file is empty", hint="remove it from --input or give a file with data")
     if path.suffix.lower() in _TEXT_FORMATS:

@@ -96,6 +96,11 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, str]:
 def _tokenizer_dir(model_dir: Path, tokenizer_path: str | Path | None) -> Path:
     if tokenizer_path is not None:
         folder = Path(tokenizer_path).expanduser()
+        if folder.is_file():
+            raise MoaiInputError(f"--tokenizer {folder}: is a file, not a tokenizer folder",
+                                 "pass the folder that holds tokenizer.json, not the file itself")
+        if not folder.is_dir():
+            raise MoaiInputError(f"--tokenizer {folder}: no such folder")
         if not _has_tokenizer(folder):
             raise MoaiInputError(f"{folder}: no tokenizer files (tokenizer.json / tokenizer_config.json)")
         return folder

@@ -120,6 +120,7 @@ def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False) -> 
         raise MoaiInputError(f"{p}: not a tokenizer folder (no tokenizer.json)",
                              hint="train one with `moai tokenizer train`")
     check_tokenizer_folder(p, trust_remote_code)
+    _check_json_files(p)
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
@@ -136,3 +137,24 @@ def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False) -> 
         file = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else p / "tokenizer_config.json"
         raise MoaiInputError(f"{file}: cannot be loaded as a tokenizer ({reason})",
                              hint="the folder is damaged or incomplete: copy or train the tokenizer again") from None
+
+
+# JSON files transformers reads when it loads a tokenizer folder (config.json too: a model folder
+# passed as --tokenizer); a damaged one is named itself, not blamed on tokenizer.json.
+_JSON_READ = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def _check_json_files(folder: Path) -> None:
+    import json
+
+    for name in _JSON_READ:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MoaiInputError(f"{file}: not valid JSON ({exc})",
+                                 hint="the file is damaged; copy or save the folder again") from None
+        if not isinstance(data, dict):
+            raise MoaiInputError(f"{file}: not a JSON object")

@@ -79,6 +79,9 @@ def tokenizer_dir(s: TrainSettings, derived: dict, required: bool = True) -> Pat
     else:
         raise MoaiInputError("no tokenizer: pass --tokenizer DIR",
                              hint="train one with `moai tokenizer train`, or use a model folder that has one")
+    if path.exists() and not path.is_dir():
+        raise MoaiInputError(f"--tokenizer {path}: is a file, not a tokenizer folder",
+                             hint="pass the folder that holds tokenizer.json, not the file itself")
     if not path.is_dir():
         raise MoaiInputError(f"--tokenizer {path}: no such folder")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
