@@ -15,11 +15,12 @@ from pathlib import Path
 
 import typer
 
-from moai_cli.ui import console, handle_errors, print_json, set_quiet
+from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
 
 app = typer.Typer(no_args_is_help=True)
 
-INPUT_HELP = "Text file, folder or glob (.txt/.jsonl/.json/.csv/.parquet/.arrow); repeatable."
+INPUT_HELP = "Text file, folder or glob (.txt, .jsonl, .json, .csv, .parquet, .arrow); repeatable."
+IN, VOCAB, OUT = "Input", "Vocabulary", "Output"
 
 
 def output_folder(output_dir: str, model_prefix: str | None) -> Path:
@@ -70,26 +71,26 @@ def _langs(multilingual: bool, words: list[str] | None) -> list[str]:
     return langs
 
 
-@app.command()
+@app.command(cls=MoaiCommand)
 def train(
-    langs: list[str] = typer.Argument(None, help="Languages for --multilingual (ko en ja zh).", show_default=False),
-    inputs: list[str] = typer.Option(None, "--input", "-i", help=INPUT_HELP),
-    text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column holding the text in jsonl/csv/parquet/hub records."),
-    dataset: str = typer.Option(None, "--dataset", help="Hub dataset name (streamed)."),
-    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config."),
-    split: str = typer.Option("train", "--split", help="Hub dataset split."),
-    multilingual: bool = typer.Option(False, "--multilingual", help="Train on languages (ko en ja zh): hub corpora when reachable, moai's embedded corpora otherwise."),
-    max_samples_per_lang: int = typer.Option(None, "--max-samples-per-lang", "--max_samples_per_lang", help="Documents per language (and per --dataset)."),
-    vocab_size: int = typer.Option(32000, "--vocab-size", "--vocab_size", help="Tokens in the vocabulary, special tokens included."),
-    min_frequency: int = typer.Option(2, "--min-frequency", "--min_frequency", help="A pair is merged only if seen this often."),
-    output_dir: str = typer.Option("tokenizers/moai", "--output-dir", "--output_dir", "-o", help="Output folder (or parent folder with --model-prefix)."),
-    model_prefix: str = typer.Option(None, "--model-prefix", "--model_prefix", help="Name of the tokenizer folder inside --output-dir."),
-    fast: bool = typer.Option(False, "--fast", help="BPE on a 20 MB sample of the input (measured cost: docs/tokenizer.md)."),
-    turbo: bool = typer.Option(False, "--turbo", help="BPE on a 10 MB sample: trains faster than SentencePiece BPE on large inputs."),
-    ultrafast: bool = typer.Option(False, "--ultrafast", help="Unigram on a 2 MB sample: fastest, least compression."),
-    base_tokenizer: str = typer.Option(None, "--base-tokenizer", "--base_tokenizer", help="Extend this tokenizer instead of training from scratch (same as `moai tokenizer extend`)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    langs: list[str] = typer.Argument(None, metavar="LANG", help="Languages for --multilingual (ko en ja zh).", show_default=False),
+    inputs: list[str] = typer.Option(None, "--input", metavar="SRC", rich_help_panel=IN, help=INPUT_HELP),
+    text_column: str = typer.Option(None, "--text-column", metavar="NAME", rich_help_panel=IN, show_default="detected", help="Column holding the text in JSON lines, CSV, Parquet or hub records."),
+    dataset: str = typer.Option(None, "--dataset", metavar="NAME", rich_help_panel=IN, help="Hub dataset name (streamed)."),
+    dataset_config: str = typer.Option(None, "--dataset-config", metavar="NAME", rich_help_panel=IN, help="Hub dataset config."),
+    split: str = typer.Option("train", "--split", metavar="NAME", rich_help_panel=IN, help="Hub dataset split."),
+    multilingual: bool = typer.Option(False, "--multilingual", rich_help_panel=IN, help="Train on languages (ko en ja zh): hub corpora when reachable, moai's embedded corpora otherwise."),
+    max_samples_per_lang: int = typer.Option(None, "--max-samples-per-lang", metavar="N", rich_help_panel=IN, show_default="all", help="Documents per language (and per --dataset)."),
+    vocab_size: int = typer.Option(32000, "--vocab-size", metavar="N", rich_help_panel=VOCAB, help="Tokens in the vocabulary, special tokens included."),
+    min_frequency: int = typer.Option(2, "--min-frequency", metavar="N", rich_help_panel=VOCAB, help="A pair is merged only if seen this often."),
+    output_dir: str = typer.Option("tokenizers/moai", "--output-dir", metavar="DIR", rich_help_panel=OUT, help="Output folder (or parent folder with --model-prefix)."),
+    model_prefix: str = typer.Option(None, "--model-prefix", metavar="NAME", rich_help_panel=OUT, help="Name of the tokenizer folder inside --output-dir."),
+    fast: bool = typer.Option(False, "--fast", rich_help_panel=VOCAB, help="BPE on a 20 MB sample of the input (measured cost: docs/tokenizer.md)."),
+    turbo: bool = typer.Option(False, "--turbo", rich_help_panel=VOCAB, help="BPE on a 10 MB sample: trains faster than SentencePiece BPE on large inputs."),
+    ultrafast: bool = typer.Option(False, "--ultrafast", rich_help_panel=VOCAB, help="Unigram on a 2 MB sample: fastest, least compression."),
+    base_tokenizer: str = typer.Option(None, "--base-tokenizer", metavar="DIR", rich_help_panel=VOCAB, help="Extend this tokenizer instead of training from scratch (same as `moai tokenizer extend`)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read; only for folders you trust)."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=OUT, help="Print the result as JSON."),
 ) -> None:
     """Train a byte-level BPE tokenizer (ChatML special tokens, lossless round-trip).
 
@@ -147,22 +148,22 @@ def train(
                           f"too few pairs seen {min_frequency}+ times; give more text or lower --min-frequency")
 
 
-@app.command()
+@app.command(cls=MoaiCommand)
 def extend(
-    base_tokenizer: str = typer.Option(..., "--base-tokenizer", "--base_tokenizer", help="Byte-level BPE tokenizer folder or tokenizer.json to extend."),
-    inputs: list[str] = typer.Option(None, "--input", "-i", help=INPUT_HELP),
-    text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column holding the text."),
-    dataset: str = typer.Option(None, "--dataset", help="Hub dataset with the domain text (streamed)."),
-    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config."),
-    split: str = typer.Option("train", "--split", help="Hub dataset split."),
-    max_samples: int = typer.Option(None, "--max-samples", "--max_samples", help="Documents to read from --dataset."),
-    vocab_size: int = typer.Option(..., "--vocab-size", "--vocab_size", help="Size of the extended vocabulary (larger than the base)."),
-    min_frequency: int = typer.Option(2, "--min-frequency", "--min_frequency", help="A pair is merged only if seen this often."),
-    heldout: list[str] = typer.Option(None, "--heldout", help="Text of the base tokenizer's kind to check unchanged lines (default: moai's held-out ko/en corpora)."),
-    output_dir: str = typer.Option("tokenizers/extended", "--output-dir", "--output_dir", "-o", help="Output folder (or parent folder with --model-prefix)."),
-    model_prefix: str = typer.Option(None, "--model-prefix", "--model_prefix", help="Name of the tokenizer folder inside --output-dir."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    base_tokenizer: str = typer.Option(..., "--base-tokenizer", metavar="DIR", rich_help_panel=VOCAB, help="Byte-level BPE tokenizer folder or tokenizer.json to extend."),
+    inputs: list[str] = typer.Option(None, "--input", metavar="SRC", rich_help_panel=IN, help=INPUT_HELP),
+    text_column: str = typer.Option(None, "--text-column", metavar="NAME", rich_help_panel=IN, show_default="detected", help="Column holding the text."),
+    dataset: str = typer.Option(None, "--dataset", metavar="NAME", rich_help_panel=IN, help="Hub dataset with the domain text (streamed)."),
+    dataset_config: str = typer.Option(None, "--dataset-config", metavar="NAME", rich_help_panel=IN, help="Hub dataset config."),
+    split: str = typer.Option("train", "--split", metavar="NAME", rich_help_panel=IN, help="Hub dataset split."),
+    max_samples: int = typer.Option(None, "--max-samples", metavar="N", rich_help_panel=IN, show_default="all", help="Documents to read from --dataset."),
+    vocab_size: int = typer.Option(..., "--vocab-size", metavar="N", rich_help_panel=VOCAB, help="Size of the extended vocabulary (larger than the base)."),
+    min_frequency: int = typer.Option(2, "--min-frequency", metavar="N", rich_help_panel=VOCAB, help="A pair is merged only if seen this often."),
+    heldout: list[str] = typer.Option(None, "--heldout", metavar="SRC", rich_help_panel=IN, show_default="moai's held-out ko and en corpora", help="Text of the base tokenizer's kind, to count the lines it still splits the same way."),
+    output_dir: str = typer.Option("tokenizers/extended", "--output-dir", metavar="DIR", rich_help_panel=OUT, help="Output folder (or parent folder with --model-prefix)."),
+    model_prefix: str = typer.Option(None, "--model-prefix", metavar="NAME", rich_help_panel=OUT, help="Name of the tokenizer folder inside --output-dir."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read; only for folders you trust)."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=OUT, help="Print the report as JSON."),
 ) -> None:
     """Add domain tokens to a byte-level BPE: old ids and merge ranks kept, new ones appended."""
     with handle_errors():
@@ -205,13 +206,13 @@ def _print_extend(r: dict) -> None:
         console.print(f"[yellow]note:[/] {r['vocab_size']} of {r['requested_vocab_size']} tokens: {r['reason']}")
 
 
-@app.command()
+@app.command(cls=MoaiCommand)
 def compare(
-    paths: list[str] = typer.Argument(None, help="Tokenizer folders (default: every tokenizer under tokenizers/)."),
-    inputs: list[str] = typer.Option(None, "--input", "-i", help="Your own held-out text instead of moai's corpora; repeatable."),
-    text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column holding the text."),
-    max_docs: int = typer.Option(2000, "--max-docs", help="Documents per text set."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read)."),
+    paths: list[str] = typer.Argument(None, metavar="TOKENIZER", show_default="every tokenizer under tokenizers/", help="Tokenizer folders."),
+    inputs: list[str] = typer.Option(None, "--input", metavar="SRC", help="Your own held-out text instead of moai's corpora; repeatable."),
+    text_column: str = typer.Option(None, "--text-column", metavar="NAME", show_default="detected", help="Column holding the text."),
+    max_docs: int = typer.Option(2000, "--max-docs", metavar="N", help="Documents per text set."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow Python code named by a tokenizer folder (auto_map) to run (off: only tokenizer.json is read; only for folders you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Compression, byte fallback, round-trip and speed of tokenizers, per language.

@@ -386,7 +386,7 @@ CASES = [
          "holds the base tokenizer", {"c.txt": "hello world\n", "t/base/.keep": ""},
          setup=lambda w, t: (shutil.rmtree(w / "t" / "base"), _copy_tokenizer("t/base")(w, t))[1]),
     Case("tok-extend-missing-base", "tokenizer extend --base-tokenizer {w}/nosuch -i {w}/c.txt --vocab-size 500 -o {w}/ext",
-         "--base-tokenizer", {"c.txt": "hello world\n"}),
+         "nosuch: no such file or folder", {"c.txt": "hello world\n"}),
     Case("tok-extend-truncated-base", "tokenizer extend --base-tokenizer {w}/cut -i {w}/c.txt --vocab-size 500 -o {w}/ext",
          "cut/tokenizer.json: not valid JSON", {"c.txt": "hello world\n"}, setup=_copy_tokenizer("cut", cut=True)),
     Case("tok-extend-min-frequency", "tokenizer extend --base-tokenizer {tok} -i {w}/c.txt --vocab-size 500 "

@@ -47,6 +47,10 @@ KEEP_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template
 def read_base(base: str | os.PathLike) -> tuple[Path, dict]:
     """(path of tokenizer.json, its parsed content) for a folder or a tokenizer.json file."""
     p = Path(base)
+    if not p.exists():
+        raise MoaiInputError(f"--base-tokenizer {base}: no such file or folder",
+                             hint="give a tokenizer folder or a tokenizer.json file (a hub model: download "
+                                  "it first, e.g. hf download Qwen/Qwen3-0.6B --local-dir qwen3-0.6b)")
     file = p / "tokenizer.json" if p.is_dir() else p
     if not file.is_file():
         raise MoaiInputError(f"--base-tokenizer {base}: no tokenizer.json there",
