@@ -113,6 +113,12 @@ def _quiet_if(quiet: bool) -> Iterator[None]:
 
 
 def _check_ranges(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> None:
+    import math
+
+    for flag, value in (("--temperature", temperature), ("--top-p", top_p),
+                        ("--repetition-penalty", repetition_penalty)):
+        if value is not None and not math.isfinite(value):
+            fail(f"{flag} must be a finite number, got {value}")
     checks = [
         (temperature is not None and temperature < 0, "--temperature must be ≥ 0"),
         (top_p is not None and not 0 < top_p <= 1, "--top-p must be in (0, 1]"),

@@ -70,6 +70,7 @@ def eval_models(
 
         if json_out:
             set_quiet(True)
+        _check_floats(limit, beta)
         local = None
         if task_file:
             local = LocalTask(task_file, kind, question_column, choices_column, choices, answer_column,
@@ -87,6 +88,18 @@ def eval_models(
             print_json(result)
             return
         _render(result)
+
+
+def _check_floats(limit: float | None, beta: float) -> None:
+    """--limit and --beta finite and positive (NaN or inf would reach lm-eval or the rewards)."""
+    import math
+
+    from moai_llm.errors import MoaiInputError
+
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        raise MoaiInputError(f"--limit must be a positive finite number (examples, or a share below 1), got {limit}")
+    if not (math.isfinite(beta) and beta > 0):
+        raise MoaiInputError(f"--beta must be a positive finite number, got {beta}")
 
 
 def _render(result: dict) -> None:

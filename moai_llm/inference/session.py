@@ -171,8 +171,29 @@ class ChatSession:
                     parsed = float(value)
             except ValueError:
                 return CommandResult(f"/params {item}: {value!r} is not a number", error=True)
+            problem = sampling_problem(key, parsed)
+            if problem:
+                return CommandResult(f"/params {item}: {problem}", error=True)
             setattr(self.params, key, parsed)
         return CommandResult("  ".join(f"{k}={v}" for k, v in self.params.to_dict().items()))
+
+
+def sampling_problem(key: str, value: Any) -> str | None:
+    """Why `value` cannot be the sampling setting `key` (None when it can).
+
+    >>> sampling_problem("temperature", float("nan")), sampling_problem("top_p", 0.5)
+    ('temperature must be a finite number ≥ 0', None)
+    """
+    import math
+
+    rules = {"temperature": (lambda v: math.isfinite(v) and v >= 0, "a finite number ≥ 0"),
+             "top_p": (lambda v: math.isfinite(v) and 0 < v <= 1, "in (0, 1]"),
+             "top_k": (lambda v: v >= 0, "≥ 0"),
+             "repetition_penalty": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+             "max_new_tokens": (lambda v: v >= 1, "≥ 1")}
+    if key in rules and value is not None and not rules[key][0](value):
+        return f"{key} must be {rules[key][1]}"
+    return None
 
 
 def plain_prompt(messages: list[dict]) -> str:
