@@ -133,8 +133,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    if not isinstance(manifest, dict):
+        raise MoaiInputError(f"{path}: not a moai manifest (a JSON object expected, found "
+                             f"{type(manifest).__name__})", hint="prepare the dataset again with `moai data prepare`")
     if manifest.get("format") != FORMAT or not manifest.get("complete"):
         return None
     return manifest
