@@ -1,9 +1,9 @@
 """Where the tasks of a prepare run: datatrove's Local, Slurm and Ray executors, one bar.
 
 - local: `workers` processes on this machine (datatrove's LocalPipelineExecutor; one worker runs
-  the tasks in this process). A script that calls `prepare_dataset` with several workers needs
-  the `if __name__ == "__main__":` guard: the worker processes are started fresh (forkserver)
-  and import the script's main module, as with any multiprocessing.
+  the tasks in this process). The workers start from a fork server that imported moai's steps
+  once, and without re-running the caller's main module (a script that calls `prepare_dataset`
+  needs no `if __name__ == "__main__":` guard).
 - slurm: one job array (`sbatch`), one array task per prepare task, `workers` at once (default:
   no limit); the launching process waits for it and merges. The work folder, beside the
   output folder, must be on a filesystem every node sees.
@@ -32,6 +32,8 @@ from pathlib import Path
 from moai_llm.errors import MoaiInputError, MoaiRunError
 
 EXECUTORS = ("local", "slurm", "ray")
+_PRELOAD = ["moai_llm.data.pipeline", "moai_llm.data.encoding", "moai_llm.data.store", "moai_llm.atomic",
+            "pyarrow", "tokenizers"]
 
 
 @dataclass
@@ -101,10 +103,35 @@ def _local(steps, tasks: int, executor: Executor, logs: str, work: Path) -> None
     workers = min(executor.workers or 1, tasks)
     local = LocalTasks(steps, tasks=tasks, workers=workers, logging_dir=logs)
     if workers > 1:
-        local.run()
+        import multiprocess
+
+        multiprocess.get_context("forkserver").set_forkserver_preload(_PRELOAD)  # imported once, not per worker
+        with _main_module_hidden():
+            local.run()
         return
     for rank in local.get_incomplete_ranks():  # in this process, without run()'s manager process
         local._run_for_rank(rank)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start worker processes without importing the caller's main module again.
+
+    multiprocessing re-runs it in every new worker (by path, or by name under `python -m`), so
+    a script that calls prepare_dataset without the `if __name__ == "__main__":` guard would
+    start a prepare in each worker, endlessly. moai's steps need nothing from that module.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__.pop(name) for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _slurm(steps, tasks: int, executor: Executor, logs: str, work: Path) -> None:

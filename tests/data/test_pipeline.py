@@ -108,6 +108,22 @@ def test_a_bad_row_read_by_a_later_task_names_its_line_and_leaves_nothing(tmp_pa
     assert m["skipped_rows"] == 1 and m["first_skipped_row"].split("/")[-1].startswith("a.jsonl:800")
 
 
+def test_a_script_without_a_main_guard_starts_its_workers_once(tmp_path, tokenizer_dir, write_jsonl):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": f"{EN[i % 5]} {i}"} for i in range(300)])
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from moai_llm.data import prepare_dataset\n"
+        "from moai_llm.data.executors import Executor\n"
+        "print('script body', flush=True)\n"
+        f"m = prepare_dataset([{str(path)!r}], {str(tokenizer_dir)!r}, 64, {str(tmp_path / 'out')!r}, tasks=2, "
+        "executor=Executor(workers=2))\n"
+        "print('tasks', m['tasks'], flush=True)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:2] == ["script body", "tasks 2"]  # the workers did not run it again
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "moai_cli", "data", "prepare", *args]
 
