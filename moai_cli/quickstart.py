@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
-from moai_llm.training.quickstart import QuickstartSizes
+from moai_llm.training.quickstart import MEASURED, QuickstartSizes
 
 
 def register(app: typer.Typer) -> None:
@@ -21,11 +21,15 @@ def quickstart(
                                   show_default=str(QuickstartSizes.pretrain_steps)),
     sft_steps: int = typer.Option(None, "--sft-steps", metavar="N", help="SFT steps.",
                                   show_default=str(QuickstartSizes.sft_steps)),
-    question: str = typer.Option(None, "--question", metavar="TEXT",
-                                 help="The question to ask at the end (default: a held-out one)."),
+    question: str = typer.Option(None, "--question", metavar="TEXT", show_default="a held-out one",
+                                 help="The question to ask at the end."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the report as JSON."),
 ) -> None:
-    """The whole path on this machine: tokenizer → data → pretrain → sft → chat (a few minutes on a 2-core CPU)."""
+    """The whole path on this machine, offline: tokenizer → data → pretrain → sft → chat → eval.
+
+    Before it starts it says how long it will take here, from training steps timed on this
+    machine: measured on a 2-core CPU, {idle:.1f} minutes idle and {loaded:.0f} shared with other work
+    (the time is the training steps, so it depends on the CPU cores free for them)."""
     with handle_errors():
         if as_json:
             set_quiet(True)
@@ -61,9 +65,14 @@ def quickstart(
             "  moai sft --pretrained-model runs/mine/final_model --dataset YOUR_QA.jsonl "
             "--output-dir runs/mine-sft",
             f"  moai eval {report['pretrain']} {report['sft']} --text {out}/eval_files/heldout_text.jsonl",
+            f"  moai export {report['sft']} --format ollama --quant q8_0    (llama.cpp, Ollama, LM Studio)",
         ]
         for line in lines:  # whole lines: a path broken across lines cannot be copied
             console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+quickstart.__doc__ = quickstart.__doc__.format(idle=MEASURED["idle_2core_s"] / 60,
+                                               loaded=MEASURED["loaded_2core_s"] / 60)
 
 
 def _task_lines(tasks: dict) -> list[str]:
