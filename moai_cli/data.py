@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from moai_cli.ui import console, handle_errors, print_json, set_quiet
+from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,6 +31,7 @@ def _weights(values: list[str] | None) -> list[float] | None:
 
 
 _PAR = "Parallel preparation"
+IN, ROWS, CHAT, OUT = "Input", "Tokens and rows", "SFT and preference", "Output"
 
 
 def _executor(kind, workers, partition, time_limit, cpus_per_task, mem_per_cpu, qos, account, sbatch, ray_address):
@@ -47,43 +48,43 @@ def _executor(kind, workers, partition, time_limit, cpus_per_task, mem_per_cpu, 
                     mem_per_cpu_gb=mem_per_cpu, qos=qos, account=account, sbatch_args=extra, ray_address=ray_address)
 
 
-@app.command()
+@app.command(cls=MoaiCommand)
 def prepare(
-    inputs: list[str] = typer.Option(None, "--input", "-i", help="File, folder or glob (.jsonl/.json/.csv/.parquet/.txt/.arrow); repeatable."),
-    weights: list[str] = typer.Option(None, "--weights", help="Mixing weight per source (1 = once, 2 = twice, 0.5 = half); repeatable or comma-separated."),
-    tokenizer: str = typer.Option(..., "--tokenizer", "--tokenizer-path", "--tokenizer_path", help="Tokenizer folder (tokenizer.json)."),
-    seq_len: int = typer.Option(2048, "--seq-len", "--seq_len", "--max-seq-length", "--max_seq_length", help="Tokens per row."),
-    output_dir: Path = typer.Option(..., "--output-dir", "--output_dir", "-o", help="Prepared dataset folder."),
-    mode: str = typer.Option("pretrain", "--mode", help="pretrain (plain text), sft (conversations) or preference (chosen/rejected pairs)."),
-    text_column: str = typer.Option(None, "--text-column", "--text_column", help="Column with the text (default: detected)."),
-    dataset: str = typer.Option(None, "--dataset", help="Hub dataset name (streamed)."),
-    dataset_config: str = typer.Option(None, "--dataset-config", "--dataset_config", help="Hub dataset config."),
-    split: str = typer.Option("train", "--split", help="Hub dataset split."),
-    prompt_column: str = typer.Option(None, "--prompt-column", "--prompt_column", help="SFT: column with the user prompt."),
-    response_column: str = typer.Option(None, "--response-column", "--response_column", help="SFT: column with the answer."),
-    chosen_column: str = typer.Option(None, "--chosen-column", help="Preference: column with the preferred answer (default: chosen)."),
-    rejected_column: str = typer.Option(None, "--rejected-column", help="Preference: column with the rejected answer (default: rejected)."),
-    truncation: str = typer.Option("keep_start", "--truncation", help="Preference: a sequence longer than half a row keeps its first (keep_start) or last (keep_end) tokens, as TRL."),
-    system_prompt: str = typer.Option(None, "--system-prompt", "--system_prompt", help="SFT: system message for records without one."),
-    thinking: str = typer.Option("off", "--thinking", help="SFT with a thinking chat template (Qwen3): off = answers only (the empty think block is prompt), keep = train the reasoning in assistant messages too."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", "--skip_bad_rows", help="Count and skip malformed rows instead of stopping."),
-    packing: str = typer.Option("bfd", "--packing", help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
-    num_proc: int = typer.Option(None, "--num-proc", "--num_proc", help="Rust tokenizer threads (default: all cores when there are more than 2; a reader thread overlaps tokenizing with packing)."),
-    max_positions: int = typer.Option(None, "--max-positions", help="The model's context length (max_position_embeddings): refuse longer rows."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", "--trust_remote_code", help="Allow a tokenizer folder defined by its own Python code (auto_map) to run it (off: moai reads tokenizer.json only)."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache matches."),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
-    workers: int = typer.Option(None, "--workers", help="Tasks run at once: local processes (default 1); Slurm/Ray: tasks at once (default: all).", rich_help_panel=_PAR),
-    tasks: int = typer.Option(None, "--tasks", help="Shares of the input, each tokenized and packed by one task (default: one per 128 MB, at least --workers); rows depend on it.", rich_help_panel=_PAR),
-    executor: str = typer.Option("local", "--executor", help="local (this machine), slurm (a job array) or ray (a Ray cluster).", rich_help_panel=_PAR),
-    partition: str = typer.Option(None, "--partition", help="Slurm partition (default: the cluster's default).", rich_help_panel=_PAR),
-    time_limit: str = typer.Option("04:00:00", "--time", help="Slurm time limit per task.", rich_help_panel=_PAR),
-    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="CPUs per task (Slurm, Ray).", rich_help_panel=_PAR),
-    mem_per_cpu: int = typer.Option(2, "--mem-per-cpu", help="GB of memory per CPU (Slurm, Ray).", rich_help_panel=_PAR),
-    qos: str = typer.Option(None, "--qos", help="Slurm QOS.", rich_help_panel=_PAR),
-    account: str = typer.Option(None, "--account", help="Slurm account.", rich_help_panel=_PAR),
-    sbatch: list[str] = typer.Option(None, "--sbatch", help="More sbatch options as KEY=VALUE (e.g. constraint=cpu); repeatable.", rich_help_panel=_PAR),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://HOST:10001; default: start one here).", rich_help_panel=_PAR),
+    inputs: list[str] = typer.Option(None, "--input", metavar="SRC", rich_help_panel=IN, help="File, folder or glob (.jsonl, .json, .csv, .parquet, .txt, .arrow); repeatable."),
+    weights: list[str] = typer.Option(None, "--weights", metavar="W", rich_help_panel=IN, help="Mixing weight per source (1 = once, 2 = twice, 0.5 = half); repeatable or comma-separated."),
+    mode: str = typer.Option("pretrain", "--mode", metavar="MODE", rich_help_panel=IN, help="pretrain (plain text), sft (conversations) or preference (chosen/rejected pairs)."),
+    text_column: str = typer.Option(None, "--text-column", metavar="NAME", rich_help_panel=IN, show_default="detected", help="Column with the text."),
+    dataset: str = typer.Option(None, "--dataset", metavar="NAME", rich_help_panel=IN, help="Hub dataset name (streamed)."),
+    dataset_config: str = typer.Option(None, "--dataset-config", metavar="NAME", rich_help_panel=IN, help="Hub dataset config."),
+    split: str = typer.Option("train", "--split", metavar="NAME", rich_help_panel=IN, help="Hub dataset split."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", rich_help_panel=IN, help="Count and skip malformed rows instead of stopping."),
+    tokenizer: str = typer.Option(..., "--tokenizer", metavar="DIR", rich_help_panel=ROWS, help="Tokenizer folder (tokenizer.json)."),
+    seq_len: int = typer.Option(2048, "--seq-len", metavar="N", rich_help_panel=ROWS, help="Tokens per row."),
+    packing: str = typer.Option("bfd", "--packing", metavar="HOW", rich_help_panel=ROWS, help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
+    max_positions: int = typer.Option(None, "--max-positions", metavar="N", rich_help_panel=ROWS, help="The model's context length (max_position_embeddings): refuse longer rows."),
+    num_proc: int = typer.Option(None, "--num-proc", metavar="N", rich_help_panel=ROWS, show_default="all cores when there are more than 2", help="Rust tokenizer threads (a reader thread overlaps tokenizing with packing)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", rich_help_panel=ROWS, help="Allow a tokenizer folder defined by its own Python code (auto_map) to run it (off: moai reads tokenizer.json only)."),
+    prompt_column: str = typer.Option(None, "--prompt-column", metavar="NAME", rich_help_panel=CHAT, help="SFT: column with the user prompt."),
+    response_column: str = typer.Option(None, "--response-column", metavar="NAME", rich_help_panel=CHAT, help="SFT: column with the answer."),
+    system_prompt: str = typer.Option(None, "--system-prompt", metavar="TEXT", rich_help_panel=CHAT, help="SFT: system message for records without one."),
+    thinking: str = typer.Option("off", "--thinking", metavar="HOW", rich_help_panel=CHAT, help="SFT with a thinking chat template (Qwen3): off = answers only (the empty think block is prompt), keep = train the reasoning in assistant messages too."),
+    chosen_column: str = typer.Option(None, "--chosen-column", metavar="NAME", rich_help_panel=CHAT, show_default="chosen", help="Preference: column with the preferred answer."),
+    rejected_column: str = typer.Option(None, "--rejected-column", metavar="NAME", rich_help_panel=CHAT, show_default="rejected", help="Preference: column with the rejected answer."),
+    truncation: str = typer.Option("keep_start", "--truncation", metavar="HOW", rich_help_panel=CHAT, help="Preference: a sequence longer than half a row keeps its first (keep_start) or last (keep_end) tokens, as TRL."),
+    output_dir: Path = typer.Option(..., "--output-dir", metavar="DIR", rich_help_panel=OUT, help="Prepared dataset folder."),
+    force: bool = typer.Option(False, "--force", rich_help_panel=OUT, help="Rebuild even when the cache matches."),
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUT, help="Print the manifest as JSON."),
+    workers: int = typer.Option(None, "--workers", metavar="N", show_default="local: 1; Slurm, Ray: all", help="Tasks run at once: local processes, or Slurm/Ray tasks.", rich_help_panel=_PAR),
+    tasks: int = typer.Option(None, "--tasks", metavar="N", show_default="one per 128 MB, at least --workers", help="Shares of the input, each tokenized and packed by one task; rows depend on it.", rich_help_panel=_PAR),
+    executor: str = typer.Option("local", "--executor", metavar="NAME", help="local (this machine), slurm (a job array) or ray (a Ray cluster).", rich_help_panel=_PAR),
+    partition: str = typer.Option(None, "--partition", metavar="NAME", show_default="the cluster's", help="Slurm partition.", rich_help_panel=_PAR),
+    time_limit: str = typer.Option("04:00:00", "--time", metavar="HH:MM:SS", help="Slurm time limit per task.", rich_help_panel=_PAR),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", metavar="N", help="CPUs per task (Slurm, Ray).", rich_help_panel=_PAR),
+    mem_per_cpu: int = typer.Option(2, "--mem-per-cpu", metavar="GB", help="GB of memory per CPU (Slurm, Ray).", rich_help_panel=_PAR),
+    qos: str = typer.Option(None, "--qos", metavar="NAME", help="Slurm QOS.", rich_help_panel=_PAR),
+    account: str = typer.Option(None, "--account", metavar="NAME", help="Slurm account.", rich_help_panel=_PAR),
+    sbatch: list[str] = typer.Option(None, "--sbatch", metavar="KEY=VALUE", help="More sbatch options (e.g. constraint=cpu); repeatable.", rich_help_panel=_PAR),
+    ray_address: str = typer.Option(None, "--ray-address", metavar="ADDRESS", show_default="start one here", help="Ray cluster to join (auto, ray://HOST:10001).", rich_help_panel=_PAR),
 ) -> None:
     """Tokenize and pack sources into a prepared dataset (Arrow rows + manifest.json), cached."""
     with handle_errors():
@@ -126,11 +127,11 @@ def _print_manifest(manifest: dict) -> None:
         console.print(f"  [yellow]skipped {manifest['skipped_rows']:,} bad rows[/] (first: {manifest['first_skipped_row']})")
 
 
-@app.command()
+@app.command(cls=MoaiCommand)
 def inspect(
-    folder: Path = typer.Argument(..., help="Prepared dataset folder."),
-    show: int = typer.Option(0, "--show", help="Decode the first N rows, loss-carrying text highlighted."),
-    tokenizer: str = typer.Option(None, "--tokenizer", "--tokenizer_path", help="Tokenizer to decode with (default: the one it was built with)."),
+    folder: Path = typer.Argument(..., metavar="FOLDER", help="Prepared dataset folder."),
+    show: int = typer.Option(0, "--show", metavar="N", help="Decode the first N rows, loss-carrying text highlighted."),
+    tokenizer: str = typer.Option(None, "--tokenizer", metavar="DIR", show_default="the one it was built with", help="Tokenizer to decode with."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Rows, tokens, documents, sources, packing efficiency, length histogram, decoded rows."""
