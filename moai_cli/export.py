@@ -25,7 +25,7 @@ def export(
     model: str = typer.Argument(..., help="Model folder, run folder, checkpoint or LoRA adapter folder."),
     fmt: str = typer.Option("gguf", "--format", help="gguf (one file) or ollama (a folder: GGUF + Modelfile)."),
     quant: str = typer.Option("f16", "--quant", help="f32, f16, bf16, q8_0; q4_k_m, q5_k_m, q6_k need the llamacpp extra."),
-    output: Optional[str] = typer.Option(None, "--output", help="File (gguf) or folder (ollama). Default: NAME-QUANT.gguf / NAME-ollama/ here."),
+    output: Optional[str] = typer.Option(None, "--output", show_default="NAME-QUANT.gguf or NAME-ollama/ here", help="File (gguf) or folder (ollama)."),
     adapter_only: bool = typer.Option(False, "--adapter-only", help="A LoRA adapter folder as a llama.cpp adapter GGUF (not merged)."),
     allow_mismatch: bool = typer.Option(False, "--allow-tokenizer-mismatch", help="Export a tokenizer llama.cpp cannot reproduce exactly; prints how much text tokenizes differently."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder when the model folder has none."),
