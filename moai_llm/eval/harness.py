@@ -57,7 +57,7 @@ def require_lm_eval() -> None:
         import lm_eval  # noqa: F401
     except ImportError as exc:
         raise MoaiInputError("lm-evaluation-harness is not installed (needed for --tasks, --suite, --task-file)",
-                             hint="pip install 'moai[eval]'; bits per byte (--text) works without it") from exc
+                             hint="from a clone: pip install -e . (it installs lm-evaluation-harness); bits per byte (--text) works without it") from exc
 
 
 @functools.lru_cache(maxsize=2)

@@ -80,3 +80,15 @@ def test_the_estimate_comes_from_steps_timed_here():
 
     step, total = estimate_seconds(TINY, probe_steps=2)
     assert step > 0 and total == pytest.approx(step * (TINY.pretrain_steps + TINY.sft_steps))
+
+
+def test_the_default_install_has_what_the_quickstart_shows():
+    """The README's one setup command (`pip install -e .` inside scripts/setup.sh) must bring
+    lm-evaluation-harness: without it the quickstart skips its finance multiple-choice table."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(dep.replace("-", "_").startswith("lm_eval") for dep in project["dependencies"])
+    setup = (Path(__file__).resolve().parents[2] / "scripts" / "setup.sh").read_text()
+    assert 'pip install -q -e ".${extras}"' in setup  # no extra needed without --dev
