@@ -15,8 +15,8 @@ byte-for-byte against the Jinja rendering with Go's text/template in tests/expor
 `PARAMETER stop` lists every end token (`<|im_end|>`, `<|endoftext|>`): Ollama stops only on
 what the Modelfile lists. Sampling comes from generation_config.json (greedy there: temperature 0).
 
-    >>> print(modelfile("m.gguf", "chatml", ["<|im_end|>"], {"temperature": 0.7}).splitlines()[-2])
-    PARAMETER stop "<|im_end|>"
+    >>> modelfile("m.gguf", "chatml", ["<|im_end|>"], {"temperature": 0.7}).splitlines()[-2:]
+    ['PARAMETER temperature 0.7', 'PARAMETER stop "<|im_end|>"']
 """
 
 from __future__ import annotations
