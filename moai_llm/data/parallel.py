@@ -55,8 +55,7 @@ def build(out: Path, srcs: list[src_mod.Source], tokenizer_dir, settings: dict, 
         if stale != work or force:
             shutil.rmtree(stale, ignore_errors=True)
     start_work(work, make_plan(srcs, tokenizer_dir, settings, tasks, buffer_tokens, trust_remote_code))
-    # Fingerprints before reading: a file edited during the build then fails the next cache check.
-    fingerprints = [src_mod.fingerprint(s, full=True) for s in srcs]
+    fingerprints = Fingerprints(srcs)
     rust_threads = num_proc > 1 if num_proc else executor.cores_per_task() > 2
     steps = [ReadShare(work), Tokenize(work), PackRows(work, rust_threads)]
     tmp = None
@@ -66,7 +65,7 @@ def build(out: Path, srcs: list[src_mod.Source], tokenizer_dir, settings: dict, 
         manifest = merge(work, load_plan(work), tmp)
         manifest.update(settings=settings, tokenizer_hash=tok_hash, output_dir=str(out),
                         tokenizer_dir=str(Path(tokenizer_dir).resolve()), build_seconds=round(time.time() - started, 3))
-        for entry, fingerprint in zip(manifest["sources"], fingerprints, strict=True):
+        for entry, fingerprint in zip(manifest["sources"], fingerprints.result(), strict=True):
             entry["fingerprint"] = fingerprint
         publish(tmp, out, manifest)
     except BaseException as exc:
@@ -80,6 +79,30 @@ def build(out: Path, srcs: list[src_mod.Source], tokenizer_dir, settings: dict, 
             shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+class Fingerprints:
+    """The sources' fingerprints for the cache: size, mtime and head/tail hash taken before any
+    task reads, the whole-file hash in a thread while the tasks run (a full pass over the input
+    that would otherwise come before them). A file whose size or mtime changed meanwhile keeps no
+    whole-file hash, so the next cache check rebuilds."""
+
+    def __init__(self, srcs: list[src_mod.Source]):
+        import threading
+
+        self.srcs, self.before, self.full = srcs, [src_mod.fingerprint(s) for s in srcs], None
+        self.thread = threading.Thread(target=self._hash, name="moai-fingerprint", daemon=True)
+        self.thread.start()
+
+    def _hash(self) -> None:
+        self.full = [src_mod.fingerprint(s, full=True) for s in self.srcs]
+
+    def result(self) -> list[dict]:
+        self.thread.join()
+        if self.full is None:  # the thread failed (a file vanished): the next cache check rebuilds
+            return self.before
+        stat = lambda f: [(e["path"], e["size"], e["mtime_ns"]) for e in f.get("files", [])]  # noqa: E731
+        return [full if stat(full) == stat(before) else before for full, before in zip(self.full, self.before, strict=True)]
 
 
 def publish(tmp: Path, out: Path, manifest: dict) -> None:
