@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bad_input_values import VALUE_CASES
 from faults import make_hostile, small_disk, unwritable
 from typer.testing import CliRunner
 
@@ -459,7 +460,7 @@ CASES = [
     Case("export-only-pickled-weights", EXPORT, "has only pickled .bin weights", setup=_model(_only_pickle)),
     Case("export-truncated-weights", EXPORT, "model.safetensors is damaged or incomplete",
          setup=_model(_cut("model.safetensors"))),
-    Case("export-missing-tensor", EXPORT, "the weights lack model.layers.0.mlp.up_proj.weight",
+    Case("export-missing-tensor", EXPORT, "the weights have no tensor model.layers.0.mlp.up_proj.weight",
          setup=_model(_drop_tensor("model.layers.0.mlp.up_proj.weight"))),
     Case("export-unknown-split-pattern", EXPORT, "llama.cpp implements no pre-tokenizer with its split pattern",
          setup=_model(_split_pattern(r"\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+"))),
@@ -548,6 +549,7 @@ OWNERSHIP_CASES = [
          {"proj/notes.txt": "mine", "proj/tokenizer/NOTES.md": "mine"}),
 ]
 CASES += OWNERSHIP_CASES
+CASES += [Case(**case) for case in VALUE_CASES]  # numbers, model folders, templates, records (bad_input_values.py)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ MODEL is a model folder, a run folder (its final_model/ or newest complete check
 checkpoint, or a LoRA adapter folder (loaded onto its base and merged), resolved by the same
 function `moai chat` uses. Only Qwen3 models export (the GGUF architecture moai writes), from
 safetensors only. Before anything is written, every tensor a Qwen3 model of this config needs
-must be present with its shape, and nothing else may be there; each tensor is checked finite
-as it is converted. Tensors stream one at a time from the safetensors files, so a model larger
+must be present with its shape and a floating-point type (`moai_llm.weights.check_weights`, as
+for chat and eval), and nothing else may be there (a tensor llama.cpp's Qwen3 has no place for);
+each tensor is checked finite as it is converted. Tensors stream one at a time from the safetensors files, so a model larger
 than memory exports.
 
     >>> src = open_source("outputs/sft")                       # doctest: +SKIP
@@ -130,6 +131,7 @@ def open_source(path: str | Path, tokenizer_path: str | Path | None = None, trus
     from moai_llm.inference.loading import resolve_model_dir
     from moai_llm.pretrained import check_safetensors
     from moai_llm.tokenizer import load_tokenizer
+    from moai_llm.weights import check_weights
 
     model_dir, kind = resolve_model_dir(path)
     state = None
@@ -148,6 +150,7 @@ def open_source(path: str | Path, tokenizer_path: str | Path | None = None, trus
         files, found = check_safetensors(model_dir)
         config = _load_config(model_dir, trust_remote_code)
         check_qwen3(config, model_dir)
+        check_weights(files, config.to_dict(), str(model_dir))  # the same refusals as chat and eval
     shapes = check_whole(found, config, model_dir)
     tok_dir = find_tokenizer(model_dir, tokenizer_path)
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=trust_remote_code)
