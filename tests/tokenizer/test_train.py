@@ -119,11 +119,23 @@ def test_too_small_vocab_is_refused(tmp_path):
 def test_retraining_replaces_the_folder_whole(tmp_path):
     out = tmp_path / "tok"
     train_tokenizer(TEXTS, out, vocab_size=300)
-    (out / "stale.txt").write_text("old")
     train_tokenizer(TEXTS, out, vocab_size=320)
-    assert not (out / "stale.txt").exists()
     assert len(load_tokenizer(out)) == 320
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+
+
+def test_retraining_never_deletes_a_file_added_to_the_folder(tmp_path):
+    """moai's own tokenizer folder with a file moai did not write in it is no longer provably
+    moai's alone: replacing it whole would delete that file, so it is refused."""
+    from moai_llm.errors import MoaiInputError
+
+    out = tmp_path / "tok"
+    train_tokenizer(TEXTS, out, vocab_size=300)
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(MoaiInputError, match="also holds files moai did not make \\(notes.txt\\)"):
+        train_tokenizer(TEXTS, out, vocab_size=320)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_sources_are_interleaved_so_every_language_reaches_the_alphabet(tmp_path, monkeypatch):
