@@ -126,16 +126,18 @@ def clean_copy(dest: Path) -> Path:
     return dest
 
 
-def user_env() -> dict[str, str]:
-    """What a person's shell has after `. .venv/bin/activate`: moai on PATH, no test settings."""
+def user_env(copy: Path) -> dict[str, str]:
+    """What a person's shell has after `. .venv/bin/activate` in `copy`: moai on PATH (its code
+    read from the copy), no test settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_NUM_THREADS", "PYTEST", "MOAI_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(copy)
     env["HF_HUB_OFFLINE"] = "1"  # the README's paths are offline; a reachable hub must not change them
     return env
 
 
 def run(command: str, cwd: Path, stdin: str = "", timeout: int = 3600) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=user_env(), input=stdin,
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=user_env(cwd), input=stdin,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
@@ -221,8 +223,9 @@ def test_the_seed_lines_fail_only_for_want_of_the_hub(tmp_path):
     pretraining line stops at the hub dataset (not for want of a tokenizer)."""
     text = section(README.read_text(encoding="utf-8"), "The whole path")
     seed = next(b for b in bash_blocks(text) if "--mode pretrain" in b).splitlines()
-    run(seed[0], tmp_path, timeout=600)
-    pretrain = subprocess.run(["bash", "-c", seed[1]], cwd=tmp_path, env=user_env(), capture_output=True,
+    subprocess.run(["bash", "-c", seed[0]], cwd=tmp_path, env=user_env(ROOT), check=True, capture_output=True,
+                   timeout=600)
+    pretrain = subprocess.run(["bash", "-c", seed[1]], cwd=tmp_path, env=user_env(ROOT), capture_output=True,
                               text=True, timeout=600)
     assert pretrain.returncode == 2, pretrain.stderr[-2000:]
     assert "no tokenizer" not in pretrain.stderr and "wikitext" in pretrain.stderr
