@@ -1,4 +1,4 @@
-"""`moai quickstart`: the whole path on this machine, offline, in a few minutes.
+"""`moai quickstart`: the whole path on this machine, offline (minutes: it says how many first).
 
 1. train a byte-level BPE tokenizer (~8k) on the embedded ko/en/ja/zh corpora,
 2. prepare them as packed rows,
