@@ -45,9 +45,10 @@ from typing import Any
 from moai_llm.errors import MoaiInputError
 
 MARKER = ".moai-output.json"
-KINDS = ("dataset", "tokenizer", "run", "model", "checkpoint", "quickstart")
+KINDS = ("dataset", "tokenizer", "run", "model", "checkpoint", "quickstart", "export")
 DESCRIPTION = {"dataset": "prepared dataset", "tokenizer": "tokenizer folder", "run": "run folder",
-               "model": "model folder", "checkpoint": "checkpoint", "quickstart": "quickstart folder"}
+               "model": "model folder", "checkpoint": "checkpoint", "quickstart": "quickstart folder",
+               "export": "export folder"}
 
 # What moai versions without a marker wrote, per kind (names; "*" patterns by prefix/suffix).
 TOKENIZER_NAMES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -224,7 +225,7 @@ def claim(out: str | os.PathLike, kind: str, flag: str = "--output-dir",
     if is_empty(path):
         return
     found = kind_of(path)
-    extra = foreign_names(path, kind) if found == kind and kind in ("dataset", "tokenizer") else []
+    extra = foreign_names(path, kind) if found == kind and kind in ("dataset", "tokenizer", "export") else []
     if extra:
         more = ", ..." if len(extra) > 3 else ""
         raise MoaiInputError(f"{flag} {out}: moai's {DESCRIPTION[kind]} also holds files moai did not make "

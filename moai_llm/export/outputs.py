@@ -5,7 +5,7 @@ a Modelfile (`--format ollama`). Both are written under a temporary name beside 
 renamed into place once whole, so a kill or a full disk leaves the target as it was (and a
 temporary `.NAME.tmp-*` that the next export removes). An existing target is replaced only when
 it is moai's own export: a GGUF whose header carries moai's `moai.export` key, or a folder
-holding nothing but such GGUFs and a Modelfile moai wrote. Anything else is refused (exit 2).
+whose ownership marker says `export` (moai_llm.ownership). Anything else is refused (exit 2).
 
     >>> default_output("outputs/sft", "gguf", "q8_0", False)
     PosixPath('sft-q8_0.gguf')
@@ -44,34 +44,19 @@ def is_moai_gguf(path: Path) -> bool:
         return False
 
 
-def is_moai_ollama_dir(folder: Path) -> bool:
-    from moai_llm.export.modelfile import HEADER
+def check_output(out: Path, fmt: str, model: str | os.PathLike) -> None:
+    """Refuse `out` unless it is absent or moai's own export of this kind (nothing is written).
+    An Ollama folder goes through `ownership.claim` (its marker says moai made it; never `/`,
+    home, the current folder, or a folder holding or inside the model)."""
+    if fmt == "ollama":
+        from moai_llm.ownership import claim
 
-    for entry in folder.iterdir():
-        if entry.name.startswith("."):
-            continue  # leftovers of moai's own interrupted writes
-        if entry.name == "Modelfile" and entry.is_file():
-            if not entry.read_text(encoding="utf-8", errors="replace").startswith(HEADER):
-                return False
-        elif not (entry.suffix == ".gguf" and entry.is_file() and is_moai_gguf(entry)):
-            return False
-    return True
-
-
-def check_output(out: Path, fmt: str) -> None:
-    """Refuse `out` unless it is absent or moai's own export of this kind (nothing is written)."""
+        claim(out, "export", flag="--output", inputs=[model])
+        return
     if not out.exists() and not out.is_symlink():
         if not out.parent.exists():
             raise MoaiInputError(f"--output {out}: its folder {out.parent} does not exist", hint="create it first")
         return
-    if fmt == "ollama":
-        if not out.is_dir():
-            raise MoaiInputError(f"--output {out}: exists and is not a folder",
-                                 hint="name a new folder for the Ollama files")
-        if is_moai_ollama_dir(out):
-            return
-        raise MoaiInputError(f"--output {out}: exists and is not a moai export (moai replaces only its own)",
-                             hint="name a new folder (or move that one aside yourself)")
     if out.is_dir() or not is_moai_gguf(out):
         raise MoaiInputError(f"--output {out}: exists and is not a GGUF moai exported (moai replaces only its own)",
                              hint="name a new file (or move that one aside yourself)")

@@ -131,11 +131,12 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
     from moai_llm.atomic import building, remove_leftovers
     from moai_llm.export.quantize import require
     from moai_llm.locks import RunLock
+    from moai_llm.ownership import write_marker
 
     _check_choices(fmt, quant, adapter_only)
     require(quant)
     out = Path(output).expanduser() if output else outputs.default_output(model, fmt, quant, adapter_only)
-    outputs.check_output(out, fmt)
+    outputs.check_output(out, fmt, model)
     start = time.perf_counter()
     if adapter_only:
         return _export_adapter(model, out, quant, start)
@@ -170,6 +171,7 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
             with building(out) as folder:
                 _write_model(src, meta, folder / gguf_name, quant, name, folder / gguf_name)
                 (folder / "Modelfile").write_text(_ollama(src, folder / gguf_name, family, meta), encoding="utf-8")
+                write_marker(folder, "export", "moai export", record_files=True)
             gguf_file, modelfile_path = out / gguf_name, out / "Modelfile"
             command = f"ollama create {name} -f {modelfile_path}"
     return ExportResult(out, gguf_file, fmt, quant, time.perf_counter() - start, gguf_file.stat().st_size, pre,

@@ -22,7 +22,7 @@ def test_ollama_export_prints_the_create_line_and_writes_only_its_folder(moai_mo
     result = run(moai_model, "--format", "ollama", "--quant", "q8_0", "-o", tmp_path / "mine")
     assert result.exit_code == 0, result.output
     assert f"ollama create m -f {tmp_path / 'mine' / 'Modelfile'}" in " ".join(result.output.split())
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["Modelfile", "m-q8_0.gguf"]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".moai-output.json", "Modelfile", "m-q8_0.gguf"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary, no lock left
 
 
@@ -38,15 +38,17 @@ def test_its_own_export_is_replaced_and_leftovers_of_a_killed_one_removed(moai_m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
 
 
-def test_a_moai_ollama_folder_is_replaced_but_not_one_with_a_users_file(moai_model, tmp_path):
+def test_a_moai_ollama_folder_is_replaced_but_not_a_users_folder_or_the_model(moai_model, tmp_path):
     out = tmp_path / "o"
     assert run(moai_model, "--format", "ollama", "-o", out).exit_code == 0
     assert run(moai_model, "--format", "ollama", "--quant", "q8_0", "-o", out).exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "m-q8_0.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == [".moai-output.json", "Modelfile", "m-q8_0.gguf"]
     (out / "notes.txt").write_text("mine")
     refused = run(moai_model, "--format", "ollama", "-o", out)
-    assert refused.exit_code == 2 and "is not a moai export" in refused.output
+    assert refused.exit_code == 2 and "also holds files moai did not make" in " ".join(refused.output.split())
     assert (out / "notes.txt").read_text() == "mine"
+    inside = run(moai_model, "--format", "ollama", "-o", moai_model / "ollama")
+    assert inside.exit_code == 2 and "is inside the input folder" in " ".join(inside.output.split())
 
 
 def test_allow_tokenizer_mismatch_measures_the_share_of_documents(moai_model, tmp_path):
