@@ -41,11 +41,20 @@ def require(quant: str) -> None:
 
 def quantize(source: Path, out: Path, quant: str, threads: int | None = None) -> Path:
     """Quantize the GGUF `source` to `quant` at `out` with llama.cpp."""
+    import logging
+
     lib = llama_cpp()
     params = lib.llama_model_quantize_default_params()
     params.ftype = K_QUANTS[quant]
     params.nthread = int(threads or os.cpu_count() or 1)
-    code = lib.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    # llama.cpp logs a line per tensor (through llama-cpp-python's logger): errors only
+    log = logging.getLogger("llama-cpp-python")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        code = lib.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    finally:
+        log.setLevel(level)
     if code != 0:
         raise RuntimeError(f"llama.cpp's quantizer failed on {source} (code {code})")
     return out
