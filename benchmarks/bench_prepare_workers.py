@@ -195,6 +195,34 @@ def throughput(path: Path, tok_dir: Path, scratch: Path, rounds: int) -> tuple[l
     return lines, best
 
 
+def packing_by_tasks(tok_dir: Path, scratch: Path) -> list[str]:
+    """Packing efficiency of the long-tailed mix of bench_data (reviews + Shakespeare scenes) with
+    1, 4 and 16 tasks: each task's tail is packed again with the others' at the merge."""
+    import orjson
+    from bench_data import read_reviews, shakespeare_scenes
+
+    from moai_llm.data import prepare_dataset
+    from moai_llm.data.executors import Executor
+    from moai_llm.progress import set_quiet
+
+    texts = read_reviews(60_000) + shakespeare_scenes()
+    random.Random(0).shuffle(texts)
+    path = scratch / "mix.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts))
+    lines = ["| seq-len | tasks | documents | tokens | rows | packing |", "|---:|---:|---:|---:|---:|---:|"]
+    set_quiet(True)
+    for seq_len in (2048, 8192):
+        for tasks in (1, 4, 16):
+            m = prepare_dataset([str(path)], tok_dir, seq_len, scratch / f"mix-{seq_len}-{tasks}", tasks=tasks,
+                                executor=Executor(workers=2))
+            lines.append(f"| {seq_len} | {tasks} | {m['num_documents']:,} | {m['num_tokens']:,} | {m['num_rows']:,} | "
+                         f"{m['packing_efficiency']:.3%} |")
+            print(lines[-1], flush=True)
+            shutil.rmtree(scratch / f"mix-{seq_len}-{tasks}")
+    set_quiet(False)
+    return lines
+
+
 def extrapolate(best: dict, hash_mb_s: float, bytes_per_token: float) -> list[str]:
     """100B tokens on 1, 4, 16 nodes of 64 cores, from the measured rate per CPU second of the
     2-worker run (all its processes), which the load of other jobs does not change."""
@@ -262,7 +290,9 @@ def main() -> None:
         for size, r in rss:
             lines.append(f"| {size:.0f} MB | {r['tasks']} | {r['tokens']:,} | {r['rss_main_mb']:.0f} / {r['rss_worker_mb']:.0f} MB | "
                          f"{r['load_before']:.2f} → {r['load_after']:.2f} |")
-        lines += ["", *extrapolate(best, hash_mb_s, bytes_per_token), ""]
+        lines += ["", *extrapolate(best, hash_mb_s, bytes_per_token), "",
+                  "Packing with more tasks, on bench_data's long-tailed mix (60k reviews + Shakespeare scenes):", "",
+                  *packing_by_tasks(tok_dir, scratch), ""]
         print("\n".join(lines))
         if args.write:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
