@@ -94,6 +94,30 @@ def llama_bpb(gguf: Path, docs: list[str], encoded: list[list[int]], ctx: int, t
     return bits_per_byte(score, docs, encoded, ctx)
 
 
+def chat_check(model_dir: Path, gguf: Path, question: str, threads: int) -> tuple[bool, bool]:
+    """(llama.cpp's greedy chat answer through the GGUF's own template equals transformers',
+    llama.cpp stopped on an end token): 64 new tokens at most."""
+    import llama_cpp
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    messages = [{"role": "user", "content": question}]
+    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+    stops = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False, eos_token_id=stops,
+                             pad_token_id=stops[0])[0, len(ids):].tolist()
+    want = tok.decode([t for t in out if t not in stops])
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, verbose=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    answer = llm.create_chat_completion(messages=messages, temperature=0, max_tokens=64)["choices"][0]
+    # llama-cpp-python drops bytes that do not complete a character; transformers shows U+FFFD
+    same = answer["message"]["content"].replace("\ufffd", "") == want.replace("\ufffd", "")
+    return same, answer["finish_reason"] == "stop"
+
+
 def quickstart_model(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "moai_cli", "quickstart", "--output-dir", str(work / "qs")],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -124,19 +148,26 @@ def main() -> None:
         print(f"model {model_dir}; {len(docs)} held-out documents, {sum(len(d.encode()) for d in docs):,} bytes, "
               f"{sum(map(len, encoded)):,} tokens; windows of {ctx}")
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, llama.cpp threads {args.threads}")
+        from moai_llm import corpora
+
+        question = corpora.finance_qa("heldout")[0]["input"]
         reference = transformers_bpb(model_dir, docs, encoded, ctx)
-        rows = [("transformers (f32)", "-", "-", reference, 0.0)]
+        rows = [("transformers (f32)", "-", "-", reference, 0.0, "-")]
         for quant in QUANTS:
             start = time.perf_counter()
             out = export_model(model, work / f"m-{quant}.gguf", quant=quant).output
             seconds = time.perf_counter() - start
             bpb = llama_bpb(out, docs, encoded, ctx, args.threads)
+            same, stopped = chat_check(model_dir, out, question, args.threads)
+            chat = f"{'same' if same else 'differs'}, {'stopped' if stopped else 'did not stop'}"
             rows.append((f"llama.cpp {quant}", f"{out.stat().st_size / 2**20:.2f}", f"{seconds:.1f}", bpb,
-                         100 * (bpb - reference) / reference))
-        print("| model | file MiB | export s | bits per byte | vs transformers |")
-        print("|---|---:|---:|---:|---:|")
-        for name, size, seconds, bpb, delta in rows:
-            print(f"| {name} | {size} | {seconds} | {bpb:.4f} | {delta:+.3f}% |")
+                         100 * (bpb - reference) / reference, chat))
+        print("chat: llama.cpp's greedy answer (chat template in the GGUF, 64 tokens at most) to a held-out "
+              f"finance question vs transformers', and whether it stopped on <|im_end|>: {question[:50]!r}")
+        print("| model | file MiB | export s | bits per byte | vs transformers | chat answer |")
+        print("|---|---:|---:|---:|---:|---|")
+        for name, size, seconds, bpb, delta, chat in rows:
+            print(f"| {name} | {size} | {seconds} | {bpb:.4f} | {delta:+.3f}% | {chat} |")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.export.tokenizer_meta import TokenizerMeta, write_tokenizer_meta
+from moai_llm.training.faults import fault_point
 
 T = gguf.GGMLQuantizationType
 
@@ -145,6 +146,7 @@ def write_gguf(out: Path, config: Any, shapes: dict[str, list[int]], tensors: Ca
                 continue
             writer.write_tensor_data(convert(tensor, types[hf_name], hf_name))
             advance(int(np.prod(shapes[hf_name])))
+            fault_point("export.tensor_written")
         handle = writer.fout[0]
         handle.flush()
         os.fsync(handle.fileno())

@@ -57,6 +57,7 @@ POINTS = (
     "final.between_renames",          # the previous final_model set aside, the new one not in place
     "final.after_rename",             # final_model/ published; the previous one not yet removed
     "run.end",                        # everything written, lock still held
+    "export.tensor_written",          # moai export: one more tensor in the GGUF's temporary file
 )
 
 _counts: dict[str, int] = {}

@@ -64,3 +64,23 @@ def test_allow_tokenizer_mismatch_measures_the_share_of_documents(moai_model, tm
     differ, total = report["mismatch"]
     assert total == len(heldout_documents()) and 0 < differ <= total
     assert "tokenize differently in llama.cpp" in " ".join(result.output.split())
+
+
+def test_a_killed_export_leaves_no_output_and_the_next_one_cleans_up(moai_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import gguf
+
+    env = {**os.environ, "MOAI_FAULT_KILL_AT": "export.tensor_written#5"}
+    for args, out in ((["-o", tmp_path / "m.gguf"], tmp_path / "m.gguf"),
+                      (["--format", "ollama", "-o", tmp_path / "o"], tmp_path / "o")):
+        cmd = [sys.executable, "-m", "moai_cli", "export", str(moai_model), *map(str, args)]
+        killed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert not out.exists() and any(p.name.startswith(f".{out.name}.") for p in tmp_path.iterdir())
+        assert run(moai_model, *args).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "o"]
+    assert len(gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors) == 25
