@@ -94,3 +94,16 @@ def test_mismatch_counts_documents_whose_ids_differ(moai_tok, old_moai_tok):
     assert differ == sum(own.encode(d).ids != twin.encode(d).ids for d in docs)
     spaced_digits = sum(any(c == " " and n.isdigit() for c, n in zip(d, d[1:], strict=False)) for d in docs)
     assert 0 < differ <= spaced_digits  # only a space before a digit splits differently
+
+
+def test_an_extended_qwen_tokenizer_keeps_its_pattern_and_still_exports_as_qwen2(qwen_tok, tmp_path):
+    from moai_llm import corpora
+    from moai_llm.tokenizer.extend import extend_tokenizer
+
+    texts = [r["input"] + " " + r["output"] for r in corpora.finance_qa("train")]
+    out = tmp_path / "extended"
+    extend_tokenizer(qwen_tok, texts, out, vocab_size=3400)
+    spec = spec_of(out)
+    assert len(spec["model"]["vocab"]) > len(spec_of(qwen_tok)["model"]["vocab"])
+    assert spec["pre_tokenizer"] == spec_of(qwen_tok)["pre_tokenizer"]
+    assert recognise(spec).name == "qwen2"
