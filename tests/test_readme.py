@@ -191,6 +191,7 @@ def first_hour(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the full quickstart, then the whole path: minutes idle, more on a busy machine
 def test_readme_figures_are_what_the_commands_produce(first_hour):
     _, figures = first_hour
     text = README.read_text(encoding="utf-8")
@@ -208,6 +209,7 @@ def test_readme_figures_are_what_the_commands_produce(first_hour):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_the_whole_path_leaves_nothing_untracked_and_trains_on_no_held_out_text(first_hour):
     copy, _ = first_hour
     status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True, check=True)
