@@ -5,8 +5,8 @@ sandbox (what transformers' `apply_chat_template` uses) blocks unsafe attributes
 mutation, but not work: two nested `range(100000)` loops never end, and `"x" * 10**10` fills
 the memory. Here every render is bounded:
 
-- time: `RENDER_SECONDS` per conversation, checked at each loop step over a `range`, each
-  call the template makes and each piece of output;
+- time: `RENDER_SECONDS` per conversation (`MOAI_TEMPLATE_SECONDS` sets another), checked at
+  each loop step over a `range`, each call the template makes and each piece of output;
 - size: `RENDER_CHARS` characters of output per conversation, and no `*`, `+`, `**` or call
   argument that would build a value larger than that;
 
@@ -124,6 +124,19 @@ def environment():
     return env
 
 
+def render_seconds() -> float:
+    """The time limit of one render: MOAI_TEMPLATE_SECONDS when set to a positive number, else
+    RENDER_SECONDS."""
+    import math
+    import os
+
+    try:
+        value = float(os.environ.get("MOAI_TEMPLATE_SECONDS") or RENDER_SECONDS)
+    except ValueError:
+        return RENDER_SECONDS
+    return value if math.isfinite(value) and value > 0 else RENDER_SECONDS
+
+
 def compile_template(source: str, name: str) -> Any:
     """The compiled template, or a MoaiInputError naming `name` and the line of a syntax error."""
     import jinja2
@@ -142,7 +155,7 @@ def render_bounded(template: Any, name: str, seconds: float | None = None, **con
     import jinja2
 
     env = template.environment
-    env.seconds = seconds or RENDER_SECONDS
+    env.seconds = seconds or render_seconds()
     env.deadline, env.steps = time.perf_counter() + env.seconds, 0
     pieces: list[str] = []
     size = 0
