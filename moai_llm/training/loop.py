@@ -89,6 +89,7 @@ class Run:
     window: LogWindow
     state: TrainerState             # where the run stands; replaced after every step
     start_step: int = 0             # the step this process started from (0, or the checkpoint's)
+    start_skipped: int = 0          # steps skipped before it (the checkpoint's count)
     stages: StageController | None = None   # --stages: what trains at each step
 
 
@@ -125,6 +126,7 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
                     rate = run.window.tokens_total / max(run.window.seconds, 1e-9)
                     progress.update(task, completed=run.state.step,
                                     info=f"loss {result.loss:.4f}  {rate:,.0f} tok/s")
+        guard.check_trained(run.state, run.start_step, run.start_skipped)
         final = run.saver.finish(run.start_step < settings.max_steps, run.state)
     finally:
         run.metrics.close()
@@ -211,7 +213,7 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
                              resume_step=state.step if resume_from is not None else None),
                LogWindow(settings.logging_steps, settings.max_steps, state.step,
                          device_peak_flops(plan, dist.device), dist.world),
-               state=state, start_step=state.step, stages=stages)
+               state=state, start_step=state.step, start_skipped=state.skipped_steps, stages=stages)
 
 
 def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokenizer: Any,

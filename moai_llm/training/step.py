@@ -205,3 +205,13 @@ class NonFiniteGuard:
                 "checkpoints so far are kept",
                 hint="lower --learning-rate, use more warmup, or check the data",
             )
+
+    def check_trained(self, state: Any, start_step: int, start_skipped: int) -> None:
+        """A run whose every step was skipped (fewer than `limit` steps) trained nothing: it
+        stops (exit 1) instead of writing the untouched model as its result."""
+        done, skipped = state.step - start_step, state.skipped_steps - start_skipped
+        if done > 0 and skipped == done:
+            raise MoaiRunError(
+                f"step {state.step}: every step of this run ({done}) had a NaN/inf loss or gradient "
+                "norm and was skipped; nothing trained, final_model/ not written",
+                hint="lower --learning-rate, check the data, or check the starting model")

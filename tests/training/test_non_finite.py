@@ -116,3 +116,14 @@ def test_max_grad_norm_zero_turns_clipping_off(workdir, pretrain_args, tmp_path)
         assert result.exit_code == 0, result.output
         weights.append(load_file(str(out / "final_model" / "model.safetensors")))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_run_whose_every_step_was_skipped_is_not_done(workdir, pretrain_args, tmp_path, nan_at):
+    """Fewer bad steps than --max-bad-steps, but no step trained: exit 1, no final_model/
+    (it used to print "done: final loss nan" over the untouched model)."""
+    nan_at("1,2,3")
+    out = tmp_path / "none"
+    result = _invoke(pretrain_args(workdir, out, 3))
+    assert result.exit_code == 1, result.output
+    assert "step 3: every step of this run (3) had a NaN/inf loss or gradient norm" in " ".join(result.output.split())
+    assert not (out / "final_model").exists()
