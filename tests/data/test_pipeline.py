@@ -76,6 +76,21 @@ def test_any_task_count_gives_the_same_documents_and_one_count_the_same_rows(tmp
     assert not list(tmp_path.glob(".*.tasks-*"))  # work folders are removed once merged
 
 
+def test_tasks_read_the_documents_of_the_one_process_build(tmp_path, tokenizer_dir, corpus):
+    """The build before tasks (still preference data's, prepare._build_into) as the reference."""
+    from moai_llm.data import prepare as p
+    from moai_llm.data.footprint import measure_input
+    from moai_llm.data.sources import resolve_sources
+
+    srcs = resolve_sources(corpus, weights=[2, 0.5])
+    settings = {"format": p.FORMAT, "seq_len": 64, "mode": "pretrain", "packing": "bfd", "num_bins": None,
+                "text_column": None, "mapping": None, "skip_bad_rows": False}
+    p._build_into(tmp_path / "before", srcs, tokenizer_dir, settings, p.tokenizer_hash(tokenizer_dir),
+                  measure_input(srcs), None, None, False)
+    prepare_dataset(corpus, tokenizer_dir, 64, tmp_path / "tasks", weights=[2, 0.5], tasks=5)
+    assert documents_of(tmp_path / "tasks") == documents_of(tmp_path / "before")
+
+
 def test_cache_hits_any_task_count_unless_one_is_asked_for(tmp_path, tokenizer_dir, corpus):
     out = tmp_path / "out"
     assert not prepare_dataset(corpus, tokenizer_dir, 64, out, tasks=2)["cache_hit"]
