@@ -99,16 +99,17 @@ def chat_check(model_dir: Path, gguf: Path, question: str, threads: int) -> tupl
     llama.cpp stopped on an end token): 64 new tokens at most."""
     import llama_cpp
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     messages = [{"role": "user", "content": question}]
     ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
     stops = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False, eos_token_id=stops,
-                             pad_token_id=stops[0])[0, len(ids):].tolist()
+    plain = GenerationConfig(max_new_tokens=64, do_sample=False, repetition_penalty=1.0, eos_token_id=stops,
+                             pad_token_id=stops[0])
+    with torch.no_grad():  # plain greedy: transformers would merge in the folder's repetition penalty
+        out = model.generate(torch.tensor([ids]), generation_config=plain)[0, len(ids):].tolist()
     want = tok.decode([t for t in out if t not in stops])
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, verbose=False,
                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)

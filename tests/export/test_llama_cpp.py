@@ -57,9 +57,13 @@ def llama_greedy(llm, ids: list[int], n: int) -> list[int]:
 
 
 def hf_greedy(model, ids: list[int], n: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+    """Plain greedy decoding (no penalty or other processor from the folder's generation config)."""
+    from transformers import GenerationConfig
+
+    plain = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, repetition_penalty=1.0,
                              eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), generation_config=plain)
     return out[0, len(ids):].tolist()
 
 
