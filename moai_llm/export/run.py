@@ -141,12 +141,14 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
     if adapter_only:
         return _export_adapter(model, out, quant, start)
     from moai_llm.export.source import open_source
-    from moai_llm.export.tokenizer_meta import read_generation_config, tokenizer_meta
+    from moai_llm.export.tokenizer_meta import (
+        read_generation_config,
+        tokenizer_meta,
+        tokenizer_spec,
+    )
 
     src = open_source(model, tokenizer_path, trust_remote_code)
     pre, measured = _tokenizer(src, allow_tokenizer_mismatch)
-    from moai_llm.export.tokenizer_meta import tokenizer_spec
-
     meta = tokenizer_meta(src.tokenizer, tokenizer_spec(src.tokenizer), pre, int(src.config.vocab_size),
                           read_generation_config(src.model_dir), getattr(src.config, "bos_token_id", None))
     family = None
@@ -173,9 +175,20 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
                 (folder / "Modelfile").write_text(_ollama(src, folder / gguf_name, family, meta), encoding="utf-8")
                 write_marker(folder, "export", "moai export", record_files=True)
             gguf_file, modelfile_path = out / gguf_name, out / "Modelfile"
-            command = f"ollama create {name} -f {modelfile_path}"
+            command = f"ollama create {ollama_name(name)} -f {modelfile_path}"
     return ExportResult(out, gguf_file, fmt, quant, time.perf_counter() - start, gguf_file.stat().st_size, pre,
                         measured, modelfile_path, command)
+
+
+def ollama_name(name: str) -> str:
+    """`name` as Ollama accepts a model name (lower case letters, digits, '.', '_', '-').
+
+    >>> ollama_name("My Model (v2)")
+    'my-model-v2'
+    """
+    import re
+
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "moai-model"
 
 
 def _export_adapter(model: str | Path, out: Path, quant: str, start: float) -> ExportResult:
