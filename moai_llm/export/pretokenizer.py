@@ -77,6 +77,9 @@ def split_pattern(spec: dict) -> str | None:
                              hint="train the tokenizer without --ultrafast (Unigram), or export the plain folder")
     steps = _steps(spec.get("pre_tokenizer"))
     kinds = [s.get("type") for s in steps]
+    if any(s.get("add_prefix_space") for s in steps):  # llama.cpp's BPE never adds a leading space
+        raise MoaiInputError("the tokenizer adds a space before the text (ByteLevel add_prefix_space), which "
+                             "llama.cpp's byte-level BPE does not", hint="export the plain model folder instead")
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return None
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True) \

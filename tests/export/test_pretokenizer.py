@@ -107,3 +107,10 @@ def test_an_extended_qwen_tokenizer_keeps_its_pattern_and_still_exports_as_qwen2
     assert len(spec["model"]["vocab"]) > len(spec_of(qwen_tok)["model"]["vocab"])
     assert spec["pre_tokenizer"] == spec_of(qwen_tok)["pre_tokenizer"]
     assert recognise(spec).name == "qwen2"
+
+
+def test_a_tokenizer_that_adds_a_leading_space_is_refused(moai_tok):
+    spec = spec_of(moai_tok)
+    spec["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = True
+    with pytest.raises(MoaiInputError, match="adds a space before the text"):
+        recognise(spec)
