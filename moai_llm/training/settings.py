@@ -268,7 +268,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ValueError
         if kind in (int, float, bool):
             return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf)
         raise MoaiInputError(f"{source}: {name} must be a number, got {value!r}") from None
     return value
 

@@ -118,3 +118,10 @@ def test_a_config_float_out_of_its_meaning_is_refused(tmp_path, text, says):
     cfg.write_text(text)
     with pytest.raises(MoaiInputError, match=says.replace("(", r"\(")):
         resolve_settings("pretrain", cfg)
+
+
+def test_an_infinite_count_in_a_config_is_refused(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_steps: .inf\n")
+    with pytest.raises(MoaiInputError, match="max_steps must be a number, got inf"):
+        resolve_settings("pretrain", cfg)
