@@ -29,5 +29,6 @@ def comparison_texts(per_language: int = 40) -> dict[str, list[str]]:
     texts["code"] = [EXTRA_TEXTS[0], "for (int i = 0; i < n; ++i) { a[i] += b[i] * 2; }\n"]
     texts["emoji"] = [EXTRA_TEXTS[1], "😀😀😀 ok 👍🏽 done 🎉"]
     texts["digits"] = [EXTRA_TEXTS[2], "3.14159265358979 2718281828 1e-9 0x1F 12 123 1234 12345 ₩1,000"]
-    texts["other"] = [EXTRA_TEXTS[3], EXTRA_TEXTS[4], "<|im_start|>user\n안녕<|im_end|>"]
+    texts["other"] = [EXTRA_TEXTS[3], EXTRA_TEXTS[4], "<|im_start|>user\n안녕<|im_end|>",
+                      "<think>\n생각 중\n</think>\n\n답: 42<|endoftext|>"]
     return texts
