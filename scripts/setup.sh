@@ -32,8 +32,10 @@ else
   echo "no GPU, PyTorch's CPU index unreachable: installing torch ${TORCH_VERSION} from pip's sources"
   pip install -q "torch==${TORCH_VERSION}"
 fi
-# --dev builds llama-cpp-python (llama.cpp, for the export tests) from source: use every core.
+# --dev builds llama-cpp-python (llama.cpp, for the export tests) from source: use every core,
+# and skip its multimodal library (moai exports text models; llama_cpp loads it only for images).
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 pip install -q -e ".${extras}" 2>&1 | grep -v "is ignored" || true
 # The export tests render Ollama Modelfile templates with Go's text/template (Debian's golang-go).
 if [ -n "$extras" ] && ! command -v go >/dev/null 2>&1; then
