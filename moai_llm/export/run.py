@@ -22,6 +22,7 @@ from moai_llm.export import outputs
 from moai_llm.export.quantize import K_QUANTS
 
 FORMATS = ("gguf", "ollama")
+OLLAMA_CONTEXT = 4096  # Ollama's default num_ctx
 QUANT_CHOICES = ("f32", "f16", "bf16", "q8_0", *K_QUANTS)
 
 
@@ -121,7 +122,11 @@ def _ollama(src, gguf_file: Path, family: str, meta) -> str:
     from moai_llm.export.modelfile import modelfile, sampling
     from moai_llm.export.tokenizer_meta import read_generation_config
 
-    return modelfile(gguf_file.name, family, meta.end_tokens, sampling(read_generation_config(src.model_dir)))
+    params = sampling(read_generation_config(src.model_dir))
+    context = int(getattr(src.config, "max_position_embeddings", 0) or 0)
+    if 0 < context < OLLAMA_CONTEXT:  # Ollama's default window would run past what the model saw
+        params["num_ctx"] = context
+    return modelfile(gguf_file.name, family, meta.end_tokens, params)
 
 
 def export_model(model: str | Path, output: str | Path | None = None, fmt: str = "gguf", quant: str = "f16",

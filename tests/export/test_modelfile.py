@@ -91,6 +91,7 @@ def test_stops_cover_every_end_token_and_sampling_comes_from_generation_config(q
     text = (out / "Modelfile").read_text()
     assert 'PARAMETER stop "<|im_end|>"' in text and 'PARAMETER stop "<|endoftext|>"' in text
     assert "PARAMETER temperature 0.6" in text and "PARAMETER top_p 0.95" in text and "PARAMETER top_k 20" in text
+    assert "PARAMETER num_ctx 512" in text  # the model's 512 positions, not Ollama's default window
     assert text.startswith("# Modelfile written by moai export\nFROM ./m-f16.gguf\n")
     assert (out / "m-f16.gguf").is_file()
 
