@@ -65,7 +65,7 @@ def quickstart(
             "  moai sft --pretrained-model runs/mine/final_model --dataset YOUR_QA.jsonl "
             "--output-dir runs/mine-sft",
             f"  moai eval {report['pretrain']} {report['sft']} --text {out}/eval_files/heldout_text.jsonl",
-            f"  moai export {report['sft']} --format ollama --quant q8_0    (llama.cpp, Ollama, LM Studio)",
+            f"  moai export {report['sft']} --format ollama --quant q8_0",
         ]
         for line in lines:  # whole lines: a path broken across lines cannot be copied
             console.print(line, soft_wrap=True, highlight=False, markup=False)
