@@ -24,7 +24,7 @@ The template is compiled with jinja2's sandbox as transformers' `apply_chat_temp
 and output (template_sandbox.py), read straight from the tokenizer folder: preparing SFT data
 then needs neither transformers nor torch. A conversation holds at most `MAX_MESSAGES`
 messages: each answer's span costs two renders of the whole conversation, so the work grows with
-the square of its length (one record of 4,000 turns took 70 s).
+the square of its length (issue #22 reported 70 s for one record of 4,000 turns).
 
     >>> import tempfile, pathlib
     >>> from moai_llm.tokenizer import train_tokenizer
@@ -48,7 +48,7 @@ from moai_llm.data.template_sandbox import compile_template, render_bounded
 from moai_llm.errors import MoaiInputError
 
 THINKING = ("off", "keep")
-MAX_MESSAGES = 512  # per conversation: 500 messages took 1.5 s to render, 1,000 took 6 s (2-core CPU)
+MAX_MESSAGES = 512  # per conversation; render() of 500 ChatML messages took 1.5 s, of 1,000 6.1 s (shared 2-core CPU)
 _THINK_END = "</think>"
 
 

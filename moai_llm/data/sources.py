@@ -329,7 +329,7 @@ _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".txt
 
 
 # One line (or one record's text) above this is refused before it is tokenized: a 50 MB line
-# took 6.8 GiB to tokenize (the Rust tokenizer's buffers are ~140 bytes per input byte), and
+# took 6.8 GiB to tokenize in issue #22's report (~140 bytes of tokenizer buffers per input byte), and
 # split into documents of a few MB it trains the same.
 MAX_RECORD_BYTES = 8 << 20
 
