@@ -80,5 +80,7 @@ def write_eval_files(folder: str | Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    for kind, path in write_eval_files(sys.argv[1] if len(sys.argv) > 1 else ".").items():
+    if len(sys.argv) != 2:  # no default folder: files dropped into the current one go unnoticed
+        sys.exit("usage: python -m moai_llm.eval.heldout OUT_DIR   (e.g. data/evalsets)")
+    for kind, path in write_eval_files(sys.argv[1]).items():
         print(f"{kind}: {path}")
