@@ -159,6 +159,8 @@ def sft_items(source, bad, template, mapping, records=None, schema_seen: bool = 
             return None
         state["seen"] = True
         state["first"] = state["first"] or (where, [str(k) for k in record])
+        if sum(len(m.get("content") or "") for m in messages) > src_mod.MAX_RECORD_BYTES:
+            raise src_mod.record_too_long(where)  # any format: .jsonl lines are cut off earlier
         try:
             return (*render(template, messages), where)
         except MoaiInputError as exc:  # the record's line, then the template's own words
