@@ -134,6 +134,28 @@ def building(out: str | os.PathLike, needed: int | None = None) -> Iterator[Path
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: str | os.PathLike) -> None:
+    """Give the files of `folder` the mode a new file gets under the umask (0644 under 022):
+    safetensors writes model.safetensors 0600 whatever the umask, unreadable to the other
+    users of a shared machine."""
+    mode = 0o666 & ~_umask()
+    for child in Path(folder).iterdir():
+        if child.is_file() and (child.stat().st_mode & 0o777) != mode:
+            os.chmod(child, mode)
+
+
 def _raise_if_disk_full(exc: BaseException, out: Path, needed: int | None, written: int | None = None) -> None:
     from moai_llm.resources import disk_full_error, is_disk_full
 

@@ -54,6 +54,7 @@ DESCRIPTION = {"dataset": "prepared dataset", "tokenizer": "tokenizer folder", "
 TOKENIZER_NAMES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "moai_tokenizer.json"}
+MANIFEST = "manifest.json"  # a prepared dataset's (moai_llm.data.store reads this name from here)
 RUN_NAMES = {"run.yaml", "metrics.jsonl", "checkpoints", "final_model", "final_adapter", "tb",
              "loss.png", "data", "eval", "eval_results.json", "stages"}
 QUICKSTART_NAMES = {"tokenizer", "corpus.jsonl", "finance_qa.jsonl", "eval_files", "pretrain", "sft",
@@ -108,8 +109,6 @@ def _names(folder: Path) -> set[str]:
 
 
 def _legacy_dataset(folder: Path, names: set[str]) -> bool:
-    from moai_llm.data.store import MANIFEST
-
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -29,6 +29,16 @@ FINANCE_QA = "finance_qa.jsonl"
 FINANCE_PAIRS = "finance_pairs.jsonl"
 
 
+def write_records(file: Path, records: list[dict]) -> None:
+    """Write a corpus file atomically: a temp file in the same folder, then os.replace (the
+    generators in build.py and preference_set.py)."""
+    import os
+
+    tmp = file.with_suffix(".jsonl.tmp")
+    tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    os.replace(tmp, file)
+
+
 def languages() -> list[str]:
     """Languages with a shipped text corpus: `corpora.languages() -> ['ko', 'en', 'ja', 'zh']`."""
     return list(LANGUAGES)

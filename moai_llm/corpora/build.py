@@ -15,14 +15,13 @@ seed, same output) and keeps the written ones in order. Written records come fir
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import unicodedata
 from pathlib import Path
 
 import orjson
 
-from moai_llm.corpora import CORPORA_DIR, FINANCE_QA, LANGUAGES
+from moai_llm.corpora import CORPORA_DIR, FINANCE_QA, LANGUAGES, write_records
 from moai_llm.corpora.calc_qa import computed_qa
 
 GENERATED = ("generated", "computed")
@@ -32,13 +31,6 @@ def read_records(file: Path) -> list[dict]:
     if not file.exists():
         return []
     return [orjson.loads(line) for line in file.read_bytes().splitlines() if line.strip()]
-
-
-def write_records(file: Path, records: list[dict]) -> None:
-    """Write atomically: a temp file in the same folder, then os.replace."""
-    tmp = file.with_suffix(".jsonl.tmp")
-    tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    os.replace(tmp, file)
 
 
 def clean(text: str) -> str:

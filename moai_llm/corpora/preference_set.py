@@ -76,8 +76,7 @@ def preference_pairs(records: list[dict], seed: int = 0) -> list[dict]:
 
 def write(seed: int = 0) -> int:
     """Rebuild finance_pairs.jsonl from the shipped finance_qa.jsonl; returns the number of pairs."""
-    from moai_llm.corpora import CORPORA_DIR, iter_records
-    from moai_llm.corpora.build import write_records
+    from moai_llm.corpora import CORPORA_DIR, iter_records, write_records
 
     pairs = preference_pairs(list(iter_records("finance_qa")), seed)
     write_records(CORPORA_DIR / PAIRS_FILE, pairs)

@@ -36,9 +36,9 @@ import numpy as np
 
 from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
+from moai_llm.ownership import MANIFEST  # the file that makes a folder a prepared dataset
 
 FORMAT = "moai-prepared/1"
-MANIFEST = "manifest.json"
 COLUMNS = ("input_ids", "labels", "position_ids")
 
 

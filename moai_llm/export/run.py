@@ -221,20 +221,13 @@ def _export_adapter(model: str | Path, out: Path, quant: str, start: float) -> E
 
 def adapter_base_config(folder: Path):
     """The config of the adapter's base model (Qwen3 only)."""
-    import json
-
     from transformers import AutoConfig
 
+    from moai_llm.adapters import base_model_of
     from moai_llm.export.source import check_qwen3
     from moai_llm.pretrained import resolve_pretrained
-    from moai_llm.training.lora import SIDE_FILE
 
-    side = json.loads((folder / SIDE_FILE).read_text()) if (folder / SIDE_FILE).is_file() else {}
-    base = side.get("base_model") or json.loads((folder / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path")
-    if not base:
-        raise MoaiInputError(f"{folder}: the adapter does not say which base model it belongs to",
-                             hint=f"add {SIDE_FILE} with base_model")
+    base, _ = base_model_of(folder)
     config = AutoConfig.from_pretrained(resolve_pretrained(base).path)
     check_qwen3(config, folder)
     return config

@@ -139,7 +139,7 @@ def open_source(path: str | Path, tokenizer_path: str | Path | None = None, trus
     if kind in ("adapter", "final_adapter"):
         import torch
 
-        from moai_llm.training.lora import load_adapter_model
+        from moai_llm.adapters import load_adapter_model
 
         merged = load_adapter_model(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
         config = merged.config

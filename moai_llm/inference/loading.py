@@ -175,7 +175,7 @@ def load_for_chat(
     tok_dir = _tokenizer_dir(model_dir, tokenizer_path)
     adapted = None
     if source in ("adapter", "final_adapter"):
-        from moai_llm.training.lora import load_adapter_model
+        from moai_llm.adapters import load_adapter_model
 
         say(f"loading the LoRA adapter {model_dir} onto its base model (merged)")
         adapted = load_adapter_model(model_dir, trust_remote_code=trust_remote_code)

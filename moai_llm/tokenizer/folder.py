@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moai_llm.atomic import building
 from moai_llm.errors import MoaiInputError
@@ -93,6 +93,26 @@ def write_folder(out: Path, files: dict[str, str]) -> None:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / MARKER).write_text(marker_text("tokenizer", "moai tokenizer train", os.listdir(tmp)), encoding="utf-8")
+
+
+# What a tokenizer folder may hold, copied into model folders (checkpoints, final_model/, adapters).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
+                   "tokenizer.model")
+
+
+def put_tokenizer(tokenizer: Any, target: str | os.PathLike) -> None:
+    """Into the existing folder `target`: a tokenizer folder's files copied byte for byte (so
+    data prepared with the original still matches its hash), or a tokenizer object saved."""
+    import shutil
+
+    if isinstance(tokenizer, (str, Path)):
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer) / name
+            if src.is_file():
+                shutil.copyfile(src, Path(target) / name)
+    elif tokenizer is not None:
+        tokenizer.save_pretrained(target)
 
 
 def _json(data: dict) -> str:
