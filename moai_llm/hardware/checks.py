@@ -162,20 +162,8 @@ def run_checks(facts: HardwareFacts, plan: Plan | None = None, params: int | Non
         checks.append(Check("network", WARN, f"{facts.nnodes} nodes and no InfiniBand: gradients "
                             "cross Ethernet", "use InfiniBand/RoCE between nodes or fewer nodes"))
     if params and facts.disk_free_bytes is not None:
-        one = 12 * params  # fp32 weights (4 B) + AdamW states (8 B) per checkpoint
-        need = keep_checkpoints * one + 4 * params
-        free = facts.disk_free_bytes
-        where = facts.output_dir or "the output folder"
-        if free < one:
-            checks.append(Check("disk", FAIL, f"{fmt_bytes(free)} free on {where}; one checkpoint "
-                                f"needs {fmt_bytes(one)}", "free space or choose another --output-dir"))
-        elif free < need:
-            checks.append(Check("disk", WARN, f"{fmt_bytes(free)} free on {where}; "
-                                f"{keep_checkpoints} checkpoints + final model need {fmt_bytes(need)}",
-                                "free space, keep fewer checkpoints, or choose another --output-dir"))
-        else:
-            checks.append(Check("disk", PASS, f"{fmt_bytes(free)} free on {where} (checkpoints "
-                                f"need ~{fmt_bytes(need)})"))
+        checks.append(disk_for_run(facts.disk_free_bytes, checkpoint_bytes(params), keep_checkpoints,
+                                   facts.output_dir or "the output folder"))
     if params and facts.ram_total_bytes:
         procs = plan.nproc_per_node if plan else max(1, facts.gpu_count)
         need = int(procs * 4 * params * 1.2)  # every process builds the fp32 model before sharding
@@ -225,11 +213,12 @@ def checkpoint_bytes(params: int, trainable: int | None = None,
 def disk_for_run(free: int, sizes: dict[str, int], keep: int, where: str, existing: int = 0) -> Check:
     """Free space against a run's checkpoints: `keep` kept + the one being written + final_model
     (less the `existing` checkpoints already on the disk, which the kept ones replace).
-    Fail when not even one checkpoint fits, warn when not all of them do.
+    Fail when they do not all fit: a run that would fill the disk half-way is refused before it
+    starts, not found out at its last checkpoint.
 
     >>> sizes = {"checkpoint": 12 * 2**30, "final_model": 4 * 2**30}
-    >>> [disk_for_run(free * 2**30, sizes, keep=2, where="out").status for free in (8, 20, 60)]
-    ['fail', 'warn', 'pass']
+    >>> [disk_for_run(free * 2**30, sizes, keep=2, where="out").status for free in (8, 39, 40)]
+    ['fail', 'fail', 'pass']
     """
     from moai_llm.resources import human_bytes as size
 
@@ -239,7 +228,7 @@ def disk_for_run(free: int, sizes: dict[str, int], keep: int, where: str, existi
         return Check("disk", FAIL, f"{where}: one checkpoint needs about {size(one)} but only "
                      f"{size(free)} is free", "free space on that disk, or choose another --output-dir")
     if free < need:
-        return Check("disk", WARN, f"{where}: {size(free)} free; {keep} kept checkpoint{'s' * (keep != 1)} + the one "
+        return Check("disk", FAIL, f"{where}: {size(free)} free; {keep} kept checkpoint{'s' * (keep != 1)} + the one "
                      f"being written ({size(one)} each) + final_model ({size(final)}) need {size(need)}",
                      "free space, lower --save-total-limit, or choose another --output-dir")
     return Check("disk", PASS, f"{where}: {size(free)} free; checkpoints and final model need {size(need)}")

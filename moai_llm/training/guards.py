@@ -9,9 +9,9 @@ these guards read that plan and refuse a run that cannot work, with exit 2 and w
   is refused with the largest that fits; a plan where not even micro batch 1 fits is refused
   with the largest --seq-len that fits. `--dry-run`/`--simulate` allocate nothing and are not
   refused: they show the plan with its warning.
-- disk: one checkpoint (fp32 weights, AdamW moments, tokenizer) against the free space of the
-  output folder's disk: refused when not even one fits; a warning when `--save-total-limit`
-  checkpoints + the one being written + final_model/ do not.
+- disk: `--save-total-limit` checkpoints (fp32 weights, AdamW moments, tokenizer) + the one
+  being written + final_model/ against the free space of the output folder's disk: refused
+  when they do not fit, with what they need and what is free.
 
     >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.plan import Plan
@@ -61,11 +61,10 @@ def check_memory(plan: Any, config: Any) -> None:
 
 
 def check_disk(out: Path, config: Any, keep: int, tokenizer_dir: str | Path | None) -> None:
-    """Refuse (DiskFullError, exit 2) when not even one checkpoint fits on the disk of `out`;
-    warn when the kept checkpoints, the one being written and final_model/ do not."""
+    """Refuse (DiskFullError, exit 2) when the kept checkpoints, the one being written and
+    final_model/ do not fit on the disk of `out`."""
     from moai_llm.config import parameter_count
-    from moai_llm.hardware.checks import FAIL, WARN, checkpoint_bytes, disk_for_run
-    from moai_llm.progress import warn
+    from moai_llm.hardware.checks import FAIL, checkpoint_bytes, disk_for_run
     from moai_llm.resources import free_disk
     from moai_llm.training.checkpoint import list_checkpoints
 
@@ -74,5 +73,3 @@ def check_disk(out: Path, config: Any, keep: int, tokenizer_dir: str | Path | No
     check = disk_for_run(free, sizes, keep, str(out), existing=len(list_checkpoints(out)))
     if check.status == FAIL:
         raise DiskFullError(check.message, str(out), sizes["checkpoint"], free, hint=check.fix)
-    if check.status == WARN:
-        warn(f"{check.message} ({check.fix})")

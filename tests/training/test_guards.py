@@ -5,10 +5,12 @@ free, and `--resume auto` continues from the last complete checkpoint once there
 from __future__ import annotations
 
 import dataclasses
-import subprocess
+import os
+import shutil
+import signal
 
 import pytest
-from fault_runs import leftovers, problems, weight_difference
+from fault_runs import leftovers, problems, start, wait_stopped, weight_difference
 from faults import small_disk
 from typer.testing import CliRunner
 
@@ -65,27 +67,52 @@ def _run(workdir, out, steps, save_steps, *extra):
             "--save-total-limit", "1", *extra]
 
 
-def _remount(path, size):
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True, capture_output=True)
-
-
-@pytest.mark.parametrize("what, size, steps", [("checkpoint", "2500k", 4), ("final_model", "2100k", 2)])
-def test_a_disk_that_fills_while_saving(workdir, tmp_path, what, size, steps):
-    reference = tmp_path / "reference"
-    assert CliRunner().invoke(app, _run(workdir, reference, steps, 2)).exit_code == 0
-    with small_disk(tmp_path / "disk", size) as disk:
+def test_a_disk_too_small_for_the_run_is_refused_before_anything_is_written(workdir, tmp_path):
+    with small_disk(tmp_path / "disk", "2500k") as disk:  # one checkpoint fits, the whole run does not
         out = disk / "run"
-        result = CliRunner().invoke(app, _run(workdir, out, steps, 2))
+        result = CliRunner().invoke(app, _run(workdir, out, 4, 2))
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in result.output
+        text = " ".join(result.output.split())
+        assert "kept checkpoint + the one being written" in text and "need" in text
+        assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+
+
+def _fill(disk, keep: int = 4096) -> None:
+    """Fill `disk` with a ballast file until `keep` bytes are left."""
+    free = shutil.disk_usage(disk).free
+    with open(disk / "ballast", "wb") as f:
+        f.write(b"\0" * max(0, free - keep))
+
+
+@pytest.mark.parametrize("what, stop_at, steps", [("checkpoint", "checkpoint.begin#2", 4),
+                                                  ("final_model", "final.begin", 2)])
+def test_a_disk_that_fills_while_saving(workdir, tmp_path, what, stop_at, steps):
+    """The run starts with room for everything; another process then fills the disk while it
+    trains: the save that meets the full disk is removed, exit 2 says so, and once there is
+    room again `--resume auto` ends bit-equal to a run that never met a full disk."""
+    reference = tmp_path / "reference"
+    assert CliRunner().invoke(app, _run(workdir, reference, steps, 2)).exit_code == 0
+    with small_disk(tmp_path / "disk", "16m") as disk:
+        out = disk / "run"
+        proc, log = start(_run(workdir, out, steps, 2), env={"MOAI_FAULT_STOP_AT": stop_at})
+        try:
+            wait_stopped(proc)
+            _fill(disk)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.join(120)
+        output = log.read_text()
+        assert proc.exitcode == 2, output
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in output
         named = "checkpoints/step-4" if what == "checkpoint" else "final_model"
         assert f"{named}: the disk is full (the partial output was removed); it needs about" in \
-            " ".join(result.output.split())
-        assert "warning:" in result.output and "need" in result.output  # said before it began
+            " ".join(output.split())
         assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
         assert leftovers(out) == [] and problems(out) == [] and not (out / "final_model").exists()
-        _remount(disk, "16m")
+        (disk / "ballast").unlink()
         result = CliRunner().invoke(app, _run(workdir, out, steps, 2, "--resume", "auto"))
         assert result.exit_code == 0, result.output
         same, worst = weight_difference(reference / "final_model" / "model.safetensors",
