@@ -189,8 +189,8 @@ def refuse_unsafe(out: str | os.PathLike, flag: str = "--output-dir",
     """Refuse `/`, the home folder, the current folder, and a folder that holds or lies inside
     one of `inputs` (files or folders this command reads). Returns `out` resolved."""
     real = Path(out).expanduser().resolve()
-    special = {Path("/"): "the root folder", Path.home().resolve(): "your home folder",
-               Path.cwd().resolve(): "the current folder"}
+    special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "your home folder",
+               Path("/"): "the root folder"}  # the later name wins where two are one folder
     if real in special:
         raise MoaiInputError(f"{flag} {out}: is {special[real]}; moai writes its output into a folder "
                              "of its own", hint=f"name a new folder, e.g. {flag} ./moai-output")

@@ -70,6 +70,11 @@ def test_the_root_home_and_current_folders_and_folders_around_inputs_are_refused
                          (str(tmp_path), "current folder")):
         with pytest.raises(MoaiInputError, match=words):
             refuse_unsafe(where)
+    monkeypatch.chdir(tmp_path / "home")  # one folder, two names: the home folder is named
+    for where in ("~", "."):
+        with pytest.raises(MoaiInputError, match="home folder"):
+            refuse_unsafe(where)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "d.jsonl").write_text(DOCS)
     with pytest.raises(MoaiInputError, match="holds the input"):
