@@ -128,7 +128,7 @@ def killed_run(seed: int, k: int, tok: Path, data: Path, out: Path, reference: P
 
 def fault_point_cost() -> float:
     """Nanoseconds a fault_point() call costs when no fault is asked for."""
-    from moai_llm.training.faults import arm, fault_point
+    from moai_llm.faults import arm, fault_point
 
     for key in ("MOAI_FAULT_KILL_AT", "MOAI_FAULT_STOP_AT", "MOAI_FAULT_LOG"):
         os.environ.pop(key, None)

@@ -36,14 +36,14 @@ def _setup(root: Path, model: str) -> None:
     """Tokenizer, packed rows and a base model folder (random weights, the `model` preset)."""
     from moai_llm.config import MoaiConfig
     from moai_llm.modeling import MoaiForCausalLM
-    from moai_llm.training.checkpoint import save_tokenizer
+    from moai_llm.tokenizer.folder import put_tokenizer
 
     from embedded_rows import embedded_rows
 
     tok, _ = embedded_rows(root, vocab_size=8000, seq_len=256)
     config = MoaiConfig.from_preset(model, vocab_size=8000)
     MoaiForCausalLM(config).save_pretrained(root / "base")
-    save_tokenizer(str(tok), root / "base")
+    put_tokenizer(str(tok), root / "base")
 
 
 def _one(root: Path, kind: str, steps: int, out: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
-from moai_llm.training.quickstart import MEASURED, QuickstartSizes
+from moai_llm.quickstart import MEASURED, QuickstartSizes
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def quickstart(
     with handle_errors():
         if as_json:
             set_quiet(True)
-        from moai_llm.training.quickstart import run_quickstart
+        from moai_llm.quickstart import run_quickstart
 
         report = run_quickstart(output_dir, tiny=tiny, pretrain_steps=max_steps, sft_steps=sft_steps,
                                 question=question)

@@ -28,7 +28,7 @@ import numpy as np
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.export.tokenizer_meta import TokenizerMeta, write_tokenizer_meta
-from moai_llm.training.faults import fault_point
+from moai_llm.faults import fault_point
 
 T = gguf.GGMLQuantizationType
 

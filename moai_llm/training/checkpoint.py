@@ -45,10 +45,12 @@ from typing import Any
 
 import torch
 
-from moai_llm.atomic import remove_leftovers, replace_dir, temp_dir_beside
+from moai_llm.adapters import ADAPTER_WEIGHTS, read_adapter, write_adapter
+from moai_llm.atomic import follow_umask, remove_leftovers, replace_dir, temp_dir_beside
 from moai_llm.errors import MoaiInputError
+from moai_llm.faults import fault_point
 from moai_llm.ownership import MARKER, marker_text
-from moai_llm.training.faults import fault_point
+from moai_llm.tokenizer.folder import put_tokenizer
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -137,62 +139,21 @@ def remove_stale_temps(output_dir: str | Path) -> int:
     return found
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
-                   "tokenizer.model")
-
-
-def save_tokenizer(tokenizer: Any, target: Path) -> None:
-    """Copy a tokenizer folder's files byte for byte (so data prepared with the original still
-    matches its hash), or save a tokenizer object."""
-    if isinstance(tokenizer, (str, Path)):
-        for name in TOKENIZER_FILES:
-            src = Path(tokenizer) / name
-            if src.is_file():
-                shutil.copyfile(src, target / name)
-    elif tokenizer is not None:
-        tokenizer.save_pretrained(target)
-
-
 def write_model_dir(target: Path, model: Any, tokenizer: Any, generation_config: Any = None,
                     model_state: dict[str, torch.Tensor] | None = None) -> None:
     """A Qwen3 model directory (config.json, model.safetensors, tokenizer) into `target`, or for
-    a LoRA model (peft) the adapter alone (lora.write_adapter: small). `tokenizer` is a
+    a LoRA model (peft) the adapter alone (moai_llm.adapters.write_adapter: small). `tokenizer` is a
     tokenizer folder (copied) or object (saved)."""
     if hasattr(model, "peft_config"):
-        from moai_llm.training.lora import write_adapter
-
         write_adapter(model, target)
     elif model_state is not None:
         model.save_pretrained(target, state_dict=model_state, safe_serialization=True)
     else:
         model.save_pretrained(target, safe_serialization=True)
-    save_tokenizer(tokenizer, target)
+    put_tokenizer(tokenizer, target)
     if generation_config is not None:
         generation_config.save_pretrained(target)
     follow_umask(target)
-
-
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
-    os.umask(mask)
-    return mask
-
-
-def follow_umask(folder: Path) -> None:
-    """Give the files of `folder` the mode a new file gets under the umask (0644 under 022):
-    safetensors writes model.safetensors 0600 whatever the umask, unreadable to the other
-    users of a shared machine."""
-    mode = 0o666 & ~_umask()
-    for child in folder.iterdir():
-        if child.is_file() and (child.stat().st_mode & 0o777) != mode:
-            os.chmod(child, mode)
 
 
 def rng_state() -> dict[str, Any]:
@@ -341,8 +302,6 @@ def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
     if hasattr(model, "peft_config"):
-        from moai_llm.training.lora import ADAPTER_WEIGHTS, read_adapter
-
         if not (path / ADAPTER_WEIGHTS).is_file():
             raise MoaiInputError(f"{path}: no {ADAPTER_WEIGHTS} (a checkpoint of a run without LoRA)",
                                  hint="resume with the LoRA settings the run was started with")

@@ -111,10 +111,10 @@ class CheckpointPolicy:
         the adapter folded in, in fp32 on the CPU: a plain model for final_model/."""
         import torch
 
+        from moai_llm.adapters import merge, save_adapter
+        from moai_llm.faults import fault_point
         from moai_llm.training.adaptation import frozen_to_fp32
         from moai_llm.training.checkpoint import FINAL_ADAPTER
-        from moai_llm.training.faults import fault_point
-        from moai_llm.training.lora import merge, save_adapter
 
         save_adapter(model, self.run_dir / FINAL_ADAPTER, self.base_model, self.tokenizer)
         fault_point("final.after_adapter")

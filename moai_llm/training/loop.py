@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from moai_llm.errors import MoaiRunError
+from moai_llm.faults import fault_point
 from moai_llm.training.batches import BatchOrder, RowReader
 from moai_llm.training.checkpoint import (
     load_model_weights,
@@ -57,7 +58,6 @@ from moai_llm.training.checkpoint import (
 from moai_llm.training.checkpoint_policy import CheckpointPolicy
 from moai_llm.training.distributed import DistInfo, load_optimizer_state, unwrap, wrap_distributed
 from moai_llm.training.evaluation import HeldOut
-from moai_llm.training.faults import fault_point
 from moai_llm.training.metrics import (
     FlopCounter,
     LogWindow,

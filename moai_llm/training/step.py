@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
+from moai_llm import faults
 from moai_llm.errors import MoaiRunError
-from moai_llm.training import faults
 from moai_llm.training.batches import BatchOrder, RowReader
 from moai_llm.training.distributed import DistInfo
 from moai_llm.training.launch import FirstStepOOM

@@ -53,6 +53,10 @@ def test_quickstart_json_report(tmp_path):
     lines = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     bpb = [(r["step"], r["eval_bpb"]) for r in lines if "eval_bpb" in r]
     assert [s for s, _ in bpb] == [0, 4] and report["heldout_bpb"] == [bpb[0][1], bpb[-1][1]]
+    # the run's step counts were its own: the next --tiny run in this process starts from TINY's
+    from moai_llm.quickstart import TINY
+
+    assert (TINY.pretrain_steps, TINY.sft_steps) == (8, 4)
     assert bpb[-1][1] < bpb[0][1]
     # the finance multiple-choice table, base against sft (lm-eval is installed here)
     tasks = report["tasks"]
@@ -66,7 +70,7 @@ def test_without_lm_eval_the_skip_line_keeps_its_install_command(tmp_path, monke
     """Rich reads `[eval]` as a style tag and drops it: the printed advice must be whole."""
     import importlib.util
 
-    from moai_llm.training import quickstart
+    from moai_llm import quickstart
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
@@ -76,7 +80,7 @@ def test_without_lm_eval_the_skip_line_keeps_its_install_command(tmp_path, monke
 
 
 def test_the_estimate_comes_from_steps_timed_here():
-    from moai_llm.training.quickstart import TINY, estimate_seconds
+    from moai_llm.quickstart import TINY, estimate_seconds
 
     step, total = estimate_seconds(TINY, probe_steps=2)
     assert step > 0 and total == pytest.approx(step * (TINY.pretrain_steps + TINY.sft_steps))

@@ -100,7 +100,8 @@ def adapter_dir(tmp_path_factory, moai_model) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from moai_llm.training.lora import apply_lora, save_adapter
+    from moai_llm.adapters import save_adapter
+    from moai_llm.training.lora import apply_lora
 
     base = AutoModelForCausalLM.from_pretrained(moai_model, dtype=torch.float32)
     peft_model = apply_lora(base, rank=4, alpha=8)

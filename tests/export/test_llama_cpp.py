@@ -111,7 +111,7 @@ def test_chat_completion_stops_at_im_end(stopping_model, tmp_path):
 
 
 def test_lora_adapter_gguf_in_llama_cpp_equals_the_merged_model(moai_model, adapter_dir, tmp_path):
-    from moai_llm.training.lora import load_adapter_model
+    from moai_llm.adapters import load_adapter_model
 
     base = export_model(moai_model, tmp_path / "base.gguf", quant="f32").output
     lora = export_model(adapter_dir, tmp_path / "lora.gguf", quant="f32", adapter_only=True).output

@@ -6,7 +6,7 @@ launch costs well under a second instead of a fresh interpreter's 5-10 s; the se
 threads of its own, so forking it is safe. A run is killed two ways:
 
 - inside: `kill_at="checkpoint.before_rename#2"` sets MOAI_FAULT_KILL_AT, and the library's
-  fault point SIGKILLs its own process at that moment (moai_llm/training/faults.py);
+  fault point SIGKILLs its own process at that moment (moai_llm/faults.py);
 - outside: `kill_after=0.8` sends SIGKILL from this process after that many seconds, whatever
   the run is doing (a random moment, as an out-of-memory killer or a preemption picks one);
   `kill_when=lambda: ...` sends it as soon as a condition seen from outside holds (e.g. the
@@ -57,7 +57,7 @@ def _child(args: list[str], env: dict[str, str], log: str, cwd: str) -> None:
     os.dup2(fd, 2)
     import torch
 
-    from moai_llm.training import faults
+    from moai_llm import faults
 
     torch.set_num_threads(1)
     faults.arm()  # the server imported it before this run's MOAI_FAULT_* were set

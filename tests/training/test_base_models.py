@@ -185,8 +185,9 @@ def lora_run(base, tmp_path_factory):
 def test_a_lora_run_learns_and_ends_with_an_adapter_and_a_merged_stock_model(base, lora_run):
     from transformers import AutoModelForCausalLM
 
+    from moai_llm.adapters import load_adapter_model
     from moai_llm.progress import set_quiet
-    from moai_llm.training.lora import load_adapter_model, trainable_parameters
+    from moai_llm.training.lora import trainable_parameters
 
     losses = [json.loads(line)["loss"] for line in (lora_run / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]

@@ -10,16 +10,18 @@ import torch
 
 pytest.importorskip("peft")  # the `lora` extra (installed in CI through `dev`)
 
-from moai_llm.errors import MoaiInputError
-from moai_llm.training.lora import (
+from moai_llm.adapters import (
     adapter_state,
-    apply_lora,
     load_adapter_model,
     load_adapter_state,
-    lora_memory_facts,
     merge,
-    quantization_config,
     save_adapter,
+)
+from moai_llm.errors import MoaiInputError
+from moai_llm.training.lora import (
+    apply_lora,
+    lora_memory_facts,
+    quantization_config,
     trainable_parameters,
 )
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moai_cli.app import app
-from moai_llm.training import faults
+from moai_llm import faults
 
 
 def _invoke(args):

@@ -32,6 +32,7 @@ tests use, here cut to two steps per stage:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from moai_llm.atomic import write_jsonl_atomic
 from moai_llm.progress import console, info
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuickstartSizes:
     """How big each stage is (the full run's measured times: `MEASURED`)."""
 
@@ -215,11 +216,8 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     the task table, the answer and timings."""
     from moai_llm import corpora
 
-    sizes = TINY if tiny else QuickstartSizes()
-    if pretrain_steps:
-        sizes.pretrain_steps = pretrain_steps
-    if sft_steps:
-        sizes.sft_steps = sft_steps
+    asked = {k: v for k, v in (("pretrain_steps", pretrain_steps), ("sft_steps", sft_steps)) if v}
+    sizes = dataclasses.replace(TINY if tiny else QuickstartSizes(), **asked)  # TINY itself never changes
     out = _own_folder(output_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
