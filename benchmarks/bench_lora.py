@@ -12,7 +12,7 @@ every round), so a shared machine's load hits both alike. tokens/s = the run's o
 
 Planned (not measured: recorded facts, presets/hardware/): the plan's micro batch, checkpointing
 and predicted peak for qwen3-0.6b and qwen3-4b, full and LoRA rank 16, at seq 2048 on
-1xRTX4090-24GB and 1xH200-141GB (moai_llm.training.runner.plan_for: the same plan `moai doctor`
+1xRTX4090-24GB and 1xH200-141GB (moai_llm.training.launcher.runner.plan_for: the same plan `moai doctor`
 shows).
 """
 
@@ -51,7 +51,7 @@ def _one(root: Path, kind: str, steps: int, out: Path) -> None:
     import torch
 
     from moai_llm.progress import set_quiet
-    from moai_llm.training.runner import launch_run, prepare_run
+    from moai_llm.training.launcher.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -71,7 +71,7 @@ def _one(root: Path, kind: str, steps: int, out: Path) -> None:
 def _planned() -> list[dict]:
     from moai_llm.config import MoaiConfig
     from moai_llm.hardware.simulate import simulate
-    from moai_llm.training.runner import plan_for
+    from moai_llm.training.launcher.runner import plan_for
     from moai_llm.training.settings import resolve_settings
 
     rows = []

@@ -95,9 +95,9 @@ def new_model(tokenizer, stock: bool = False):
 
 def run_moai(work: Path, tok_dir: Path, warm: int, steps: int, rnd: int) -> float:
     from moai_llm.progress import set_quiet
-    from moai_llm.training.metrics import read_metrics
-    from moai_llm.training.runner import launch_run, prepare_run
+    from moai_llm.training.launcher.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
+    from moai_llm.training.worker.metrics import read_metrics
 
     out = work / f"moai-{rnd}"
     model_file = work / "model.yaml"

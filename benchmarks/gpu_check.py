@@ -295,8 +295,8 @@ def prepared(check: Check, name: str, out: Path, **flags):
 def one_throughput(check: Check, name: str, compiled: bool) -> dict:
     import torch
 
-    from moai_llm.training.loop import _build
-    from moai_llm.training.metrics import device_peak_flops
+    from moai_llm.training.worker.loop import _build
+    from moai_llm.training.worker.metrics import device_peak_flops
 
     warm, steps = check.conf["warm"], check.conf["steps"]
     out = check.work / f"tp-{name}-{'compiled' if compiled else 'eager'}"

@@ -31,7 +31,7 @@ from pathlib import Path
 def prepared(spec: dict, out: Path, **flags):
     """`prepare_run` of a pretraining run of `spec["model"]` on the prepared rows into `out`
     (checks, plan, run.yaml), as `moai pretrain` prepares one."""
-    from moai_llm.training.runner import prepare_run
+    from moai_llm.training.launcher.runner import prepare_run
     from moai_llm.training.settings import resolve_settings
 
     s, sources = resolve_settings("pretrain", flags={
@@ -48,8 +48,8 @@ def oom_run(spec: dict) -> dict:
     from moai_llm.hardware.memory import ModelShape
     from moai_llm.hardware.planner import estimate_for
     from moai_llm.progress import set_quiet
+    from moai_llm.training.launcher.runner import launch_run
     from moai_llm.training.record import read_record
-    from moai_llm.training.runner import launch_run
 
     set_quiet(True)
     fit, out = spec["fit"], Path(spec["work"]) / "oom"
@@ -86,7 +86,7 @@ def uncapped_peak_vm(spec: dict, flags: dict) -> int:
     """The peak address space of this process (VmPeak) after a normal run at the fitting micro
     batch (one micro-batch a step: accumulation adds no memory): what the capped run may take,
     before its margin."""
-    from moai_llm.training.runner import launch_run
+    from moai_llm.training.launcher.runner import launch_run
 
     out = Path(spec["work"]) / "oom-uncapped"
     code, _ = launch_run(prepared(spec, out, **flags), show_progress=False)

@@ -9,7 +9,7 @@ each, and the training plan moai would choose for a model, with the reason for e
 
 The planning flags are `moai pretrain`'s (declared once, in train.py) with the same defaults,
 and the plan comes from the same function as `moai pretrain --dry-run` and the run itself
-(moai_llm.training.runner.plan_for), so the three show one plan. Exit code 0 when no check
+(moai_llm.training.launcher.runner.plan_for), so the three show one plan. Exit code 0 when no check
 fails, 1 otherwise. The library does the work (moai_llm.hardware.probe/planner/checks); this
 module renders it.
 """
@@ -145,7 +145,7 @@ def _render_plan(plan, est, model_name: str) -> None:
 
 
 # The planning options of `moai pretrain`, declared once in train.py: same flags, same defaults,
-# same plan (moai_llm.training.runner.plan_for).
+# same plan (moai_llm.training.launcher.runner.plan_for).
 PLAN_OPTIONS = ["seq_len", "global_batch", "micro_batch_size", "gradient_accumulation_steps",
                 "precision", "gradient_checkpointing", "no_gradient_checkpointing", "compile",
                 "no_compile", "max_steps", "nproc", "nnodes", "strategy", "simulate", "output_dir",
@@ -210,8 +210,8 @@ def _doctor(ctx: typer.Context, values: dict[str, Any]) -> None:
         from moai_llm.hardware.checks import FAIL, run_checks, worst
         from moai_llm.hardware.memory import ModelShape
         from moai_llm.hardware.planner import estimate_for
-        from moai_llm.training.inputs import model_config_for
-        from moai_llm.training.runner import facts_for, plan_for
+        from moai_llm.training.launcher.inputs import model_config_for
+        from moai_llm.training.launcher.runner import facts_for, plan_for
         from moai_llm.training.settings import resolve_settings
 
         flags = settings_flags(ctx, {k: v for k, v in values.items() if k != "model"})

@@ -223,7 +223,7 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
     """Resolve settings, prepare (or plan only), launch, report."""
     if as_json:
         set_quiet(True)
-    from moai_llm.training.runner import (
+    from moai_llm.training.launcher.runner import (
         holding,
         launch_description,
         launch_run,
@@ -254,14 +254,14 @@ def _print_dry_run(desc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json({"plan": desc["plan"], "launch": {k: v for k, v in desc.items() if k != "plan"}})
         return
-    from moai_llm.training.launch import format_description
+    from moai_llm.training.launcher.launch import format_description
 
     console.print(format_description(desc), soft_wrap=True, highlight=False, markup=False)
 
 
 def _report(mode: str, out: str, result: dict[str, Any], as_json: bool) -> None:
     if not result:  # several processes: the run's own record tells how it went
-        from moai_llm.training.metrics import read_metrics
+        from moai_llm.training.worker.metrics import read_metrics
 
         last = [r for r in read_metrics(out) if "loss" in r]
         if last:

@@ -122,7 +122,7 @@ def _stage(n: int, title: str) -> float:
 
 def _train(mode: str, flags: dict[str, Any]) -> dict[str, Any]:
     from moai_llm.errors import MoaiRunError
-    from moai_llm.training.runner import launch_run, prepare_run
+    from moai_llm.training.launcher.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
     out = Path(flags["output_dir"])
@@ -200,7 +200,7 @@ def _own_folder(output_dir: str | Path) -> Path:
     """`output_dir`, new or made by an earlier quickstart (moai_llm.ownership: never a user's
     folder), created and marked as the quickstart's."""
     from moai_llm.ownership import claim, read_marker, write_marker
-    from moai_llm.training.inputs import check_output_dir
+    from moai_llm.training.launcher.inputs import check_output_dir
 
     claim(output_dir, "quickstart")
     out = check_output_dir(output_dir)
@@ -247,7 +247,7 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
                                   lr_scheduler="wsd", save_steps=sizes.pretrain_steps,
                                   eval_text=[str(eval_files["text"])],
                                   eval_steps=sizes.pretrain_steps))
-    from moai_llm.training.metrics import read_metrics
+    from moai_llm.training.worker.metrics import read_metrics
 
     losses = [r["loss"] for r in read_metrics(pre_dir) if "loss" in r]
     bpb = [r["eval_bpb"] for r in read_metrics(pre_dir) if "eval_bpb" in r]

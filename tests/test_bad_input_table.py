@@ -168,7 +168,7 @@ def _cut(name: str):
 
 def _checkpoint(step: int, **state):
     """A complete-looking checkpoint of an earlier moai run at {w}/run/checkpoints/step-N: every
-    file a checkpoint has, well formed (moai_llm.training.checkpoint_check finds it whole)."""
+    file a checkpoint has, well formed (moai_llm.training.worker.checkpoint_check finds it whole)."""
     def setup(w: Path, tok: Path):
         import torch
         from safetensors.torch import save_file

@@ -11,5 +11,5 @@
 - `plan`        the `Plan` dataclass (saved in run.yaml, which is how it reaches training)
 - `checks`      pass / warn / fail checks with a fix each (`moai doctor`)
 
-Launching a plan (torchrun, the worker, first-step OOM retry) is training's: moai_llm/training/launch.py.
+Launching a plan (torchrun, the worker, first-step OOM retry) is training's: moai_llm/training/launcher/launch.py.
 """

@@ -189,7 +189,7 @@ def decide_attention(facts: HardwareFacts, gpu: bool, precision: str) -> tuple[s
     """The attention backend of the run, as the model's `attn_implementation`: the first of
     `moai_llm.modeling.attention.attention_backends` for the device (CUDA: flash-attn when
     installed and bf16 -> FlexAttention -> SDPA; CPU training: SDPA). The model is built with
-    it (training/model_setup.py) and the memory model counts it (`estimate_for`); this is the
+    it (training/worker/model_setup.py) and the memory model counts it (`estimate_for`); this is the
     one place it is chosen."""
     from moai_llm.modeling.attention import attention_backends
 

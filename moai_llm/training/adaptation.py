@@ -1,10 +1,10 @@
 """What a run does to the model it starts from: grow its vocabulary, train it in stages, or
 train LoRA adapters on it.
 
-Decided once, in the launching process, before the output folder is touched (`decide`: bad
-combinations are refused there with one line), recorded in run.yaml (`derived.embedding_growth`,
-`plan.lora`), and applied by every training process in the same order (`grow`, `with_lora`,
-`hold_frozen`):
+Decided once, in the launching process, before the output folder is touched (`growth_for`,
+`decide`: bad combinations are refused there with one line), recorded in run.yaml
+(`derived.embedding_growth`, `plan.lora`), and applied by every training process in the same
+order from that record (`grow`, `with_lora`, `hold_frozen`):
 
 1. **Growth.** When the run's tokenizer has more tokens than the `--pretrained-model` folder's
    own, the new tokens' rows of the embedding (and of an untied lm_head) start as
@@ -12,7 +12,8 @@ combinations are refused there with one line), recorded in run.yaml (`derived.em
    each new token into) or `mean` (the mean of all old rows); rows are added when the matrix is
    too small (rounded up to `--vocab-multiple`), never removed (Qwen's padding rows are kept).
    Growth is a pure function of the two tokenizers, the folder and the settings, so a resumed
-   run grows exactly as the run it continues before the checkpoint's weights are loaded.
+   run (whose launch decides it again) grows exactly as the run it continues before the
+   checkpoint's weights are loaded.
 2. **Stages** (`--stages new-embeddings:N,all`, training/stages.py): only the new rows train
    for N steps, then everything. Refused without new rows.
 3. **LoRA** (`--lora-rank`, training/lora.py): peft adapters on the frozen base, with the new
@@ -68,12 +69,16 @@ class Growth:
                 f"tokens {self.base_tokens}..{self.tokens - 1} start as {how} (--new-embeddings {self.method})")
 
 
+def round_up(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple of `multiple` (embedding rows: --vocab-multiple)."""
+    multiple = max(1, int(multiple or 1))
+    return ((n + multiple - 1) // multiple) * multiple
+
+
 def growth_for(s: Any, tokenizer_size: int, folder: Any) -> Growth | None:
     """The growth of the `--pretrained-model` `folder` (a moai_llm.pretrained.Pretrained) for a
     tokenizer of `tokenizer_size` tokens, or None when nothing grows. Without a tokenizer in the
     folder, rows grow (their mean) only when the tokenizer outgrows the matrix."""
-    from moai_llm.training.model_setup import round_up
-
     if folder is None:
         return None
     rows = int(folder.vocab_rows)
@@ -118,6 +123,7 @@ def lora_facts(s: Any, config: Any, growth: Growth | None) -> dict[str, Any] | N
 
     facts = lora_memory_facts(config, s.lora_rank, s.lora_target, new_rows=len(growth.new_rows) if growth else 0)
     facts["dropout"] = float(s.lora_dropout)
+    facts["base_4bit"] = bool(s.lora_4bit)  # QLoRA: the planner holds the frozen base in nf4
     return facts
 
 
@@ -133,17 +139,16 @@ def check_4bit(s: Any, plan: Any) -> None:
                          hint="drop --lora-4bit: LoRA over a bf16 base (the plan holds frozen layers in bf16)")
 
 
-def grow(model: Any, s: Any, tokenizer: Any, folder: Any) -> Growth | None:
-    """Grow `model` (built from `folder`) for `tokenizer` as `growth_for` says; returns it."""
-    growth = growth_for(s, len(tokenizer), folder)
+def grow(model: Any, growth: Growth | None, base: Any, tokenizer: Any) -> None:
+    """Grow `model` (built from the base model folder `base`: a resolved.BaseModel) as the
+    launcher decided (`growth`, recorded in run.yaml); nothing when it does not grow."""
     if growth is None:
-        return None
+        return
     from moai_llm.tokenizer.model_vocab import grow_embeddings
 
-    base = folder.tokenizer_dir if folder.tokenizer_size is not None else None
-    grow_embeddings(model, growth.rows_after, growth.method, base_tokenizer=base,
-                    new_tokenizer=tokenizer if base is not None else None)
-    return growth
+    pieces = base.tokenizer_dir if base.tokenizer_size is not None else None
+    grow_embeddings(model, growth.rows_after, growth.method, base_tokenizer=pieces,
+                    new_tokenizer=tokenizer if pieces is not None else None)
 
 
 def with_lora(model: Any, s: Any, growth: Growth | None) -> Any:

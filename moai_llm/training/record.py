@@ -8,12 +8,17 @@
                   dataset, the tokenizer of a model folder, vocab_size from the tokenizer, ...)
     plan:         what the planner decided, with a reason per decision (hardware/planner.py)
     plan_retries: earlier plans replaced after an out-of-memory error at the first step
+    schedule:     the learning-rate schedule resolved in steps (warmup, stable, decay, decay_start)
     resume:       the checkpoint this run started from (null for a fresh start)
+    base_model:   the --pretrained-model folder as resolved (its local path, its tokenizer), or null
     model, model_config, tokenizer, data: what was built from and trained on
 
 Every setting appears in exactly one of given/defaults/derived, so each value (seq_len
-included) is stored once; `settings()` merges them back. Training processes read their plan
-from here and nowhere else; a retry rewrites it (atomically) before they are relaunched.
+included) is stored once; `settings()` merges them back. Training processes read what the
+launcher resolved from here and nowhere else (`resolved()`: settings, plan, schedule, model
+config, base model, vocabulary growth, resume checkpoint); a retry rewrites the plan
+(atomically) before they are relaunched. Every launch writes run.yaml anew, so a run begun by
+an earlier moai resumes with a record of this one.
 
     >>> import pathlib, tempfile
     >>> out = pathlib.Path(tempfile.mkdtemp())
@@ -42,6 +47,7 @@ import yaml
 from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
+from moai_llm.training.resolved import BaseModel, Resolved
 from moai_llm.training.settings import FIELDS, SettingsSources, TrainSettings
 
 RUN_YAML = "run.yaml"
@@ -63,6 +69,8 @@ class RunRecord:
     planned: dict[str, Any] = field(default_factory=dict)      # Plan.to_dict(), without seq_len
     plan_retries: list[dict[str, Any]] = field(default_factory=list)
     resume: dict[str, Any] | None = None   # {"requested", "checkpoint", "step"}
+    schedule: dict[str, Any] | None = None  # Schedule.to_dict()
+    base_model: dict[str, Any] | None = None  # BaseModel.to_dict()
     model: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] | None = None
     tokenizer: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +105,21 @@ class RunRecord:
     def resume_checkpoint(self) -> Path | None:
         return Path(self.resume["checkpoint"]) if self.resume else None
 
+    def resolved(self) -> Resolved:
+        """What the launcher resolved, as the workers take it (nothing is derived again)."""
+        from moai_llm.training.adaptation import Growth
+        from moai_llm.training.schedule import Schedule
+
+        if self.schedule is None:
+            raise MoaiInputError("run.yaml has no schedule section (written by an earlier moai)",
+                                 hint="launch the run again with `moai pretrain`/`moai sft` (add --resume auto "
+                                      "to continue it): the launch writes a complete run.yaml")
+        growth = (self.derived.get("embedding_growth") or {}).get("value")
+        return Resolved(self.settings(), self.plan(), Schedule.from_dict(self.schedule),
+                        model_config=self.model_config,
+                        base=BaseModel.from_dict(self.base_model) if self.base_model else None,
+                        growth=Growth(**growth) if growth else None, resume_from=self.resume_checkpoint)
+
     def to_yaml(self) -> str:
         data = {
             "moai_run": FORMAT, "mode": self.mode, "created": self.created,
@@ -104,7 +127,8 @@ class RunRecord:
             "given": {"flags": self.flags, "config_file": self.config_file, "config": self.config},
             "defaults": self.defaults, "derived": self.derived,
             "plan": {k: v for k, v in self.planned.items() if k != "seq_len"},
-            "plan_retries": self.plan_retries, "resume": self.resume, "model": self.model,
+            "plan_retries": self.plan_retries, "schedule": self.schedule, "resume": self.resume,
+            "base_model": self.base_model, "model": self.model,
             "model_config": self.model_config, "tokenizer": self.tokenizer, "data": self.data,
         }
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
@@ -132,6 +156,7 @@ def read_record(path: str | Path) -> RunRecord:
         config=given.get("config") or {}, defaults=data.get("defaults") or {},
         derived=data.get("derived") or {}, planned=data.get("plan") or {},
         plan_retries=data.get("plan_retries") or [], resume=data.get("resume"),
+        schedule=data.get("schedule"), base_model=data.get("base_model"),
         model=data.get("model") or {}, model_config=data.get("model_config"),
         tokenizer=data.get("tokenizer") or {}, data=data.get("data") or {},
         command=data.get("command") or [], created=data.get("created", ""),

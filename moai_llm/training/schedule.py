@@ -3,7 +3,10 @@
 One multiplier function covers all four: a linear warmup, a flat stable phase, then a decay
 to `min_lr_ratio` (cosine or linear shape). Lengths are steps (int >= 1) or fractions of the
 run (float < 1), so `warmup: 0.01` and `warmup: 20` both work, as in WSD papers and the seed.
-The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly.
+The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly. The launcher
+resolves the schedule once (`make_schedule`: an unknown name or phases longer than the run are
+refused before anything is written) and records it in run.yaml; the worker builds the
+scheduler from that record (`Schedule.from_dict`).
 
     >>> import torch
     >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -13,14 +16,15 @@ The scheduler is a plain `LambdaLR`, whose state (`last_epoch`) resumes exactly.
     ...     opt.step(); sched.step()
     >>> sched.get_last_lr()     # warmup (10 steps) done: the stable phase
     [1.0]
+    >>> schedule.to_dict()["decay_start"], Schedule.from_dict(schedule.to_dict()) == schedule
+    (800, True)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-import torch
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.training.settings import WSD_DECAY
@@ -58,6 +62,19 @@ class Schedule:
     stable_steps: int
     decay_steps: int
     min_lr_ratio: float = 0.0
+
+    @property
+    def decay_start(self) -> int:
+        """The first step (0-based) of the decay."""
+        return self.warmup_steps + self.stable_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """run.yaml's `schedule` section: the phases in steps (and where the decay starts)."""
+        return {**asdict(self), "decay_start": self.decay_start}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schedule:
+        return cls(**{k: v for k, v in data.items() if k != "decay_start"})
 
     def multiplier(self, step: int) -> float:
         """Learning-rate factor at optimizer step `step` (0-based)."""
@@ -117,7 +134,9 @@ def make_schedule(
     return Schedule(kind, total_steps, w, s, d, float(min_lr_ratio))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR over `schedule.multiplier`; its state_dict holds only `last_epoch` etc."""
+def build_scheduler(optimizer: Any, schedule: Schedule) -> Any:
+    """A torch LambdaLR over `schedule.multiplier`; its state_dict holds only `last_epoch` etc."""
+    import torch
+
     # A plain function (not a bound method) so that state_dict() stores no callable state.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.multiplier(step))

@@ -35,7 +35,7 @@ from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.facts import HardwareFacts
 from moai_llm.hardware.planner import default_global_batch, make_plan
 from moai_llm.hardware.probe import probe, simulate
-from moai_llm.training.launch import launch
+from moai_llm.training.launcher.launch import launch
 
 SEED_TABLE = [
     # spec, model preset, overrides, global batch, expected (strategy, micro, accum, ckpt)

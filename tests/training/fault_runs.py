@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PRELOAD = ["moai_cli.app", "moai_llm.training.loop", "moai_llm.training.runner", "moai_llm.modeling",
+PRELOAD = ["moai_cli.app", "moai_llm.training.worker.loop", "moai_llm.training.launcher.runner", "moai_llm.modeling",
            "moai_llm.data", "moai_llm.tokenizer", "safetensors.torch", "torch.utils.tensorboard",
            "matplotlib.pyplot", "psutil"]
 _context = None

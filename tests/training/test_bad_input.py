@@ -122,3 +122,37 @@ def test_a_model_holding_nan_is_refused_naming_the_tensor(workdir, pretrain_args
     assert result.exit_code == 2, result.output
     assert "tensor model.embed_tokens.weight holds NaN/inf values" in " ".join(result.output.split())
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr-scheduler", "nosuch"], "unknown learning-rate schedule 'nosuch'"),
+    (["--warmup-steps", "2", "--decay-steps", "5"], "warmup 2 + stable 0 + decay 5 steps exceed the run's 4 steps"),
+    (["--lora-rank", "4", "--lora-target", "q_proj,attn"], "--lora-target q_proj,attn: attn matches no module"),
+    (["--stages", "new-embeddings:2,all"], "--stages new-embeddings:2,all: the vocabulary did not grow"),
+    (["--model", "nosuch"], "--model nosuch: no such model preset"),
+])
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(workdir, pretrain_args, tmp_path,
+                                                                          extra, message):
+    """Schedule, LoRA, stage and preset mistakes exit 2 before the run folder, its lock or its
+    data exist: raw sources are not even prepared (the preparation is never called)."""
+    import sys
+
+    from moai_llm.data import prepare
+
+    args = pretrain_args(workdir, tmp_path / "out", 4)
+    args[args.index("--dataset") + 1] = str(workdir / "docs.jsonl")  # raw: a run would prepare it
+    prepared = []
+    code = prepare.prepare_dataset.__code__
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is code:
+            prepared.append(frame)
+
+    sys.setprofile(profile)
+    try:
+        result = _invoke(args + extra)
+    finally:
+        sys.setprofile(None)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert prepared == [] and sorted(p.name for p in tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_new_rows_start_from_their_pieces_or_the_mean(base, method):
     from moai_llm.pretrained import resolve_pretrained
     from moai_llm.tokenizer import load_tokenizer
     from moai_llm.tokenizer.model_vocab import _backend, new_token_pieces
-    from moai_llm.training.adaptation import grow
+    from moai_llm.training.adaptation import grow, growth_for
     from moai_llm.training.settings import resolve_settings
 
     settings, _ = resolve_settings("pretrain", flags={"pretrained_model": str(base / "qwen"), "new_embeddings": method})
@@ -109,7 +110,8 @@ def test_new_rows_start_from_their_pieces_or_the_mean(base, method):
     model = MoaiForCausalLM.from_pretrained(str(base / "qwen"))
     old = model.get_input_embeddings().weight.detach().clone()
     tokenizer = load_tokenizer(base / "ext")
-    growth = grow(model, settings, tokenizer, folder)
+    growth = growth_for(settings, len(tokenizer), folder)  # the launcher's decision
+    grow(model, growth, folder, tokenizer)
     assert (growth.rows_before, growth.rows_after, growth.new_rows) == (591, 640, range(527, 607))
     weight = model.get_input_embeddings().weight.detach()
     assert torch.equal(weight[:527], old[:527])
@@ -151,12 +153,13 @@ def test_new_rows_move_in_stage_one(base, staged):
     from moai_llm.modeling import MoaiForCausalLM
     from moai_llm.pretrained import resolve_pretrained
     from moai_llm.tokenizer import load_tokenizer
-    from moai_llm.training.adaptation import grow
+    from moai_llm.training.adaptation import grow, growth_for
     from moai_llm.training.settings import resolve_settings
 
     settings, _ = resolve_settings("pretrain", flags={"pretrained_model": str(base / "qwen")})
     model = MoaiForCausalLM.from_pretrained(str(base / "qwen"))
-    grow(model, settings, load_tokenizer(base / "ext"), resolve_pretrained(base / "qwen"))
+    folder, tokenizer = resolve_pretrained(base / "qwen"), load_tokenizer(base / "ext")
+    grow(model, growth_for(settings, len(tokenizer), folder), folder, tokenizer)
     start = model.get_input_embeddings().weight.detach()
     step3 = load_file(str(staged / "checkpoints" / "step-3" / "model.safetensors"))["model.embed_tokens.weight"]
     moved = (step3[527:607] - start[527:607]).abs().amax(1)
@@ -219,13 +222,15 @@ def _adapted(base):
     from moai_llm.pretrained import resolve_pretrained
     from moai_llm.progress import set_quiet
     from moai_llm.tokenizer import load_tokenizer
-    from moai_llm.training.adaptation import grow, with_lora
+    from moai_llm.training.adaptation import grow, growth_for, with_lora
     from moai_llm.training.settings import resolve_settings
 
     settings, _ = resolve_settings("pretrain", flags={"pretrained_model": str(base / "qwen"), "lora_rank": 4})
     model = MoaiForCausalLM.from_pretrained(str(base / "qwen"))
     set_quiet(True)
-    growth = grow(model, settings, load_tokenizer(base / "ext"), resolve_pretrained(base / "qwen"))
+    folder, tokenizer = resolve_pretrained(base / "qwen"), load_tokenizer(base / "ext")
+    growth = growth_for(settings, len(tokenizer), folder)
+    grow(model, growth, folder, tokenizer)
     set_quiet(False)
     return with_lora(model, settings, growth)
 
@@ -253,3 +258,49 @@ def test_moai_chat_answers_through_the_final_adapter(lora_run):
                                       "--max-new-tokens", "4", "--temperature", "0"])
     assert result.exit_code == 0, result.output
     assert "LoRA adapter" in result.output or result.output.strip()
+
+
+def test_a_launch_resolves_each_input_once_and_the_worker_reads_them(base, tmp_path):
+    """The launcher resolves the pretrained folder, the tokenizer, the vocabulary growth, the
+    model config, the schedule, the resume checkpoint and the plan once each per launch, and
+    run.yaml records them; the worker (here in the same process) reads them and resolves none
+    again. Counted on the real functions' code, however they are imported."""
+    import sys
+
+    import yaml
+
+    from moai_llm import pretrained
+    from moai_llm.hardware import planner
+    from moai_llm.training import adaptation, schedule
+    from moai_llm.training.launcher import inputs, resume
+
+    watched = {"resolve_pretrained": pretrained.resolve_pretrained, "tokenizer_dir": inputs.tokenizer_dir,
+               "growth_for": adaptation.growth_for, "model_config_for": inputs.model_config_for,
+               "make_schedule": schedule.make_schedule, "resume.resolve": resume.resolve,
+               "make_plan": planner.make_plan}
+    codes = {f.__code__: name for name, f in watched.items()}
+    out = tmp_path / "run"
+
+    def launch(steps, *extra):
+        counts = dict.fromkeys(watched, 0)
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code in codes:
+                counts[codes[frame.f_code]] += 1
+
+        sys.setprofile(profile)
+        try:
+            result = CliRunner().invoke(app, _args(base, out, steps, "--stages", "new-embeddings:1,all", *extra))
+        finally:
+            sys.setprofile(None)
+        assert result.exit_code == 0, result.output
+        return counts
+
+    assert launch(2) == dict.fromkeys(watched, 1)
+    record = yaml.safe_load((out / "run.yaml").read_text())
+    assert record["derived"]["embedding_growth"]["value"]["rows_after"] == 640
+    assert Path(record["base_model"]["path"]).resolve() == (base / "qwen").resolve()
+    assert record["schedule"]["total_steps"] == 2 and record["resume"] is None
+    assert launch(3, "--resume", "auto") == dict.fromkeys(watched, 1)  # a resumed launch: once again
+    record = yaml.safe_load((out / "run.yaml").read_text())
+    assert record["resume"]["step"] == 2 and record["schedule"]["total_steps"] == 3

@@ -3,7 +3,7 @@ any split into processes and micro-batches."""
 
 import numpy as np
 
-from moai_llm.training.batches import BatchOrder
+from moai_llm.training.worker.batches import BatchOrder
 
 
 def test_order_is_a_seeded_permutation_per_epoch():

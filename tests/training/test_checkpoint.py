@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.training.checkpoint import (
+from moai_llm.training.launcher.resume import resolve_resume
+from moai_llm.training.worker.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_optimizer_file,
     load_trainer_state,
     remove_stale_temps,
-    resolve_resume,
     save_checkpoint,
 )
 
@@ -93,7 +93,7 @@ def test_a_state_of_another_step_is_refused(tmp_path):
 
 
 def test_what_killed_saves_left_is_removed_and_old_checkpoints_pruned(tmp_path):
-    from moai_llm.training.checkpoint import prune_checkpoints
+    from moai_llm.training.worker.checkpoint import prune_checkpoints
 
     for step in (2, 4, 6):
         _save(tmp_path, step, keep=5)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 def _train(workdir, out, steps: int, compile: bool, resume: str | None = None) -> None:
     from moai_llm.progress import set_quiet
-    from moai_llm.training.runner import launch_run, prepare_run
+    from moai_llm.training.launcher.runner import launch_run, prepare_run
     from moai_llm.training.settings import resolve_settings
 
     flags = dict(model="tiny", tokenizer=str(workdir / "tok"), dataset=[str(workdir / "data")],

@@ -20,7 +20,7 @@ from moai_llm.errors import NotEnoughMemoryError
 from moai_llm.hardware.fit import estimate_for, need_bytes, usable_bytes
 from moai_llm.hardware.memory import ModelShape
 from moai_llm.hardware.plan import Plan
-from moai_llm.training.guards import check_memory
+from moai_llm.training.launcher.guards import check_memory
 
 
 def _need(shape, plan, micro=None):

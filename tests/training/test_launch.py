@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from moai_llm.hardware.plan import Plan
-from moai_llm.training.launch import (
+from moai_llm.training.launcher.launch import (
     EXIT_FIRST_STEP_OOM,
     FirstStepOOM,
     describe,
@@ -70,7 +70,7 @@ def test_the_failed_attempts_tensors_are_gone_when_memory_is_released(monkeypatc
 
     import torch
 
-    from moai_llm.training import launch as launch_module
+    from moai_llm.training.launcher import launch as launch_module
 
     refs, alive_at_release = [], []
     release = launch_module._release_cuda_memory
@@ -151,7 +151,7 @@ def test_torchrun_workers_read_the_plan_from_run_yaml_and_an_oom_retry_rewrites_
 
     (tmp_path / "fake_worker.py").write_text(textwrap.dedent("""
         import os, sys
-        from moai_llm.training.launch import exit_first_step_oom
+        from moai_llm.training.worker.exits import exit_first_step_oom
         from moai_llm.training.record import read_record
         plan = read_record(sys.argv[2]).plan()
         with open(sys.argv[1], "a") as f:

@@ -11,8 +11,8 @@ import torch
 from moai_llm.config import MoaiConfig
 from moai_llm.hardware.plan import Plan
 from moai_llm.hardware.simulate import peak_flops
-from moai_llm.training import metrics
-from moai_llm.training.metrics import FlopCounter, LogWindow, attention_pairs, peak_precision
+from moai_llm.training.worker import metrics
+from moai_llm.training.worker.metrics import FlopCounter, LogWindow, attention_pairs, peak_precision
 
 
 def test_flops_of_packed_documents_computed_by_hand():

@@ -84,20 +84,21 @@ def test_weights_that_turned_nan_are_never_written(workdir, tmp_path):
     directly) make the weights NaN after a finite step: the loop refuses to write them."""
     from moai_llm.errors import MoaiRunError
     from moai_llm.progress import set_quiet
-    from moai_llm.training.loop import train
-    from moai_llm.training.runner import prepare_run
+    from moai_llm.training.launcher.runner import prepare_run
     from moai_llm.training.settings import resolve_settings
+    from moai_llm.training.worker.loop import train
 
     s, sources = resolve_settings("pretrain", flags={
         "model": "tiny", "tokenizer": str(workdir / "tok"), "dataset": [str(workdir / "data")],
         "output_dir": str(tmp_path / "run"), "max_steps": 2, "micro_batch_size": 2,
         "gradient_accumulation_steps": 1, "nproc": 1})
     record = prepare_run(s, sources)
-    broken = dataclasses.replace(record.settings(), weight_decay=float("nan"))
+    resolved = record.resolved()
+    broken = dataclasses.replace(resolved, settings=dataclasses.replace(resolved.settings, weight_decay=float("nan")))
     set_quiet(True)
     try:
         with pytest.raises(MoaiRunError, match=r"step 2: the weights hold NaN/inf values \(model\."):
-            train(broken, record.plan(), tmp_path / "run", record.model_config, show_progress=False)
+            train(broken, show_progress=False)
     finally:
         set_quiet(False)
     assert not (tmp_path / "run" / "final_model").exists()

@@ -109,8 +109,8 @@ def test_loss_falls(run):
 def test_fused_adamw_and_no_whole_model_cast():
     from moai_llm.config import MoaiConfig
     from moai_llm.modeling import MoaiForCausalLM
-    from moai_llm.training.model_setup import build_optimizer, optimizer_kind
     from moai_llm.training.settings import TrainSettings
+    from moai_llm.training.worker.model_setup import build_optimizer, optimizer_kind
 
     model = MoaiForCausalLM(MoaiConfig.from_preset("tiny"))
     opt = build_optimizer(model, TrainSettings(), torch.device("cpu"))
@@ -130,16 +130,19 @@ def test_the_model_is_built_with_the_plans_attention_backend(run):
     assumed is what runs."""
     from moai_llm.config import MoaiConfig
     from moai_llm.hardware.plan import Plan
+    from moai_llm.pretrained import resolve_pretrained
     from moai_llm.tokenizer import load_tokenizer
-    from moai_llm.training.model_setup import build_model
+    from moai_llm.training.resolved import BaseModel
     from moai_llm.training.settings import TrainSettings
+    from moai_llm.training.worker.model_setup import build_model
 
     out, _ = run
     plan = Plan(seq_len=64, attention="eager", loss_chunk_size=256)
     new = build_model(TrainSettings(), MoaiConfig.from_preset("tiny").to_dict(), None, plan)
     assert new.config._attn_implementation == "eager" and new.config.loss_chunk_size == 256
     folder = out / "final_model"
-    loaded = build_model(TrainSettings(pretrained_model=str(folder)), None, load_tokenizer(folder), plan)
+    base = BaseModel.of(resolve_pretrained(folder))  # as the launcher resolves it
+    loaded = build_model(TrainSettings(pretrained_model=str(folder)), None, load_tokenizer(folder), plan, base)
     assert loaded.config._attn_implementation == "eager"
     sdpa = build_model(TrainSettings(), MoaiConfig.from_preset("tiny").to_dict(), None,
                        Plan(seq_len=64, attention="sdpa"))

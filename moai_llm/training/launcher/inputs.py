@@ -62,10 +62,10 @@ def pretrained_folder(s: TrainSettings) -> Any | None:
     return resolve_pretrained(s.pretrained_model, trust_remote_code=s.trust_remote_code)
 
 
-def tokenizer_dir(s: TrainSettings, derived: dict, required: bool = True) -> Path | None:
-    """--tokenizer, else the pretrained model folder's own tokenizer; None when there is none
+def tokenizer_dir(s: TrainSettings, derived: dict, pretrained: Any = None,
+                  required: bool = True) -> Path | None:
+    """--tokenizer, else the `pretrained` model folder's own tokenizer; None when there is none
     and `required` is false (a plan-only dry run)."""
-    pretrained = pretrained_folder(s) if not s.tokenizer and (required or s.pretrained_model) else None
     if s.tokenizer:
         path = Path(s.tokenizer)
     elif pretrained is not None and pretrained.tokenizer_dir is not None:
@@ -127,9 +127,8 @@ def check_special_tokens(tokenizer: Any, tok_dir: Path, model_config: Any | None
     return ids
 
 
-def pretrained_config(s: TrainSettings) -> Any | None:
-    """The config of --pretrained-model (None without one), after the folder's checks."""
-    pretrained = pretrained_folder(s)
+def pretrained_config(pretrained: Any) -> Any | None:
+    """The config of the checked --pretrained-model folder `pretrained` (None without one)."""
     if pretrained is None:
         return None
     from moai_llm.config import MoaiConfig
@@ -137,10 +136,11 @@ def pretrained_config(s: TrainSettings) -> Any | None:
     return MoaiConfig.from_pretrained(str(pretrained.path))
 
 
-def context_of(s: TrainSettings) -> tuple[int, str]:
-    """(max_position_embeddings, what it is of) for the model the run trains."""
-    if s.pretrained_model:
-        config = pretrained_folder(s).config
+def context_of(s: TrainSettings, pretrained: Any = None) -> tuple[int, str]:
+    """(max_position_embeddings, what it is of) for the model the run trains (`pretrained`: the
+    checked --pretrained-model folder)."""
+    if pretrained is not None:
+        config = pretrained.config
         return int(config.get("max_position_embeddings") or 0), f"--pretrained-model {s.pretrained_model}"
     if s.model_config:
         data = _read_model_file(Path(s.model_config))
@@ -154,12 +154,12 @@ def context_of(s: TrainSettings) -> tuple[int, str]:
                              hint=f"use one of {', '.join(list_presets())}") from None
 
 
-def check_context(s: TrainSettings, chosen: bool, derived: dict) -> None:
+def check_context(s: TrainSettings, chosen: bool, derived: dict, pretrained: Any = None) -> None:
     """The sequence length must fit the model's positions (max_position_embeddings). A length
     you chose (--seq-len, or the rows of a prepared dataset) beyond them is refused; the default
     length is cut to them for a pretrained model. A new model trained at the default length
     gets that many positions (model_config_for says so)."""
-    longest, of = context_of(s)
+    longest, of = context_of(s, pretrained)
     seq_len = derived.get("seq_len", {}).get("value", s.seq_len)
     if not longest or seq_len <= longest:
         return
@@ -262,17 +262,16 @@ def check_eval_text(s: TrainSettings, given: dict[str, Any], derived: dict) -> N
 
 
 def model_config_for(s: TrainSettings, tokenizer: Any | None, ids: dict[str, int] | None,
-                     derived: dict) -> tuple[dict | None, Any]:
+                     derived: dict, base_config: Any = None, growth: Any = None) -> tuple[dict | None, Any]:
     """(config dict for a new model or None, the config object). The vocabulary is the
-    tokenizer's, rounded up; without a tokenizer (a plan-only dry run) the preset's."""
+    tokenizer's, rounded up; without a tokenizer (a plan-only dry run) the preset's. A
+    pretrained model's: `base_config` (read from its folder) grown as `growth` says (recorded
+    in `derived`); without `base_config` (moai doctor) the folder is checked and read here."""
     from moai_llm.config import MoaiConfig, checked_config, list_presets
-    from moai_llm.training.model_setup import round_up
+    from moai_llm.training.adaptation import round_up
 
     if s.pretrained_model:
-        from moai_llm.training.adaptation import growth_for
-
-        config = pretrained_config(s)
-        growth = growth_for(s, len(tokenizer), pretrained_folder(s)) if tokenizer is not None else None
+        config = base_config if base_config is not None else pretrained_config(pretrained_folder(s))
         if growth is not None:
             derive(derived, "embedding_growth", growth.to_dict(), growth.describe())
             if growth.rows_after != config.vocab_size:

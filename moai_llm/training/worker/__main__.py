@@ -1,7 +1,8 @@
-"""The torchrun entry: `python -m moai_llm.training.worker --run-yaml OUT/run.yaml`.
+"""The worker process: `python -m moai_llm.training.worker --run-yaml OUT/run.yaml`.
 
-Each process reads everything from run.yaml: the settings, the plan (after a first-step OOM
-retry, the rewritten one), the model config and the checkpoint to resume from; then trains.
+Each process reads everything from run.yaml, as the launcher resolved it (training/resolved.py):
+the settings, the plan (after a first-step OOM retry, the rewritten one), the schedule, the model
+config, the base model and its growth, the checkpoint to resume from; then trains.
 Exit codes: 0 done, 1 run failure (message on stderr), 2 bad input (a full disk included),
 75 out of memory at the first step (launch.py retries with half the micro batch). A worker
 dies with torchrun, which dies with the launcher that holds the run folder's lock.
@@ -22,21 +23,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from moai_llm.errors import MoaiInputError, MoaiRunError
     from moai_llm.progress import console
-    from moai_llm.training.launch import (
+    from moai_llm.training.record import read_record
+    from moai_llm.training.worker.exits import (
         FirstStepOOM,
         die_with_parent,
         exit_first_step_oom,
         record_exit_code,
     )
-    from moai_llm.training.loop import train
-    from moai_llm.training.record import read_record
+    from moai_llm.training.worker.loop import train
 
     die_with_parent()  # a killed launcher takes torchrun and its workers with it
     try:
-        record = read_record(args.run_yaml)
-        settings = record.settings()
-        train(settings, record.plan(), settings.output_dir, record.model_config,
-              resume_from=record.resume_checkpoint)
+        train(read_record(args.run_yaml).resolved())
     except FirstStepOOM as exc:
         exit_first_step_oom(str(exc))
     except (MoaiInputError, MoaiRunError) as exc:

@@ -8,14 +8,16 @@ processes, NaN/inf steps skipped, and no per-step overhead beyond a bare loop. T
 
 The parts, each in its own module: the optimizer step and the NaN guard (step.py), held-out
 evaluation (evaluation.py), the checkpoint policy (checkpoint_policy.py), metrics and the
-logging window (metrics.py), processes and sharding (distributed.py). `train` reads the plan
-it is given (from run.yaml) and derives nothing from the hardware itself.
+logging window (metrics.py), processes and sharding (distributed.py). `train` takes the run as
+the launcher resolved it (training/resolved.py, read from run.yaml): the plan, the schedule, the
+model config, the base model and its growth, the checkpoint to resume from. It derives none of
+them again, from the flags or from the hardware.
 
     >>> import json, pathlib, tempfile
     >>> from moai_llm import corpora
     >>> from moai_llm.progress import set_quiet
     >>> from moai_llm.tokenizer import train_tokenizer
-    >>> from moai_llm.training.runner import prepare_run
+    >>> from moai_llm.training.launcher.runner import prepare_run
     >>> from moai_llm.training.settings import resolve_settings
     >>> set_quiet(True)
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -27,8 +29,7 @@ it is given (from run.yaml) and derives nothing from the hardware itself.
     ...     "output_dir": str(d / "run"), "max_steps": 2, "seq_len": 64, "micro_batch_size": 2,
     ...     "gradient_accumulation_steps": 1, "nproc": 1})
     >>> record = prepare_run(s, sources)
-    >>> result = train(record.settings(), record.plan(), d / "run", record.model_config,
-    ...                show_progress=False)
+    >>> result = train(record.resolved(), show_progress=False)
     >>> result["step"], result["skipped_steps"]
     (2, 0)
     >>> set_quiet(False)
@@ -47,30 +48,37 @@ import torch
 
 from moai_llm.errors import MoaiRunError
 from moai_llm.faults import fault_point
-from moai_llm.training.batches import BatchOrder, RowReader
-from moai_llm.training.checkpoint import (
+from moai_llm.hardware.plan import Plan
+from moai_llm.training.resolved import Resolved
+from moai_llm.training.schedule import build_scheduler
+from moai_llm.training.settings import TrainSettings
+from moai_llm.training.stages import StageController, parse_stages
+from moai_llm.training.worker.batches import BatchOrder, RowReader
+from moai_llm.training.worker.checkpoint import (
     load_model_weights,
     load_optimizer_file,
     load_trainer_state,
     prune_checkpoints,
     remove_stale_temps,
 )
-from moai_llm.training.checkpoint_policy import CheckpointPolicy
-from moai_llm.training.distributed import DistInfo, load_optimizer_state, unwrap, wrap_distributed
-from moai_llm.training.evaluation import HeldOut
-from moai_llm.training.metrics import (
+from moai_llm.training.worker.checkpoint_policy import CheckpointPolicy
+from moai_llm.training.worker.distributed import (
+    DistInfo,
+    load_optimizer_state,
+    unwrap,
+    wrap_distributed,
+)
+from moai_llm.training.worker.evaluation import HeldOut
+from moai_llm.training.worker.metrics import (
     FlopCounter,
     LogWindow,
     MetricsWriter,
     device_peak_flops,
     plot_loss,
 )
-from moai_llm.training.model_setup import build_model, build_optimizer, generation_config_for
-from moai_llm.training.schedule import build_scheduler, make_schedule
-from moai_llm.training.settings import TrainSettings
-from moai_llm.training.stages import StageController, parse_stages
-from moai_llm.training.step import NonFiniteGuard, TrainStep
-from moai_llm.training.trainer_state import TrainerState
+from moai_llm.training.worker.model_setup import build_model, build_optimizer, generation_config_for
+from moai_llm.training.worker.step import NonFiniteGuard, TrainStep
+from moai_llm.training.worker.trainer_state import TrainerState
 
 
 @dataclass
@@ -78,7 +86,7 @@ class Run:
     """The composed parts of one training run (built by `_build`)."""
 
     settings: TrainSettings
-    plan: Any
+    plan: Plan
     dist: DistInfo
     reader: RowReader
     held_out: HeldOut
@@ -93,10 +101,9 @@ class Run:
     stages: StageController | None = None   # --stages: what trains at each step
 
 
-def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config: dict | None = None,
-          show_progress: bool = True, resume_from: Path | None = None) -> dict[str, Any]:
-    """Train per `settings` and `plan`, from `resume_from` (a checkpoint) or from scratch;
-    writes checkpoints, metrics and final_model to run_dir.
+def train(resolved: Resolved, show_progress: bool = True) -> dict[str, Any]:
+    """Train the run the launcher resolved, from its resume checkpoint or from scratch; writes
+    checkpoints, metrics and final_model to its folder.
 
     Returns {"step", "loss", "final_model", "tokens", "seconds", "skipped_steps", "world_size"}.
     Raises FirstStepOOM when the first step runs out of memory; MoaiRunError after too many
@@ -104,7 +111,8 @@ def train(settings: TrainSettings, plan: Any, run_dir: str | Path, model_config:
     """
     from moai_llm.progress import progress_bar, warn
 
-    run = _build(settings, plan, Path(run_dir), model_config, resume_from)
+    settings, run_dir, resume_from = resolved.settings, resolved.run_dir, resolved.resume_from
+    run = _build(resolved)
     guard = NonFiniteGuard(settings.max_bad_steps, warn if run.dist.main else None)
     show = run.dist.main and show_progress
     bar = progress_bar(unit="step", log_every=settings.logging_steps) if show else contextlib.nullcontext()
@@ -169,8 +177,7 @@ def _evaluate(run: Run, step: int) -> None:
     run.window.exclude(time.perf_counter() - started)
 
 
-def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict | None,
-           resume_from: Path | None) -> Run:
+def _build(resolved: Resolved) -> Run:
     """Processes, data, model, optimizer, schedule and the run's parts, resumed if asked."""
     from transformers.utils import logging as hf_logging
 
@@ -178,6 +185,7 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
     from moai_llm.tokenizer import load_tokenizer
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint are noise
+    settings, plan, run_dir, resume_from = resolved.settings, resolved.plan, resolved.run_dir, resolved.resume_from
     dist = DistInfo(plan)
     if dist.world != plan.world_size:
         raise MoaiRunError(f"this process is one of {dist.world}, but the plan is for "
@@ -191,20 +199,18 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
     if dist.main:
         remove_stale_temps(run_dir)
         prune_checkpoints(run_dir, settings.save_total_limit)
-    model, wrapped = _model(settings, plan, model_config, tokenizer, dist, resume_from)
+    model, wrapped = _model(resolved, tokenizer, dist)
     optimizer = build_optimizer(model, settings, dist.device)  # after sharding (FSDP2 DTensors)
-    stages = _stages(settings, model, optimizer, tokenizer)
-    scheduler = build_scheduler(optimizer, make_schedule(
-        settings.lr_scheduler, settings.max_steps, warmup=settings.warmup, stable=settings.stable,
-        decay=settings.decay, min_lr_ratio=settings.min_lr_ratio))
+    stages = _stages(resolved, model, optimizer)
+    scheduler = build_scheduler(optimizer, resolved.schedule)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1
     step = TrainStep(wrapped, optimizer, scheduler, reader, BatchOrder(held_out.train_rows, settings.seed),
                      plan, dist, settings.max_grad_norm, pad_id, FlopCounter.from_config(model.config))
     if stages is not None and plan.strategy == "fsdp2":
         step.after_backward = stages.mask_grads  # FSDP2's gradients bypass tensor hooks
-    model_dir = getattr(model, "name_or_path", None) if settings.pretrained_model else None
     saver = CheckpointPolicy(run_dir, settings, plan, dist, wrapped, optimizer, scheduler,
-                             generation_config_for(tokenizer, model_dir or None))
+                             generation_config_for(tokenizer, resolved.base.path if resolved.base else None),
+                             base_model=resolved.base.name if resolved.base else None)
     state = _resume(resume_from, wrapped, optimizer, scheduler, plan, dist)
     state = dataclasses.replace(state, global_batch=plan.global_batch, world_size=dist.world,
                                 max_steps=settings.max_steps)
@@ -216,26 +222,24 @@ def _build(settings: TrainSettings, plan: Any, run_dir: Path, model_config: dict
                state=state, start_step=state.step, start_skipped=state.skipped_steps, stages=stages)
 
 
-def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokenizer: Any,
-           dist: DistInfo, resume_from: Path | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _model(resolved: Resolved, tokenizer: Any, dist: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the model, the model wrapped for the plan's processes): built with the plan's attention,
     checkpointing and compiled blocks, grown and given LoRA adapters as the settings say
     (adaptation.py), weights (or the adapter) loaded from `resume_from`."""
     from moai_llm.modeling import compile_blocks
     from moai_llm.training import adaptation
-    from moai_llm.training.inputs import pretrained_folder
 
+    settings, plan = resolved.settings, resolved.plan
     torch.manual_seed(settings.seed)  # same initial weights on every process and every rerun
-    folder = pretrained_folder(settings)
-    model = build_model(settings, model_config, tokenizer, plan, folder=folder).to(dist.device)
+    model = build_model(settings, resolved.model_config, tokenizer, plan, resolved.base,
+                        resolved.growth).to(dist.device)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     if plan.lora:
-        growth = adaptation.growth_for(settings, len(tokenizer), folder)
-        model = adaptation.with_lora(model, settings, growth)
-    if resume_from is not None:
-        load_model_weights(model, resume_from)  # before sharding: full tensors
+        model = adaptation.with_lora(model, settings, resolved.growth)
+    if resolved.resume_from is not None:
+        load_model_weights(model, resolved.resume_from)  # before sharding: full tensors
     adaptation.hold_frozen(model, plan.lora)
     wrapped = wrap_distributed(model, plan, dist)
     if plan.compile:
@@ -246,17 +250,13 @@ def _model(settings: TrainSettings, plan: Any, model_config: dict | None, tokeni
     return model, wrapped
 
 
-def _stages(settings: TrainSettings, model: torch.nn.Module, optimizer: Any,
-            tokenizer: Any) -> StageController | None:
+def _stages(resolved: Resolved, model: torch.nn.Module, optimizer: Any) -> StageController | None:
     """The stage controller of `--stages` (None without a stage other than "all"); made after
     the optimizer, while every parameter still trains."""
+    settings = resolved.settings
     if not settings.stages:
         return None
-    from moai_llm.training.adaptation import growth_for
-    from moai_llm.training.inputs import pretrained_folder
-
-    growth = growth_for(settings, len(tokenizer), pretrained_folder(settings))
-    new_rows = growth.new_rows if growth else None
+    new_rows = resolved.growth.new_rows if resolved.growth else None
     stages = parse_stages(settings.stages, new_rows, settings.max_steps)
     if all(s.name == "all" for s in stages):
         return None
@@ -290,20 +290,15 @@ def _eval_text(settings: TrainSettings, tokenizer: Any) -> Any:
                              text_column=settings.eval_text_column)
 
 
-def _resume(checkpoint: Path | None, wrapped: Any, optimizer: Any, scheduler: Any, plan: Any,
+def _resume(checkpoint: Path | None, wrapped: Any, optimizer: Any, scheduler: Any, plan: Plan,
             dist: DistInfo) -> TrainerState:
     """The trainer state to continue from: a fresh one, or the checkpoint's (optimizer,
     scheduler and RNG restored)."""
     if checkpoint is None:
         return TrainerState()
     load_optimizer_state(wrapped, optimizer, load_optimizer_file(checkpoint), plan)
+    # the launcher checked that the global batch matches (launcher/resume.check_global_batch)
     state = TrainerState.from_json(load_trainer_state(checkpoint, scheduler, dist.rank))
-    if state.global_batch not in (0, plan.global_batch):
-        raise MoaiRunError(
-            f"{checkpoint} was trained with global batch {state.global_batch}, this run has "
-            f"{plan.global_batch}: the data position would not match",
-            hint="resume with the same --global-batch / batch settings",
-        )
     if dist.main:
         from moai_llm.progress import info
 

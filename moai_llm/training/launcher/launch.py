@@ -3,7 +3,7 @@
     >>> from moai_llm.config import MoaiConfig
     >>> from moai_llm.hardware.planner import make_plan
     >>> from moai_llm.hardware.simulate import simulate
-    >>> from moai_llm.training.launch import describe, launch
+    >>> from moai_llm.training.launcher.launch import describe, launch
     >>> tiny = MoaiConfig.from_preset("tiny")
     >>> plan = make_plan(simulate("1xA100-80GB"), tiny, seq_len=128)
     >>> describe(plan, ["--run-yaml", "out/run.yaml"])["command_line"]   # doctest: +ELLIPSIS
@@ -24,10 +24,10 @@
   `rendezvous` (nnodes, node_rank, master_addr, master_port, or rdzv_endpoint/rdzv_id).
 - The environment is `os.environ` plus the plan's env; a variable the user already set wins
   (they may know better, e.g. NCCL_P2P_DISABLE=0) and `describe` says it was kept.
-- Workers read the plan from run.yaml, nowhere else (worker.py).
+- Workers read the plan from run.yaml, nowhere else (worker/__main__.py).
 - First-step OOM: the trainer raises `FirstStepOOM`; a torchrun worker calls
-  `exit_first_step_oom()` which leaves a marker file and exits with 75 (torchrun itself
-  exits 1 whatever its children did, hence the marker). `launch` then halves the micro
+  `exit_first_step_oom()` which leaves a marker file and exits with 75 (worker/exits.py:
+  torchrun itself exits 1 whatever its children did, hence the marker). `launch` then halves the micro
   batch, doubles accumulation (global batch unchanged), says so, hands the new plan to
   `on_retry` (the runner rewrites run.yaml with it, so the workers read it) and retries, at
   most `max_retries` times.
@@ -47,24 +47,16 @@ from pathlib import Path
 from typing import Any
 
 from moai_llm.hardware.plan import Plan
+from moai_llm.training.worker.exits import (
+    EXIT_CODE_ENV,
+    EXIT_FIRST_STEP_OOM,
+    OOM_MARKER_ENV,
+    FirstStepOOM,
+    parent_death_signal,
+)
 
-EXIT_FIRST_STEP_OOM = 75
 WORKER_MODULE = "moai_llm.training.worker"
-OOM_MARKER_ENV = "MOAI_OOM_MARKER"
-EXIT_CODE_ENV = "MOAI_WORKER_EXIT_CODE"
 DEFAULT_MAX_RETRIES = 3
-
-
-class FirstStepOOM(RuntimeError):
-    """Out of memory during the first optimizer step: the plan's micro batch is too large."""
-
-
-def exit_first_step_oom(message: str = "") -> None:
-    """For torchrun workers: record a first-step OOM for `launch` and exit with 75."""
-    marker = os.environ.get(OOM_MARKER_ENV)
-    if marker:
-        Path(marker).write_text(message or "first-step OOM\n")
-    sys.exit(EXIT_FIRST_STEP_OOM)
 
 
 def free_port() -> int:
@@ -223,42 +215,11 @@ def _run_once(
     with tempfile.TemporaryDirectory(prefix="moai-launch-") as tmp:
         marker, exit_file = Path(tmp) / "first_step_oom", Path(tmp) / "exit_code"
         env[OOM_MARKER_ENV], env[EXIT_CODE_ENV] = str(marker), str(exit_file)
-        rc = subprocess.call(desc["command"], env=env, preexec_fn=_parent_death_signal())
+        rc = subprocess.call(desc["command"], env=env, preexec_fn=parent_death_signal())
         oom = rc == EXIT_FIRST_STEP_OOM or marker.exists()
         if rc != 0 and not oom and exit_file.exists():
             rc = int(exit_file.read_text().strip() or rc)  # torchrun says 1 whatever its workers did
     return rc, oom
-
-
-def _parent_death_signal() -> Callable[[], Any] | None:
-    """For a child process: be SIGKILLed when this process dies (Linux), so that torchrun and
-    its workers (which ask the same of torchrun: `die_with_parent`) never outlive a killed
-    launcher and write into a run folder whose lock is gone. Resolved before the fork: the
-    child only makes one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-
-def die_with_parent() -> None:
-    """Ask to be SIGKILLed when the parent process (torchrun) dies (Linux; a no-op elsewhere)."""
-    set_signal = _parent_death_signal()
-    if set_signal is not None:
-        set_signal()
-
-
-def record_exit_code(code: int) -> None:
-    """For torchrun workers: leave the exit code for `launch` (torchrun itself exits 1)."""
-    path = os.environ.get(EXIT_CODE_ENV)
-    if path and code:
-        Path(path).write_text(str(code))
 
 
 def launch(

@@ -30,6 +30,7 @@ the --seq-len setting are used, it says so, and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
@@ -38,10 +39,11 @@ from typing import Any
 
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
-from moai_llm.training import adaptation, guards, inputs, resume
-from moai_llm.training.checkpoint import remove_stale_temps
+from moai_llm.training import adaptation
+from moai_llm.training.launcher import guards, inputs, resolve, resume
 from moai_llm.training.record import RUN_YAML, RunRecord, record_retry
 from moai_llm.training.settings import SettingsSources, TrainSettings
+from moai_llm.training.worker.checkpoint import remove_stale_temps
 
 
 def facts_for(s: TrainSettings, output_dir: str | Path | None = None):
@@ -61,20 +63,24 @@ def facts_for(s: TrainSettings, output_dir: str | Path | None = None):
     return facts
 
 
-def plan_for(s: TrainSettings, model_config: Any, facts: Any = None, growth: Any = None) -> Plan:
+def plan_for(s: TrainSettings, model_config: Any, facts: Any = None, growth: Any = None,
+             lora: dict | None = None) -> Plan:
     """The plan for these settings: the planner with the settings' choices (and, for LoRA, the
-    adapters' sizes: `growth`'s new rows train too), nothing added."""
+    adapters' sizes: `lora`, or worked out here with `growth`'s new rows), nothing added."""
     from moai_llm.hardware.planner import make_plan
     from moai_llm.training.adaptation import lora_facts
 
     facts = facts if facts is not None else facts_for(s)
+    if lora is None:
+        lora = lora_facts(s, model_config, growth)
     return make_plan(facts, model_config, s.seq_len, s.global_batch, max_steps=s.max_steps,
-                     lora=lora_facts(s, model_config, growth), **s.plan_choices())
+                     lora=lora, **s.plan_choices())
 
 
 def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | None = None,
                 plan_only: bool = False) -> RunRecord:
-    """Check everything, prepare data, size the model and plan; write run.yaml. Returns it.
+    """Resolve every input once (launcher/resolve.py), prepare data, plan; write run.yaml.
+    Returns the record, which the workers read.
 
     Inputs are checked before the output folder is touched; a folder this call created is
     removed again when the run is refused, so bad input leaves nothing behind. The folder's
@@ -82,49 +88,33 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     touched: the record returned says it is complete (`record.complete`). `plan_only` (a dry
     run): a missing tokenizer or dataset is allowed; then nothing is checked on disk or
     written, and the record holds the plan alone."""
-    if plan_only and (not s.dataset or inputs.tokenizer_dir(s, {}, required=False) is None):
-        return _plan_without_inputs(s, sources, argv)
-    from moai_llm.tokenizer import load_tokenizer
-
-    derived: dict[str, dict[str, Any]] = {}
-    pretrained = inputs.pretrained_folder(s)  # named first: "no such folder", not "no tokenizer"
-    tok_dir = inputs.tokenizer_dir(s, derived)
-    tokenizer = load_tokenizer(tok_dir, trust_remote_code=s.trust_remote_code)
-    ids = inputs.check_special_tokens(tokenizer, tok_dir, inputs.pretrained_config(s), s.pretrained_model)
-    if s.mode == "sft" and pretrained is None:
-        raise MoaiInputError("`moai sft` needs --pretrained-model DIR (a model folder to fine-tune)")
-    growth = adaptation.growth_for(s, len(tokenizer), pretrained)
-    adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
-    if not s.dataset:
-        raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
+    base = inputs.pretrained_folder(s)  # once; named first: "no such folder", not "no tokenizer"
+    if plan_only and (not s.dataset or inputs.tokenizer_dir(s, {}, base, required=False) is None):
+        return _plan_without_inputs(s, sources, argv, base)
+    found = resolve.first(s, base)
     from moai_llm.ownership import refuse_unsafe
 
     refuse_unsafe(s.output_dir)  # `/`, home, the current folder: refused before a lock is made beside them
     with reading(prepared_input(s), s.mode):  # a rebuild of it waits until the run is over
-        manifest = None
-        if inputs.is_prepared(s):
-            manifest = inputs.check_prepared(s, tok_dir, "seq_len" in sources.given(), derived)
-        inputs.check_context(s, "seq_len" in sources.given() or manifest is not None, derived)
-        inputs.check_eval_text(s, sources.given(), derived)
+        found = resolve.rest(found, sources.given())
         with holding(s.output_dir, s.mode):
             resume.check_output_folder(s, _inputs_of(s))  # never into a user's folder
             done = resume.finished_run(s)
             if done is not None:
                 return done
             resume_from = resume.resolve(s)  # once: the workers read run.yaml
-            found = _entries(s.output_dir)
+            entries = _entries(s.output_dir)
             out = inputs.check_output_dir(s.output_dir)
             try:
                 _mark_run(out, s.mode)
                 remove_stale_temps(out)  # what killed saves left: the lock says no live run owns it
-                if manifest is None:
-                    manifest = inputs.prepare_sources(s, tok_dir, out, derived)
-                record = _record(_with_derived(s, derived), sources, derived, out, manifest, tokenizer,
-                                 tok_dir, ids, resume_from, argv, plan_only, growth)
+                if found.manifest is None:
+                    found.manifest = inputs.prepare_sources(found.settings, found.tokenizer_dir, out, found.derived)
+                record = _record(found, sources, out, resume_from, argv, plan_only)
             except MoaiInputError:
-                _remove_new(out, found)  # made by this call: nothing of yours was there
+                _remove_new(out, entries)  # made by this call: nothing of yours was there
                 raise
-            record.found_in_folder, record.made_folder = found or frozenset(), found is None
+            record.found_in_folder, record.made_folder = entries or frozenset(), entries is None
             record.write(out)
     return record
 
@@ -226,43 +216,43 @@ def reading(folder: str | Path | None, mode: str) -> Iterator[None]:
         lock.release()
 
 
-def _record(s: TrainSettings, sources: SettingsSources, derived: dict, out: Path, manifest: dict,
-            tokenizer: Any, tok_dir: Path, ids: dict[str, int], resume_from: Path | None,
-            argv: list[str] | None, plan_only: bool = False, growth: Any = None) -> RunRecord:
-    """Size the model, plan, check memory and disk against the plan, and put it all in a
-    RunRecord."""
+def _record(found: resolve.Found, sources: SettingsSources, out: Path, resume_from: Path | None,
+            argv: list[str] | None, plan_only: bool = False) -> RunRecord:
+    """Plan, check memory and disk against the plan, and put what was resolved in a RunRecord."""
     from moai_llm.config import parameter_count
     from moai_llm.progress import info
+    from moai_llm.training.resolved import BaseModel
 
+    s, config, manifest = resolve.with_derived(found.settings, found.derived), found.config, found.manifest
     info(f"data: {manifest.get('num_rows', '?')} rows of {s.seq_len} tokens in {s.prepared_dir}")
-    model_config, config = inputs.model_config_for(s, tokenizer, ids, derived)
-    plan = plan_for(s, config, facts_for(s, out), growth)
+    plan = plan_for(s, config, facts_for(s, out), lora=found.lora)
     adaptation.check_4bit(s, plan)
     resume.check_global_batch(resume_from, plan.global_batch)
     if not plan_only:  # a dry run allocates nothing: it shows the plan and its warnings
         guards.check_memory(plan, config)
-        guards.check_disk(out, config, s.save_total_limit, tok_dir)
+        guards.check_disk(out, config, s.save_total_limit, found.tokenizer_dir)
     return RunRecord.from_sources(
-        sources, derived, plan, command=_argv(argv),
-        resume=_resume_section(s.resume, resume_from), model_config=model_config,
+        sources, found.derived, plan, command=_argv(argv), schedule=found.schedule.to_dict(),
+        resume=_resume_section(s.resume, resume_from), model_config=found.model_config,
+        base_model=BaseModel.of(found.base).to_dict() if found.base is not None else None,
         model={"parameters": parameter_count(config), "vocab_size": config.vocab_size,
                "from": s.pretrained_model or s.model_config or s.model},
-        tokenizer={"path": str(tok_dir), "size": len(tokenizer), "special_ids": ids},
+        tokenizer={"path": str(found.tokenizer_dir), "size": len(found.tokenizer), "special_ids": found.special_ids},
         data={k: manifest.get(k) for k in ("num_rows", "num_tokens", "mode",
                                            "packing_efficiency", "tokenizer_hash")},
     )
 
 
-def _plan_without_inputs(s: TrainSettings, sources: SettingsSources,
-                         argv: list[str] | None) -> RunRecord:
+def _plan_without_inputs(s: TrainSettings, sources: SettingsSources, argv: list[str] | None,
+                         base: Any = None) -> RunRecord:
     """A dry run without tokenizer or dataset: the model's own vocabulary, the --seq-len
     setting; said so; nothing written."""
     from moai_llm.progress import info
 
     derived: dict[str, dict[str, Any]] = {}
-    inputs.check_context(s, "seq_len" in sources.given(), derived)
-    s = _with_derived(s, derived)
-    model_config, config = inputs.model_config_for(s, None, None, derived)
+    inputs.check_context(s, "seq_len" in sources.given(), derived, base)
+    s = resolve.with_derived(s, derived)
+    model_config, config = inputs.model_config_for(s, None, None, derived, inputs.pretrained_config(base))
     if not s.tokenizer:
         info(f"no tokenizer: planning with {derived['vocab_size']['reason'].split(' (')[0]} "
              f"({config.vocab_size:,} tokens)")
@@ -270,22 +260,13 @@ def _plan_without_inputs(s: TrainSettings, sources: SettingsSources,
         info(f"no dataset: planning for --seq-len {s.seq_len} ({sources.source('seq_len')})")
     info("plan only: no run.yaml written (a run needs --tokenizer and --dataset)")
     return RunRecord.from_sources(sources, derived, plan_for(s, config), command=_argv(argv),
-                                  model_config=model_config)
-
-
-def _with_derived(s: TrainSettings, derived: dict[str, dict[str, Any]]) -> TrainSettings:
-    """New settings with the derived values in; the given ones are left as they are."""
-    import dataclasses
-
-    from moai_llm.training.settings import FIELDS
-
-    return dataclasses.replace(s, **{k: d["value"] for k, d in derived.items() if k in FIELDS})
+                                  schedule=resolve.schedule_of(s).to_dict(), model_config=model_config)
 
 
 def _resume_section(requested: str | None, checkpoint: Path | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
-    from moai_llm.training.checkpoint import checkpoint_step
+    from moai_llm.training.worker.checkpoint import checkpoint_step
 
     return {"requested": requested, "checkpoint": str(checkpoint), "step": checkpoint_step(checkpoint)}
 
@@ -298,7 +279,7 @@ def _argv(argv: list[str] | None) -> list[str]:
 
 def launch_description(record: RunRecord, in_process: bool = True) -> dict[str, Any]:
     """What `launch_run` would run (mode, command, environment, plan): --dry-run's output."""
-    from moai_llm.training.launch import describe
+    from moai_llm.training.launcher.launch import describe
 
     s = record.settings()
     return describe(record.plan(), ["--run-yaml", str(Path(s.output_dir) / RUN_YAML)],
@@ -319,18 +300,18 @@ def launch_run(record: RunRecord, show_progress: bool = True) -> tuple[int, dict
     A first-step OOM retry rewrites the plan in run.yaml before relaunching. A complete run
     (`record.complete`) is not run again. A run that fails before it saved anything leaves
     the folder as it found it (no lone run.yaml)."""
-    from moai_llm.training.launch import launch
-    from moai_llm.training.loop import train
+    from moai_llm.training.launcher.launch import launch
+    from moai_llm.training.worker import train
 
     if record.complete:
         return 0, dict(record.complete)
-    s = record.settings()
+    resolved = record.resolved()
+    s = resolved.settings
     run_yaml = Path(s.output_dir) / RUN_YAML
     result: dict[str, Any] = {}
 
     def in_process(plan: Plan) -> int:
-        result.update(train(s, plan, s.output_dir, record.model_config, show_progress=show_progress,
-                            resume_from=record.resume_checkpoint))
+        result.update(train(dataclasses.replace(resolved, plan=plan), show_progress=show_progress))
         return 0
 
     with holding(s.output_dir, s.mode), reading(prepared_input(s), s.mode):
@@ -350,8 +331,8 @@ def _forget_if_nothing_saved(record: RunRecord, out: Path) -> None:
     """After a failed fresh launch: when no checkpoint was saved and no step was logged, remove
     what this launch added to the folder (run.yaml, prepared data, empty logs), or the folder
     it made: a failed run leaves no lone run.yaml."""
-    from moai_llm.training.checkpoint import latest_checkpoint
-    from moai_llm.training.metrics import read_metrics
+    from moai_llm.training.worker.checkpoint import latest_checkpoint
+    from moai_llm.training.worker.metrics import read_metrics
 
     if record.found_in_folder is None or record.resume is not None or not out.is_dir():
         return  # not prepared by this launch, or a resumed run: its folder is the user's

@@ -9,7 +9,7 @@ always the step its weights are at, however many times the run was resumed.
 The data position is one number, `samples_consumed` (= step × global batch): step s trains
 on global samples [s·G, (s+1)·G) whatever the number of processes (batches.py).
 
-    >>> from moai_llm.training.step import StepResult
+    >>> from moai_llm.training.worker.step import StepResult
     >>> s = TrainerState(global_batch=8, max_steps=100)
     >>> s = s.after_step(StepResult(loss=2.5, grad_norm=1.0, tokens=512), global_batch=8)
     >>> s = s.after_step(StepResult(loss=float("nan"), grad_norm=1.0, tokens=512), global_batch=8)

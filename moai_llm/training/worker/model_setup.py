@@ -15,7 +15,7 @@
     >>> settings, _ = resolve_settings("pretrain", flags={"model": "tiny"})
     >>> model_config = MoaiConfig.from_preset("tiny").to_dict()
     >>> plan = Plan(seq_len=64, attention="eager", loss_chunk_size=512)   # run.yaml's, in a run
-    >>> model = build_model(settings, model_config, None, plan)   # tokenizer: for --pretrained-model
+    >>> model = build_model(settings, model_config, None, plan)   # tokenizer, base, growth: for a base model
     >>> model.config._attn_implementation, model.config.loss_chunk_size
     ('eager', 512)
     >>> optimizer = build_optimizer(model, settings, torch.device("cpu"))
@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,36 +33,30 @@ import torch
 from moai_llm.errors import MoaiInputError
 
 
-def round_up(n: int, multiple: int) -> int:
-    multiple = max(1, int(multiple or 1))
-    return ((n + multiple - 1) // multiple) * multiple
-
-
 def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any,
-                folder: Any = None) -> torch.nn.Module:
-    """A MoaiForCausalLM in fp32, from `settings.pretrained_model` (`folder`: it checked, when
-    the caller has it) or from `model_config`, with the plan's attention backend
-    (`attn_implementation`) and loss chunk."""
+                base: Any = None, growth: Any = None) -> torch.nn.Module:
+    """A MoaiForCausalLM in fp32, from the base model folder `base` (a resolved.BaseModel: the
+    launcher checked it) grown as `growth` says, or from `model_config`, with the plan's
+    attention backend (`attn_implementation`) and loss chunk."""
     from moai_llm.config import MoaiConfig
     from moai_llm.modeling import MoaiForCausalLM
 
-    if settings.pretrained_model:
-        from moai_llm.pretrained import resolve_pretrained
-
-        # Checked again here (a worker may run on another node): Qwen3, safetensors only.
-        folder = folder or resolve_pretrained(settings.pretrained_model, trust_remote_code=settings.trust_remote_code)
-        model = MoaiForCausalLM.from_pretrained(str(folder.path), dtype=torch.float32,
+    if base is not None:
+        if not Path(base.path).is_dir():  # a worker on a node that cannot see the launcher's folder
+            raise MoaiInputError(f"--pretrained-model {base.name}: {base.path} is not a folder on this machine",
+                                 hint="put the model in a folder every node can read, and name that folder")
+        model = MoaiForCausalLM.from_pretrained(base.path, dtype=torch.float32,
                                                 attn_implementation=plan.attention,
                                                 use_safetensors=True, trust_remote_code=False)
         from moai_llm.weights import non_finite_tensor
 
         bad = non_finite_tensor(model.named_parameters())  # the folder's check read headers only
         if bad is not None:
-            raise MoaiInputError(f"--pretrained-model {settings.pretrained_model}: tensor {bad} holds NaN/inf "
+            raise MoaiInputError(f"--pretrained-model {base.name}: tensor {bad} holds NaN/inf "
                                  "values (a broken model)", hint="train from an earlier checkpoint or download it again")
         from moai_llm.training.adaptation import grow
 
-        grow(model, settings, tokenizer, folder)  # a grown tokenizer's rows (--new-embeddings)
+        grow(model, growth, base, tokenizer)  # a grown tokenizer's rows (--new-embeddings)
     else:
         if model_config is None:
             raise MoaiInputError("no model: pass --model PRESET, --model-config FILE or --pretrained-model DIR")
@@ -103,16 +98,13 @@ def generation_config_for(tokenizer: Any, model_dir: str | None = None):
     moai's chat defaults: stop at <|im_end|> or <|endoftext|>, pad with <|pad|>."""
     from transformers import GenerationConfig
 
-    if model_dir is not None:
-        from pathlib import Path
-
-        if (Path(model_dir) / "generation_config.json").is_file():
-            try:
-                return GenerationConfig.from_pretrained(model_dir)
-            except (ValueError, TypeError, OSError) as exc:
-                raise MoaiInputError(f"--pretrained-model {model_dir}: generation_config.json: "
-                                     f"{' '.join(str(exc).split())[:200]}",
-                                     hint="fix or delete that file (moai writes its chat defaults then)") from None
+    if model_dir is not None and (Path(model_dir) / "generation_config.json").is_file():
+        try:
+            return GenerationConfig.from_pretrained(model_dir)
+        except (ValueError, TypeError, OSError) as exc:
+            raise MoaiInputError(f"--pretrained-model {model_dir}: generation_config.json: "
+                                 f"{' '.join(str(exc).split())[:200]}",
+                                 hint="fix or delete that file (moai writes its chat defaults then)") from None
 
     from moai_llm.tokenizer.special import ENDOFTEXT, IM_END, PAD
 

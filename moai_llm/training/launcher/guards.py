@@ -66,7 +66,7 @@ def check_disk(out: Path, config: Any, keep: int, tokenizer_dir: str | Path | No
     from moai_llm.config import parameter_count
     from moai_llm.hardware.checks import FAIL, checkpoint_bytes, disk_for_run
     from moai_llm.resources import free_disk
-    from moai_llm.training.checkpoint import list_checkpoints
+    from moai_llm.training.worker.checkpoint import list_checkpoints
 
     sizes = checkpoint_bytes(parameter_count(config), None, str(tokenizer_dir) if tokenizer_dir else None)
     free = free_disk(out)

@@ -2,7 +2,7 @@
 
 Decided once, in the launching process, while it holds the run folder's lock:
 
-- `--resume` / `--resume auto` / `--resume DIR` name a checkpoint (checkpoint.resolve_resume);
+- `--resume` / `--resume auto` / `--resume DIR` name a checkpoint (`resolve_resume`);
   the one chosen is recorded in run.yaml and the workers read it there.
 - A run that is already complete (final_model/ is from step --max-steps, no checkpoint is
   beyond it) asked to resume from its newest checkpoint is not trained again: `finished_run` returns its record marked complete, and
@@ -34,16 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.training.checkpoint import (
+from moai_llm.training.settings import TrainSettings
+from moai_llm.training.worker.checkpoint import (
     FINAL_MODEL,
     STATE_FILE,
+    checkpoints_dir,
     final_model_state,
     latest_checkpoint,
     remove_stale_temps,
-    resolve_resume,
 )
-from moai_llm.training.checkpoint_check import checkpoint_problem
-from moai_llm.training.settings import TrainSettings
+from moai_llm.training.worker.checkpoint_check import checkpoint_problem, newest_sound
+
+# The --resume values that mean "the newest checkpoint of this run" (a bare --resume is "latest";
+# "true" is the seed's spelling); anything else names a checkpoint or run folder.
+NEWEST = ("auto", "latest", "true", "True")
 
 
 def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def finished_run(s: TrainSettings) -> Any:
     """The record of the run in `s.output_dir`, marked complete, when --resume was asked for and
     the run already trained all `s.max_steps` steps and wrote final_model/; otherwise None.
     Call it holding the folder's lock."""
-    if s.resume not in ("auto", "latest", "true", "True"):
+    if s.resume not in NEWEST:
         return None  # fresh, or a checkpoint named on purpose: train from it
     final = final_model_state(s.output_dir)
     latest = latest_checkpoint(s.output_dir)
@@ -85,7 +89,7 @@ def finished_run(s: TrainSettings) -> Any:
     out = Path(s.output_dir)
     remove_stale_temps(out)  # what a save killed after publishing left beside it
     if not (out / "loss.png").exists():
-        from moai_llm.training.metrics import plot_loss
+        from moai_llm.training.worker.metrics import plot_loss
 
         plot_loss(out)
     record = read_record(out) if (out / RUN_YAML).is_file() else RunRecord(mode=s.mode)
@@ -120,6 +124,38 @@ def resolve(s: TrainSettings) -> Path | None:
              f"for {planned} steps) to step {s.max_steps}; the learning-rate schedule is now the one "
              f"for {s.max_steps} steps (steps 1-{step} followed the {planned}-step schedule)")
     return checkpoint
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """`None` → start fresh; "auto" → newest checkpoint if any; "latest" → newest, which must
+    exist; otherwise a checkpoint folder (or a run folder holding checkpoints)."""
+    if not resume:
+        return None
+    if resume in NEWEST:
+        found = newest_sound(output_dir)  # a damaged newest one is skipped, with its reason
+        if found is None and latest_checkpoint(output_dir) is not None:
+            newest = latest_checkpoint(output_dir)
+            raise MoaiInputError(f"--resume {resume}: no checkpoint in {checkpoints_dir(output_dir)} can be "
+                                 f"resumed from (newest {newest.name}: {checkpoint_problem(newest)})",
+                                 hint="restore the checkpoints from a copy, or start fresh in another --output-dir")
+        if found is None and resume != "auto":
+            raise MoaiInputError(
+                f"--resume: no checkpoint in {checkpoints_dir(output_dir)}",
+                hint="run without --resume to start fresh, or use --resume auto",
+            )
+        return found
+    path = Path(resume)
+    found = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
+    if found is None:
+        raise MoaiInputError(
+            f"--resume {resume}: not a checkpoint (no {STATE_FILE}) and no checkpoints/step-N in it",
+            hint="pass a checkpoints/step-N folder, a run folder, or --resume auto",
+        )
+    problem = checkpoint_problem(found)
+    if problem is not None:
+        raise MoaiInputError(f"--resume {resume}: {found} cannot be resumed from ({problem})",
+                             hint="name an earlier checkpoint, or pass --resume auto to take the newest sound one")
+    return found
 
 
 def check_global_batch(checkpoint: Path | None, global_batch: int) -> None:

@@ -19,7 +19,7 @@ the run once `--max-bad-steps` steps were skipped (the trainer state counts them
 survives a resume). `--max-grad-norm 0` turns clipping off.
 
     >>> from moai_llm.errors import MoaiRunError
-    >>> from moai_llm.training.trainer_state import TrainerState
+    >>> from moai_llm.training.worker.trainer_state import TrainerState
     >>> guard = NonFiniteGuard(limit=2, say=lambda message: None)
     >>> state = TrainerState()
     >>> for loss in (float("nan"), 2.0, float("inf")):
@@ -46,9 +46,9 @@ import torch
 
 from moai_llm import faults
 from moai_llm.errors import MoaiRunError
-from moai_llm.training.batches import BatchOrder, RowReader
-from moai_llm.training.distributed import DistInfo
-from moai_llm.training.launch import FirstStepOOM
+from moai_llm.training.worker.batches import BatchOrder, RowReader
+from moai_llm.training.worker.distributed import DistInfo
+from moai_llm.training.worker.exits import FirstStepOOM
 
 
 def autocast(device: torch.device, precision: str):

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from moai_llm.training.batches import RowReader
-from moai_llm.training.distributed import DistInfo
-from moai_llm.training.step import autocast
+from moai_llm.training.worker.batches import RowReader
+from moai_llm.training.worker.distributed import DistInfo
+from moai_llm.training.worker.step import autocast
 
 MAX_HELD_OUT = 256
 

@@ -110,7 +110,7 @@ def newest_sound(output_dir: str | Path) -> Path | None:
     """The newest checkpoint of `output_dir` with no problem; each newer one skipped is said,
     with its problem. None when there is none."""
     from moai_llm.progress import info, warn
-    from moai_llm.training.checkpoint import list_checkpoints
+    from moai_llm.training.worker.checkpoint import list_checkpoints
 
     for skipped, checkpoint in enumerate(reversed(list_checkpoints(output_dir))):
         problem = checkpoint_problem(checkpoint)

@@ -1,4 +1,4 @@
-"""Checkpoints: `checkpoints/step-N/`, complete or absent, keeping the last K; and resume.
+"""Checkpoints: `checkpoints/step-N/`, complete or absent, keeping the last K; read back on resume.
 
 Each checkpoint is a loadable Qwen3 model directory (config.json + model.safetensors +
 tokenizer + generation_config.json) plus the trainer state needed to continue exactly:
@@ -84,40 +84,6 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 def checkpoint_step(path: str | Path) -> int:
     """The optimizer step a complete checkpoint was saved at."""
     return int(json.loads((Path(path) / STATE_FILE).read_text())["step"])
-
-
-def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """`None` → start fresh; "auto" → newest checkpoint if any; "latest" → newest, which must
-    exist; otherwise a checkpoint folder (or a run folder holding checkpoints)."""
-    if not resume:
-        return None
-    from moai_llm.training.checkpoint_check import checkpoint_problem, newest_sound
-
-    if resume in ("auto", "latest", "true", "True"):
-        found = newest_sound(output_dir)  # a damaged newest one is skipped, with its reason
-        if found is None and latest_checkpoint(output_dir) is not None:
-            newest = latest_checkpoint(output_dir)
-            raise MoaiInputError(f"--resume {resume}: no checkpoint in {checkpoints_dir(output_dir)} can be "
-                                 f"resumed from (newest {newest.name}: {checkpoint_problem(newest)})",
-                                 hint="restore the checkpoints from a copy, or start fresh in another --output-dir")
-        if found is None and resume != "auto":
-            raise MoaiInputError(
-                f"--resume: no checkpoint in {checkpoints_dir(output_dir)}",
-                hint="run without --resume to start fresh, or use --resume auto",
-            )
-        return found
-    path = Path(resume)
-    found = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
-    if found is None:
-        raise MoaiInputError(
-            f"--resume {resume}: not a checkpoint (no {STATE_FILE}) and no checkpoints/step-N in it",
-            hint="pass a checkpoints/step-N folder, a run folder, or --resume auto",
-        )
-    problem = checkpoint_problem(found)
-    if problem is not None:
-        raise MoaiInputError(f"--resume {resume}: {found} cannot be resumed from ({problem})",
-                             hint="name an earlier checkpoint, or pass --resume auto to take the newest sound one")
-    return found
 
 
 def remove_stale_temps(output_dir: str | Path) -> int:

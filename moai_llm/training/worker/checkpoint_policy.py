@@ -28,22 +28,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from moai_llm.training.checkpoint import FINAL_STATE, save_checkpoint, write_final_model
-from moai_llm.training.distributed import (
+from moai_llm.hardware.plan import Plan
+from moai_llm.training.worker.checkpoint import FINAL_STATE, save_checkpoint, write_final_model
+from moai_llm.training.worker.distributed import (
     DistInfo,
     full_model_state,
     optimizer_state_for_save,
     unwrap,
 )
-from moai_llm.training.trainer_state import TrainerState
+from moai_llm.training.worker.trainer_state import TrainerState
 
 
 class CheckpointPolicy:
     """Saves checkpoints and the final model of one run (call `due`/`save` each step, `finish`
     once)."""
 
-    def __init__(self, run_dir: Path, settings: Any, plan: Any, dist: DistInfo,
-                 wrapped: Any, optimizer: Any, scheduler: Any, generation_config: Any):
+    def __init__(self, run_dir: Path, settings: Any, plan: Plan, dist: DistInfo,
+                 wrapped: Any, optimizer: Any, scheduler: Any, generation_config: Any,
+                 base_model: str | None = None):
         from moai_llm.hardware.checks import checkpoint_bytes
 
         self.run_dir, self.plan, self.dist = run_dir, plan, dist
@@ -51,7 +53,7 @@ class CheckpointPolicy:
         self.keep, self.tokenizer = settings.save_total_limit, settings.tokenizer
         self.wrapped, self.optimizer, self.scheduler = wrapped, optimizer, scheduler
         self.generation_config = generation_config
-        self.base_model = settings.pretrained_model
+        self.base_model = base_model  # the --pretrained-model name (a LoRA adapter names its base)
         if self.base_model and Path(self.base_model).is_dir():  # an adapter names its base for chat
             self.base_model = str(Path(self.base_model).resolve())
         model = unwrap(wrapped)
@@ -114,7 +116,7 @@ class CheckpointPolicy:
         from moai_llm.adapters import merge, save_adapter
         from moai_llm.faults import fault_point
         from moai_llm.training.adaptation import frozen_to_fp32
-        from moai_llm.training.checkpoint import FINAL_ADAPTER
+        from moai_llm.training.worker.checkpoint import FINAL_ADAPTER
 
         save_adapter(model, self.run_dir / FINAL_ADAPTER, self.base_model, self.tokenizer)
         fault_point("final.after_adapter")
