@@ -20,6 +20,7 @@ from typing import Any, Optional
 import typer
 
 from moai_cli.ui import MoaiCommand, console, fail, handle_errors, print_json, set_quiet
+from moai_llm.defaults import SAMPLING as DEFAULT
 from moai_llm.errors import MoaiInputError
 
 
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
 
 SAMPLING, MODEL, TALK = "Sampling", "Model and device", "Conversation"
-GENERATION = "generation_config, else "
+GENERATION = "generation_config, else "  # then moai_llm/defaults.py: DEFAULT
 
 
 def chat(
@@ -37,11 +38,11 @@ def chat(
     prompt: Optional[str] = typer.Option(None, "--prompt", metavar="TEXT", rich_help_panel=TALK, help="Answer this one message and exit."),
     system: Optional[str] = typer.Option(None, "--system", metavar="TEXT", rich_help_panel=TALK, help="System prompt."),
     json_out: bool = typer.Option(False, "--json", rich_help_panel=TALK, help="With --prompt or stdin: print each answer and its statistics as JSON."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", metavar="T", rich_help_panel=SAMPLING, show_default=GENERATION + "0.7", help="0 = greedy."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P", rich_help_panel=SAMPLING, show_default=GENERATION + "0.9", help="Nucleus sampling."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", metavar="T", rich_help_panel=SAMPLING, show_default=GENERATION + str(DEFAULT["temperature"]), help="0 = greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", metavar="P", rich_help_panel=SAMPLING, show_default=GENERATION + str(DEFAULT["top_p"]), help="Nucleus sampling."),
     top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", rich_help_panel=SAMPLING, show_default=GENERATION + "50", help="Keep the k most likely tokens; 0 = off."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", metavar="R", rich_help_panel=SAMPLING, show_default=GENERATION + "1.1", help="1 = off."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", metavar="N", rich_help_panel=SAMPLING, show_default=GENERATION + "512", help="Longest answer in tokens."),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", metavar="R", rich_help_panel=SAMPLING, show_default=GENERATION + str(DEFAULT["repetition_penalty"]), help="1 = off."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", metavar="N", rich_help_panel=SAMPLING, show_default=GENERATION + str(DEFAULT["max_new_tokens"]), help="Longest answer in tokens."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", rich_help_panel=SAMPLING, help="Make sampling reproducible."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", metavar="DIR", rich_help_panel=MODEL, help="Tokenizer folder when the model folder has none."),
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", rich_help_panel=MODEL, show_default="GPU when present", help="cuda, cuda:1 or cpu."),

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from moai_cli.ui import MoaiCommand, console, handle_errors, print_json, set_quiet
+from moai_llm.defaults import SEQ_LEN
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -59,7 +60,7 @@ def prepare(
     split: str = typer.Option("train", "--split", metavar="NAME", rich_help_panel=IN, help="Hub dataset split."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", rich_help_panel=IN, help="Count and skip malformed rows instead of stopping."),
     tokenizer: str = typer.Option(..., "--tokenizer", metavar="DIR", rich_help_panel=ROWS, help="Tokenizer folder (tokenizer.json)."),
-    seq_len: int = typer.Option(2048, "--seq-len", metavar="N", rich_help_panel=ROWS, help="Tokens per row."),
+    seq_len: int = typer.Option(SEQ_LEN, "--seq-len", metavar="N", rich_help_panel=ROWS, help="Tokens per row."),
     packing: str = typer.Option("bfd", "--packing", metavar="HOW", rich_help_panel=ROWS, help="bfd (best-fit-decreasing) or hierarchical (balanced rows)."),
     max_positions: int = typer.Option(None, "--max-positions", metavar="N", rich_help_panel=ROWS, help="The model's context length (max_position_embeddings): refuse longer rows."),
     num_proc: int = typer.Option(None, "--num-proc", metavar="N", rich_help_panel=ROWS, show_default="all cores when there are more than 2", help="Rust tokenizer threads (a reader thread overlaps tokenizing with packing)."),

@@ -24,9 +24,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3Config
 
+from moai_llm.defaults import ATTENTION_BACKENDS
 from moai_llm.paths import preset_names, preset_path
 
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "flex_attention", "sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", *ATTENTION_BACKENDS)
 ROPE_TYPES = ("default", "linear", "yarn")
 # The seed's YaRN dict used the paper's alpha/beta names for the ramp bounds (alpha=1, beta=32).
 _SEED_ROPE_ALIASES = {"alpha": "beta_slow", "beta": "beta_fast"}

@@ -49,7 +49,7 @@ class QuickstartSizes:
     model: str = "small"
     vocab_size: int = 8000
     seq_len: int = 256
-    micro_batch: int = 4
+    micro_batch_size: int = 4
     pretrain_steps: int = 500
     pretrain_lr: float = 3e-3
     pretrain_min_lr_ratio: float = 0.1  # part of the measured recipe (benchmarks/results/training.md)
@@ -58,7 +58,7 @@ class QuickstartSizes:
     answer_tokens: int = 48
 
 
-TINY = QuickstartSizes(model="tiny", vocab_size=600, seq_len=64, micro_batch=2, pretrain_steps=8,
+TINY = QuickstartSizes(model="tiny", vocab_size=600, seq_len=64, micro_batch_size=2, pretrain_steps=8,
                        sft_steps=4, answer_tokens=8)
 
 
@@ -83,7 +83,7 @@ def estimate_seconds(sizes: QuickstartSizes, probe_steps: int = 3) -> tuple[floa
     torch.manual_seed(0)
     model = MoaiForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(0, sizes.vocab_size, (sizes.micro_batch, sizes.seq_len))
+    ids = torch.randint(0, sizes.vocab_size, (sizes.micro_batch_size, sizes.seq_len))
     times: list[float] = []
     # The first step warms up allocations and is not timed, unless it alone took a second: a
     # machine that slow is timed well enough by it, and the probe must not cost much of the run.
@@ -235,10 +235,10 @@ def run_quickstart(output_dir: str | Path = "moai-quickstart", tiny: bool = Fals
     docs, sft_file, qa, eval_files = _data_files(out, texts)
     timings["data_s"] = time.perf_counter() - t
 
-    common = dict(seq_len=sizes.seq_len, micro_batch_size=sizes.micro_batch, gradient_accumulation_steps=1,
+    common = dict(seq_len=sizes.seq_len, micro_batch_size=sizes.micro_batch_size, gradient_accumulation_steps=1,
                   logging_steps=max(1, sizes.pretrain_steps // 20), save_total_limit=1, nproc=1)
     t = _stage(3, f"pretrain: `{sizes.model}` preset, {sizes.pretrain_steps} steps × "
-                  f"{sizes.micro_batch} rows × {sizes.seq_len} tokens")
+                  f"{sizes.micro_batch_size} rows × {sizes.seq_len} tokens")
     pre_dir = out / "pretrain"
     pre = _train("pretrain", dict(common, model=sizes.model, tokenizer=str(tok_dir), dataset=[str(docs)],
                                   output_dir=str(pre_dir), max_steps=sizes.pretrain_steps,

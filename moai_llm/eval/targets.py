@@ -22,12 +22,13 @@ from typing import Any
 
 import yaml
 
+from moai_llm.defaults import SEQ_LEN
 from moai_llm.errors import MoaiInputError
 from moai_llm.inference.loading import has_weights, resolve_model_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 RUN_YAML = "run.yaml"
-DEFAULT_SEQ_LEN = 2048  # rows for bits per byte when neither the run nor the user says
+DEFAULT_SEQ_LEN = SEQ_LEN  # rows for bits per byte when neither the run nor the user says
 
 
 @dataclass

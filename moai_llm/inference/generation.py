@@ -46,14 +46,16 @@ from typing import Any
 
 import torch
 
+from moai_llm.defaults import SAMPLING
+
 
 @dataclass
 class SamplingParams:
-    temperature: float = 0.7          # 0 = greedy
-    top_p: float = 0.9                # nucleus: keep the smallest set with this much probability
-    top_k: int = 50                   # 0 = off
-    repetition_penalty: float = 1.1   # 1 = off; >1 makes tokens already in the context less likely
-    max_new_tokens: int = 512
+    temperature: float = SAMPLING["temperature"]  # 0 = greedy
+    top_p: float = SAMPLING["top_p"]              # nucleus: keep the smallest set with this much probability
+    top_k: int = 50                               # 0 = off
+    repetition_penalty: float = SAMPLING["repetition_penalty"]  # 1 = off; >1: tokens already in the context less likely
+    max_new_tokens: int = SAMPLING["max_new_tokens"]
     seed: int | None = None
 
     def to_dict(self) -> dict:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moai_llm.defaults import ATTENTION_BACKENDS
 from moai_llm.modeling import flex
 from moai_llm.modeling.banded import Band, banded_sdpa
 from moai_llm.modeling.normalization import MoaiRMSNorm
@@ -43,9 +44,8 @@ try:  # optional dependency (`pip install moai[flash]`)
 except Exception:  # missing wheel, CUDA mismatch, ...: fall back to SDPA
     flash_attn_func = flash_attn_varlen_func = None
 
-FLASH = "flash_attention_2"
-FLEX = "flex_attention"
-IMPLEMENTATIONS = (FLASH, FLEX, "sdpa", "eager")
+IMPLEMENTATIONS = ATTENTION_BACKENDS  # fastest first (moai_llm/defaults.py)
+FLASH, FLEX = IMPLEMENTATIONS[:2]
 
 
 def flash_attn_available() -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from moai_llm.defaults import SEQ_LEN
 from moai_llm.errors import MoaiInputError
 from moai_llm.paths import preset_path
 
@@ -64,7 +65,7 @@ class TrainSettings:
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0             # clip the gradient norm to this; 0: no clipping
-    seq_len: int = 2048                    # a prepared dataset's own length wins when not given
+    seq_len: int = SEQ_LEN                 # a prepared dataset's own length wins when not given
     global_batch: int | None = None        # sequences per optimizer step; None: the plan's
     micro_batch_size: int | None = None    # None: the plan's
     gradient_accumulation_steps: int | None = None   # None: the plan's

@@ -17,9 +17,9 @@ def test_order_is_a_seeded_permutation_per_epoch():
 
 def test_a_step_covers_the_same_rows_however_it_is_split():
     order = BatchOrder(100, seed=0)
-    one = np.concatenate(order.micro_batches(3, micro=2, accumulation=4, rank=0, world=1))
+    one = np.concatenate(order.micro_batches(3, micro_batch_size=2, accumulation=4, rank=0, world=1))
     two = np.concatenate([m for r in (0, 1)
-                          for m in order.micro_batches(3, micro=2, accumulation=2, rank=r, world=2)])
+                          for m in order.micro_batches(3, micro_batch_size=2, accumulation=2, rank=r, world=2)])
     assert sorted(one) == sorted(two) == sorted(order.rows(24, 8))
 
 

@@ -7,8 +7,8 @@ data position is just `samples_consumed`, resume is exact, and 1 process × 4 mi
 sees the same rows per step as 2 processes × 2.
 
     >>> order = BatchOrder(num_rows=1000, seed=42)
-    >>> micro = order.micro_batches(step=3, micro=2, accumulation=2, rank=0, world=2)
-    >>> [len(m) for m in micro]            # the plan's micro batch, accumulation and processes
+    >>> micro_batch_size = order.micro_batches(step=3, micro_batch_size=2, accumulation=2, rank=0, world=2)
+    >>> [len(m) for m in micro_batch_size]            # the plan's micro_batch_size batch, accumulation and processes
     [2, 2]
 """
 
@@ -43,14 +43,14 @@ class BatchOrder:
             out[i] = self._perm(k // self.num_rows)[k % self.num_rows]
         return out + self.first_row
 
-    def micro_batches(self, step: int, micro: int, accumulation: int, rank: int,
+    def micro_batches(self, step: int, micro_batch_size: int, accumulation: int, rank: int,
                       world: int) -> list[np.ndarray]:
-        """This process's `accumulation` micro-batches of `micro` rows for optimizer step `step`
-        (0-based); the step covers micro x accumulation x world global samples."""
-        global_batch = micro * accumulation * world
+        """This process's `accumulation` micro-batches of `micro_batch_size` rows for optimizer step `step`
+        (0-based); the step covers micro_batch_size x accumulation x world global samples."""
+        global_batch = micro_batch_size * accumulation * world
         rows = self.rows(step * global_batch, global_batch)
-        # Interleave so that micro-batch a of rank r holds rows [(a·world + r)·micro, ...).
-        return [rows[(a * world + rank) * micro:(a * world + rank + 1) * micro]
+        # Interleave so that micro-batch a of rank r holds rows [(a·world + r)·micro_batch_size, ...).
+        return [rows[(a * world + rank) * micro_batch_size:(a * world + rank + 1) * micro_batch_size]
                 for a in range(accumulation)]
 
 

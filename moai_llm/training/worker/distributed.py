@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any
 
 import torch
+
+from moai_llm.hardware.plan import Plan
 
 
 class DistInfo:
     """Rank, world size and device of this process (initialises torch.distributed if needed)."""
 
-    def __init__(self, plan: Any):
+    def __init__(self, plan: Plan):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -53,7 +54,7 @@ class DistInfo:
             torch.distributed.barrier()
 
 
-def wrap_distributed(model: torch.nn.Module, plan: Any, dist: DistInfo) -> torch.nn.Module:
+def wrap_distributed(model: torch.nn.Module, plan: Plan, dist: DistInfo) -> torch.nn.Module:
     """DDP or FSDP2 for several processes; the model itself for one."""
     if dist.world <= 1:
         return model
@@ -79,11 +80,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def _sharded(plan: Any) -> bool:
+def _sharded(plan: Plan) -> bool:
     return plan.strategy == "fsdp2" and torch.distributed.is_initialized()
 
 
-def optimizer_state_for_save(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Any) -> dict:
+def optimizer_state_for_save(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Plan) -> dict:
     """Optimizer state as a plain dict (FSDP2: gathered to full tensors on CPU; collective)."""
     if _sharded(plan):
         from torch.distributed.checkpoint.state_dict import (
@@ -97,7 +98,7 @@ def optimizer_state_for_save(wrapped: torch.nn.Module, optimizer: torch.optim.Op
 
 
 def load_optimizer_state(wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                         plan: Any) -> None:
+                         plan: Plan) -> None:
     if _sharded(plan):
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -110,7 +111,7 @@ def load_optimizer_state(wrapped: torch.nn.Module, optimizer: torch.optim.Optimi
     optimizer.load_state_dict(state)
 
 
-def full_model_state(wrapped: torch.nn.Module, plan: Any) -> dict[str, torch.Tensor] | None:
+def full_model_state(wrapped: torch.nn.Module, plan: Plan) -> dict[str, torch.Tensor] | None:
     """FSDP2: the gathered full weights on CPU (collective); otherwise None (save the module)."""
     if not _sharded(plan):
         return None

@@ -14,9 +14,9 @@ text, every `--eval-steps`.
 Every process runs the same number of forwards (FSDP2 needs all of them in each one);
 padding chunks count zero.
 
-    >>> HeldOut(num_rows=10_000, eval_steps=50).rows, HeldOut(num_rows=10_000, eval_steps=0).rows
+    >>> RunEvaluation(num_rows=10_000, eval_steps=50).rows, RunEvaluation(num_rows=10_000, eval_steps=0).rows
     (100, 0)
-    >>> HeldOut(num_rows=10_000, eval_steps=50).due(100), HeldOut(10_000, 50).due(120)
+    >>> RunEvaluation(num_rows=10_000, eval_steps=50).due(100), RunEvaluation(10_000, 50).due(120)
     (True, False)
 """
 
@@ -34,7 +34,7 @@ from moai_llm.training.worker.step import autocast
 MAX_HELD_OUT = 256
 
 
-class HeldOut:
+class RunEvaluation:
     """What is evaluated (held-out rows, held-out text) and when."""
 
     def __init__(self, num_rows: int, eval_steps: int, text: Any = None):
@@ -50,33 +50,33 @@ class HeldOut:
         return bool(self.rows or self.text is not None) and bool(self.eval_steps) \
             and done % self.eval_steps == 0
 
-    def __call__(self, model: torch.nn.Module, reader: RowReader, micro: int, dist: DistInfo,
+    def __call__(self, model: torch.nn.Module, reader: RowReader, micro_batch_size: int, dist: DistInfo,
                  precision: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.rows:
-            loss = evaluate(model, reader, range(self.train_rows, self.num_rows), micro, dist, precision)
+            loss = evaluate(model, reader, range(self.train_rows, self.num_rows), micro_batch_size, dist, precision)
             out["eval_loss"] = round(loss, 6)
         if self.text is not None:
-            out["eval_bpb"] = round(self.bits_per_byte(model, micro, dist, precision), 6)
+            out["eval_bpb"] = round(self.bits_per_byte(model, micro_batch_size, dist, precision), 6)
         return out
 
-    def bits_per_byte(self, model: torch.nn.Module, micro: int, dist: DistInfo,
+    def bits_per_byte(self, model: torch.nn.Module, micro_batch_size: int, dist: DistInfo,
                       precision: str) -> float:
         """Bits per byte of the held-out text, over all processes."""
         from moai_llm.eval.scoring import score_rows
 
         with autocast(dist.device, precision):
-            scores = score_rows(model, self.text, micro, all_sum=dist.all_sum, rank=dist.rank,
+            scores = score_rows(model, self.text, micro_batch_size, all_sum=dist.all_sum, rank=dist.rank,
                                 world_size=dist.world)
         return scores["bits_per_byte"]
 
 
-def evaluate(model: torch.nn.Module, reader: RowReader, rows: range, micro: int, dist: DistInfo,
+def evaluate(model: torch.nn.Module, reader: RowReader, rows: range, micro_batch_size: int, dist: DistInfo,
              precision: str) -> float:
     """Mean loss per labelled token over `rows`, over all processes."""
     model.eval()
     total = count = 0.0
-    chunks = [list(rows[i:i + micro]) for i in range(0, len(rows), micro)]
+    chunks = [list(rows[i:i + micro_batch_size]) for i in range(0, len(rows), micro_batch_size)]
     per_rank = -(-len(chunks) // dist.world)
     mine = chunks[dist.rank * per_rank:(dist.rank + 1) * per_rank]
     mine = [(c, True) for c in mine] + [(chunks[0], False)] * (per_rank - len(mine))

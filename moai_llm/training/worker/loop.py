@@ -68,7 +68,7 @@ from moai_llm.training.worker.distributed import (
     unwrap,
     wrap_distributed,
 )
-from moai_llm.training.worker.evaluation import HeldOut
+from moai_llm.training.worker.evaluation import RunEvaluation
 from moai_llm.training.worker.metrics import (
     FlopCounter,
     LogWindow,
@@ -89,7 +89,7 @@ class Run:
     plan: Plan
     dist: DistInfo
     reader: RowReader
-    held_out: HeldOut
+    held_out: RunEvaluation
     model: torch.nn.Module          # wrapped for several processes (DDP/FSDP2)
     step: TrainStep
     saver: CheckpointPolicy
@@ -195,7 +195,7 @@ def _build(resolved: Resolved) -> Run:
     tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     reader = RowReader(load_prepared(settings.prepared_dir), vocab=len(tokenizer),
                        where=f"--dataset {settings.prepared_dir}")
-    held_out = HeldOut(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
+    held_out = RunEvaluation(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
     if dist.main:
         remove_stale_temps(run_dir)
         prune_checkpoints(run_dir, settings.save_total_limit)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from moai_llm.atomic import write_text_atomic
+from moai_llm.hardware.plan import Plan
 
 
 def attention_pairs(position_ids: Any, real: Any) -> int:
@@ -90,14 +91,14 @@ class FlopCounter:
         return 6.0 * self.matmul_params * tokens + 12.0 * self.layers * self.q_dim * pairs
 
 
-def peak_precision(plan: Any) -> str:
+def peak_precision(plan: Plan) -> str:
     """The peak a run's matmuls run at: bf16 autocast, TF32 where the plan allows it, else fp32."""
     if plan.precision == "bf16":
         return "bf16"
     return "tf32" if plan.tf32 else "fp32"
 
 
-def device_peak_flops(plan: Any, device: Any) -> float | None:
+def device_peak_flops(plan: Plan, device: Any) -> float | None:
     """The recorded dense peak of this process's GPU at the run's precision; None on the CPU
     and for GPUs without a record (no MFU then)."""
     if getattr(device, "type", "cpu") != "cuda":

@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 
+from moai_llm.defaults import SAMPLING
 from moai_llm.errors import MoaiInputError
+from moai_llm.hardware.plan import Plan
 
 
-def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Any,
+def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: Plan,
                 base: Any = None, growth: Any = None) -> torch.nn.Module:
     """A MoaiForCausalLM in fp32, from the base model folder `base` (a resolved.BaseModel: the
     launcher checked it) grown as `growth` says, or from `model_config`, with the plan's
@@ -112,5 +114,4 @@ def generation_config_for(tokenizer: Any, model_dir: str | None = None):
     unk = tokenizer.unk_token_id
     eos = [i for i in ids[:2] if i is not None and i != unk]
     pad = ids[2] if ids[2] is not None and ids[2] != unk else tokenizer.pad_token_id
-    return GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None, do_sample=True,
-                            temperature=0.7, top_p=0.9, repetition_penalty=1.1, max_new_tokens=512)
+    return GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None, do_sample=True, **SAMPLING)

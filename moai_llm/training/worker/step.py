@@ -46,6 +46,7 @@ import torch
 
 from moai_llm import faults
 from moai_llm.errors import MoaiRunError
+from moai_llm.hardware.plan import Plan
 from moai_llm.training.worker.batches import BatchOrder, RowReader
 from moai_llm.training.worker.distributed import DistInfo
 from moai_llm.training.worker.exits import FirstStepOOM
@@ -89,7 +90,7 @@ class TrainStep:
     """Runs optimizer steps of a run; `step(k)` trains on global samples [k·G, (k+1)·G)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, scheduler: Any, reader: RowReader,
-                 order: BatchOrder, plan: Any, dist: DistInfo, max_grad_norm: float, pad_id: int,
+                 order: BatchOrder, plan: Plan, dist: DistInfo, max_grad_norm: float, pad_id: int,
                  flops: Callable[[torch.Tensor, torch.Tensor], float] | None = None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.reader, self.order, self.plan, self.dist = reader, order, plan, dist
