@@ -31,6 +31,7 @@ import yaml
 from moai_llm.defaults import SEQ_LEN
 from moai_llm.errors import MoaiInputError
 from moai_llm.paths import preset_path
+from moai_llm.training.settings_checks import validate
 
 # WSD with no decay length given decays over the last 20% of the run (MiniCPM; Hägele et al.
 # 2024 found 10-20% enough); schedule.make_schedule applies it.
@@ -39,53 +40,61 @@ WSD_DECAY = 0.2
 
 @dataclass
 class TrainSettings:
+    """Every setting of a run, grouped by the part that uses it (`GROUPS`): run, model, data,
+    optimisation, schedule, checkpoints, distributed, adaptation."""
+
+    # run: what the run is and where it writes
     mode: str = "pretrain"                 # pretrain | sft
-    # what to train
+    output_dir: str = "outputs/run"
+    seed: int = 42
+    logging_steps: int = 10
+    tensorboard: bool = True
+    trust_remote_code: bool = False
+    # model: what is trained
     model: str = "small"                   # model preset of a new model (unless --model-config / --pretrained-model)
     model_config: str | None = None        # a config.json / yaml of a model
     pretrained_model: str | None = None    # start from this model directory
+    vocab_multiple: int = 64               # new models: vocab_size = len(tokenizer) rounded up
+    loss: dict = field(default_factory=lambda: {"type": "cross_entropy", "params": {}})
+    # data: what it is trained on, and held-out evaluation
     tokenizer: str | None = None           # tokenizer folder (None: the pretrained model's own)
     dataset: list[str] = field(default_factory=list)   # prepared folder or raw sources
     dataset_config: str | None = None      # hub dataset config name (seed: --dataset_config)
     dataset_split: str = "train"
     prepared_dir: str | None = None        # derived: the prepared-dataset folder the run reads
-    output_dir: str = "outputs/run"
-    # optimisation
+    seq_len: int = SEQ_LEN                 # a prepared dataset's own length wins when not given
+    thinking: str = "off"                  # sft rows of thinking chat templates: off | keep
+    eval_steps: int = 0                    # 0: no evaluation (--eval-text alone derives one)
+    eval_text: list[str] = field(default_factory=list)  # held-out text sources: eval_bpb
+    eval_text_column: str | None = None    # their text column (None: detected)
+    # optimisation: the optimizer step and the batch
     max_steps: int = 1000
     learning_rate: float = 3e-4
-    # Decay to zero: WSD's cooldown to 0 trains best (Hägele et al. 2024, MiniCPM); a 10% floor
-    # is the cosine convention of older recipes. One value for every mode and schedule.
-    min_lr_ratio: float = 0.0
-    lr_scheduler: str = "wsd"              # wsd | cosine | linear | constant
-    warmup: float = 0.02                   # steps (>= 1) or a fraction of the run (< 1)
-    stable: float | None = None            # None: what warmup and decay leave (wsd)
-    decay: float | None = None             # None: wsd decays over WSD_DECAY of the run; cosine/linear over the rest
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0             # clip the gradient norm to this; 0: no clipping
-    seq_len: int = SEQ_LEN                 # a prepared dataset's own length wins when not given
+    max_bad_steps: int = 5                 # stop (exit 1) once this many steps had a NaN/inf loss or grad norm
     global_batch: int | None = None        # sequences per optimizer step; None: the plan's
-    micro_batch_size: int | None = None    # None: the plan's
+    micro_batch_size: int | None = None    # --batch-size; None: the plan's
     gradient_accumulation_steps: int | None = None   # None: the plan's
     precision: str = "auto"                # auto (the plan: bf16 where supported) | bf16 | fp32
     gradient_checkpointing: bool | None = None       # None: the plan's
     compile: bool | None = None            # compile the decoder blocks; None: the plan's
-    # bookkeeping
+    # schedule: the learning rate over the run (training/schedule.py)
+    lr_scheduler: str = "wsd"              # wsd | cosine | linear | constant
+    warmup: float = 0.02                   # steps (>= 1) or a fraction of the run (< 1)
+    stable: float | None = None            # None: what warmup and decay leave (wsd)
+    decay: float | None = None             # None: wsd decays over WSD_DECAY of the run; cosine/linear over the rest
+    # Decay to zero: WSD's cooldown to 0 trains best (Hägele et al. 2024, MiniCPM); a 10% floor
+    # is the cosine convention of older recipes. One value for every mode and schedule.
+    min_lr_ratio: float = 0.0
+    # checkpoints
     save_steps: int = 500
     save_total_limit: int = 3              # keep the last K checkpoints
-    eval_steps: int = 0                    # 0: no evaluation (--eval-text alone derives one)
-    eval_text: list[str] = field(default_factory=list)  # held-out text sources: eval_bpb
-    eval_text_column: str | None = None    # their text column (None: detected)
-    logging_steps: int = 10
-    seed: int = 42
     resume: str | None = None              # None | "auto" | "latest" | a checkpoint folder
-    max_bad_steps: int = 5                 # stop (exit 1) once this many steps had a NaN/inf loss or grad norm
-    vocab_multiple: int = 64               # new models: vocab_size = len(tokenizer) rounded up
-    loss: dict = field(default_factory=lambda: {"type": "cross_entropy", "params": {}})
-    tensorboard: bool = True
-    # launch
+    # distributed: processes, nodes, hardware
     nproc: int | None = None               # processes per node; None: the plan's
     strategy: str | None = None            # ddp | fsdp2 (several processes); None: the plan's
     hardware: str = "auto"                 # auto: probe this machine (--simulate for others)
@@ -95,8 +104,7 @@ class TrainSettings:
     master_addr: str | None = None
     master_port: int | None = None
     rdzv_endpoint: str | None = None
-    trust_remote_code: bool = False
-    # starting from a base model (docs/base_models.md)
+    # adaptation: starting from a base model (docs/base_models.md)
     new_embeddings: str = "pieces"         # rows of tokens the tokenizer added: pieces | mean
     stages: str | None = None              # e.g. "new-embeddings:200,all" (training/stages.py)
     lora_rank: int | None = None           # LoRA adapters of this rank (None: train every weight)
@@ -104,7 +112,10 @@ class TrainSettings:
     lora_dropout: float = 0.0
     lora_target: str = "all-linear"        # all-linear, or Linear names: q_proj,v_proj,...
     lora_4bit: bool = False                # QLoRA: the frozen base in 4 bits (CUDA, bitsandbytes)
-    thinking: str = "off"                  # sft rows of thinking chat templates: off | keep
+
+    def group(self, name: str) -> dict[str, Any]:
+        """The settings of one part of the run (a `GROUPS` name), e.g. `s.group("schedule")`."""
+        return {k: getattr(self, k) for k in GROUPS[name]}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,6 +141,22 @@ class TrainSettings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+# The part of a run each setting belongs to: the sections of TrainSettings, in order.
+GROUPS = {
+    "run": ("mode", "output_dir", "seed", "logging_steps", "tensorboard", "trust_remote_code"),
+    "model": ("model", "model_config", "pretrained_model", "vocab_multiple", "loss"),
+    "data": ("tokenizer", "dataset", "dataset_config", "dataset_split", "prepared_dir", "seq_len", "thinking",
+             "eval_steps", "eval_text", "eval_text_column"),
+    "optimisation": ("max_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+                     "max_grad_norm", "max_bad_steps", "global_batch", "micro_batch_size",
+                     "gradient_accumulation_steps", "precision", "gradient_checkpointing", "compile"),
+    "schedule": ("lr_scheduler", "warmup", "stable", "decay", "min_lr_ratio"),
+    "checkpoints": ("save_steps", "save_total_limit", "resume"),
+    "distributed": ("nproc", "strategy", "hardware", "simulate", "nnodes", "node_rank", "master_addr",
+                    "master_port", "rdzv_endpoint"),
+    "adaptation": ("new_embeddings", "stages", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
+                   "lora_4bit"),
+}
 
 
 def mode_defaults(mode: str) -> dict[str, Any]:
@@ -295,86 +322,5 @@ def resolve_settings(
         sources.config = _layer(load_config_file(config_file), f"--config {config_file}")
     sources.flags = _layer(flags or {}, "flag")
     settings = TrainSettings.from_dict({**sources.defaults, **sources.given(), "mode": mode})
-    validate(settings)
+    validate(settings)  # settings_checks.py
     return settings, sources
-
-
-# Float settings: flag -> (lowest, highest, which ends are allowed: "[]", "(]", "[)", "()").
-# NaN and inf are refused for every one (a NaN learning rate trains a NaN model without a word).
-# Settings without a flag are named as the config file spells them.
-FLOAT_RANGES = {
-    "learning_rate": ("--learning-rate", 0.0, None, "(]"),
-    "min_lr_ratio": ("--min-lr-ratio", 0.0, 1.0, "[]"),
-    "warmup": ("--warmup-steps", 0.0, None, "[]"),
-    "stable": ("--stable-steps", 0.0, None, "[]"),
-    "decay": ("--decay-steps", 0.0, None, "[]"),
-    "weight_decay": ("--weight-decay", 0.0, None, "[]"),
-    "adam_beta1": ("adam_beta1", 0.0, 1.0, "[)"),
-    "adam_beta2": ("adam_beta2", 0.0, 1.0, "[)"),
-    "adam_epsilon": ("adam_epsilon", 0.0, 1.0, "(]"),
-    "max_grad_norm": ("--max-grad-norm", 0.0, None, "[]"),
-    "lora_alpha": ("--lora-alpha", 0.0, None, "(]"),
-    "lora_dropout": ("--lora-dropout", 0.0, 1.0, "[)"),
-}
-
-
-def check_floats(s: TrainSettings) -> None:
-    """Every float setting finite and in its range, or a MoaiInputError naming the flag.
-
-    >>> check_floats(TrainSettings(max_grad_norm=-1.0))
-    Traceback (most recent call last):
-    ...
-    moai_llm.errors.MoaiInputError: --max-grad-norm must be at least 0 (0: no clipping), got -1.0
-    """
-    import math
-
-    for name, (flag, low, high, ends) in FLOAT_RANGES.items():
-        value = getattr(s, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise MoaiInputError(f"{flag} must be a finite number, got {value}")
-        low_ok = value > low or (value == low and ends[0] == "[")
-        high_ok = high is None or value < high or (value == high and ends[1] == "]")
-        if not (low_ok and high_ok):
-            bound = f"at least {low:g}" if ends[0] == "[" else f"above {low:g}"
-            if high is not None:
-                bound += f" and at most {high:g}" if ends[1] == "]" else f" and below {high:g}"
-            off = " (0: no clipping)" if name == "max_grad_norm" else ""
-            raise MoaiInputError(f"{flag} must be {bound}{off}, got {value}")
-
-
-def validate(s: TrainSettings) -> None:
-    """Reject settings that cannot work, naming the flag."""
-    check_floats(s)
-    checks = [
-        (s.logging_steps >= 1, "--logging-steps must be at least 1"),
-        (s.save_steps >= 0, "--save-steps must be at least 0 (0: no checkpoints before the end)"),
-        (s.eval_steps >= 0, "--eval-steps must be at least 0 (0: no evaluation)"),
-        (s.max_bad_steps >= 1, "--max-bad-steps must be at least 1"),
-        (s.vocab_multiple >= 1, "vocab_multiple must be at least 1"),
-        (s.nnodes >= 1 and 0 <= s.node_rank < s.nnodes, "--node-rank must be in [0, --nnodes)"),
-        (s.master_port is None or 1 <= s.master_port <= 65535, "--master-port must be in 1..65535"),
-        (s.max_steps >= 1, "--max-steps must be at least 1"),
-        (s.seq_len >= 8, "--seq-len must be at least 8"),
-        (s.micro_batch_size is None or s.micro_batch_size >= 1, "--batch-size must be at least 1"),
-        (s.gradient_accumulation_steps is None or s.gradient_accumulation_steps >= 1,
-         "--gradient-accumulation-steps must be at least 1"),
-        (s.global_batch is None or s.global_batch >= 1, "--global-batch must be at least 1"),
-        (s.save_total_limit >= 1, "--save-total-limit must be at least 1"),
-        (s.precision in ("auto", "bf16", "fp32"), "--precision must be auto, bf16 or fp32"),
-        (s.nproc is None or s.nproc >= 1, "--nproc must be at least 1"),
-        (s.strategy in (None, "ddp", "fsdp2"), "--strategy must be ddp or fsdp2"),
-        (s.hardware == "auto", "--hardware: only `auto` (probe this machine); use --simulate "
-                               "COUNTxNAME to plan for other hardware"),
-        (s.new_embeddings in ("pieces", "mean"), "--new-embeddings must be pieces or mean"),
-        (s.thinking in ("off", "keep"), "--thinking must be off or keep"),
-        (s.lora_rank is None or s.lora_rank >= 1, "--lora-rank must be at least 1"),
-        (s.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
-        (s.lora_rank is not None or not s.lora_4bit, "--lora-4bit needs --lora-rank R"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise MoaiInputError(message)
-    if not isinstance(s.loss, dict) or "type" not in s.loss:
-        raise MoaiInputError("loss: expected a block like {type: cross_entropy, params: {}}")

@@ -125,3 +125,19 @@ def test_an_infinite_count_in_a_config_is_refused(tmp_path):
     cfg.write_text("max_steps: .inf\n")
     with pytest.raises(MoaiInputError, match="max_steps must be a number, got inf"):
         resolve_settings("pretrain", cfg)
+
+
+def test_each_setting_belongs_to_one_part_of_the_run_in_declaration_order():
+    """TrainSettings is grouped by the part that uses each setting (model, data, optimisation,
+    schedule, checkpoints, distributed, adaptation, and the run itself): every field in exactly
+    one group, the groups in the order the fields are declared."""
+    import dataclasses
+
+    from moai_llm.training.settings import GROUPS, TrainSettings, resolve_settings
+
+    declared = [f.name for f in dataclasses.fields(TrainSettings)]
+    assert [name for names in GROUPS.values() for name in names] == declared
+    assert {"model", "data", "optimisation", "schedule", "checkpoints", "distributed", "adaptation"} <= set(GROUPS)
+    s, _ = resolve_settings("pretrain", flags={"lr_scheduler": "cosine", "warmup": 5})
+    assert s.group("schedule") == {"lr_scheduler": "cosine", "warmup": 5.0, "stable": None, "decay": None,
+                                   "min_lr_ratio": 0.0}

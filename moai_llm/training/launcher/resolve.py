@@ -102,5 +102,5 @@ def rest(found: Found, given: dict[str, Any]) -> Found:
 def schedule_of(s: TrainSettings) -> Schedule:
     """The learning-rate schedule in steps (an unknown --lr-scheduler, or phases longer than the
     run, refused here: before anything is written)."""
-    return make_schedule(s.lr_scheduler, s.max_steps, warmup=s.warmup, stable=s.stable,
-                         decay=s.decay, min_lr_ratio=s.min_lr_ratio)
+    return make_schedule(s.lr_scheduler, s.max_steps, **{k: v for k, v in s.group("schedule").items()
+                                                          if k != "lr_scheduler"})
