@@ -226,3 +226,17 @@ def prefetched(items: Iterator[list], depth: int = 2) -> Iterator[list]:
                 q.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+def report_truncated(stats: Stats) -> None:
+    """Say how many SFT conversations did not fit in a row, and what became of them."""
+    if not stats.truncated:
+        return
+    from moai_llm.progress import warn
+
+    dropped = (f"; {stats.dropped_docs:,} of them dropped whole (no answer token in their first "
+               f"{stats.seq_len} tokens)" if stats.dropped_docs else "")
+    warn(f"{stats.truncated:,} conversations are longer than a row of {stats.seq_len} tokens (first: "
+         f"{stats.first_truncated}): a conversation is never split, so each keeps its first {stats.seq_len} "
+         f"tokens ({stats.tokens_dropped:,} tokens dropped in all){dropped}. A larger --seq-len, up to the "
+         f"model's --max-positions, keeps them whole")

@@ -168,3 +168,14 @@ class Encoder:
             labels = np.where(keep, ids, -100).astype(np.int32)
             out.append((ids, labels))
         return out
+
+
+def load_row_tokenizer(tokenizer_dir, seq_len: int, trust_remote_code: bool):
+    """The tokenizer of `tokenizer_dir` for rows of `seq_len` tokens (its model_max_length must
+    allow them)."""
+    tokenizer = load_backend(tokenizer_dir, trust_remote_code=trust_remote_code)
+    limit = tokenizer.model_max_length
+    if isinstance(limit, int) and limit < 10**8 and seq_len > limit:
+        raise MoaiInputError(f"--seq-len {seq_len}: longer than the tokenizer's model_max_length {limit}",
+                             hint=f"use --seq-len {limit} or less")
+    return tokenizer

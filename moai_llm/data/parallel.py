@@ -132,9 +132,9 @@ def _disk_full(out: Path, work: Path, tmp: Path | None, size, cost: int) -> Exce
 
 def make_plan(srcs, tokenizer_dir, settings: dict, tasks: int, buffer_tokens, trust_remote_code: bool) -> dict:
     """What every task reads (plan.json): a function of the input, settings and task count only."""
-    from moai_llm.data.prepare import _load_tokenizer
+    from moai_llm.data.encoding import load_row_tokenizer
 
-    tokenizer = _load_tokenizer(tokenizer_dir, settings["seq_len"], trust_remote_code)
+    tokenizer = load_row_tokenizer(tokenizer_dir, settings["seq_len"], trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return {
         "tasks": tasks, "settings": settings, "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
@@ -236,10 +236,9 @@ def manifest_of(plan: dict, counts: list[dict], rows: int, names: list[str]) -> 
     if real == 0:
         raise MoaiInputError("no usable documents in the input" + (f" ({skipped} bad rows skipped)" if skipped else ""),
                              hint="check --text-column / the SFT schema, and that the files hold text")
-    from moai_llm.data.prepare import _report_truncated
     from moai_llm.data.store import FORMAT
 
-    _report_truncated(stats)
+    documents.report_truncated(stats)
     return {
         "format": FORMAT, "complete": True, "seq_len": seq_len, "mode": settings["mode"],
         "packing": settings["packing"], "pad_token_id": plan["pad_id"], "num_rows": rows, "num_tokens": real,

@@ -283,27 +283,16 @@ def _build_into(out: Path, srcs, tokenizer_dir, settings, tok_hash, size: InputS
 # ---------------------------------------------------------------- the build
 
 
-def _load_tokenizer(tokenizer_dir, seq_len: int, trust_remote_code: bool):
-    from moai_llm.data.encoding import load_backend
-
-    tokenizer = load_backend(tokenizer_dir, trust_remote_code=trust_remote_code)
-    limit = tokenizer.model_max_length
-    if isinstance(limit, int) and limit < 10**8 and seq_len > limit:
-        raise MoaiInputError(f"--seq-len {seq_len}: longer than the tokenizer's model_max_length {limit}",
-                             hint=f"use --seq-len {limit} or less")
-    return tokenizer
-
-
 def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_tokens,
            stats: documents.Stats, trust_remote_code: bool = False) -> dict:
-    from moai_llm.data.encoding import Encoder, rust_parallelism
+    from moai_llm.data.encoding import Encoder, load_row_tokenizer, rust_parallelism
     from moai_llm.progress import progress_bar
 
     started = time.time()
     # Fingerprints before reading: a file edited during the build then fails the next cache check.
     fingerprints = [src_mod.fingerprint(s, full=True) for s in srcs]
     seq_len, mode = settings["seq_len"], settings["mode"]
-    tokenizer = _load_tokenizer(tokenizer_dir, seq_len, trust_remote_code)
+    tokenizer = load_row_tokenizer(tokenizer_dir, seq_len, trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoder = Encoder(tokenizer)
     bad = src_mod.BadRows(settings["skip_bad_rows"])
@@ -344,7 +333,7 @@ def _build(srcs, tokenizer_dir, settings, tok_hash, tmp: Path, num_proc, buffer_
     if real == 0:
         raise MoaiInputError("no usable documents in the input" + (f" ({bad.count} bad rows skipped)" if bad.count else ""),
                              hint="check --text-column / the SFT schema, and that the files hold text")
-    _report_truncated(stats)
+    documents.report_truncated(stats)
     if pairs:
         pairs.report(seq_len)
     slots = writer.num_rows * seq_len
@@ -391,17 +380,3 @@ def _abandon_on_error(writer: ShardWriter):
     except BaseException:
         writer.abandon()
         raise
-
-
-def _report_truncated(stats: documents.Stats) -> None:
-    """Say how many SFT conversations did not fit in a row, and what became of them."""
-    if not stats.truncated:
-        return
-    from moai_llm.progress import warn
-
-    dropped = (f"; {stats.dropped_docs:,} of them dropped whole (no answer token in their first "
-               f"{stats.seq_len} tokens)" if stats.dropped_docs else "")
-    warn(f"{stats.truncated:,} conversations are longer than a row of {stats.seq_len} tokens (first: "
-         f"{stats.first_truncated}): a conversation is never split, so each keeps its first {stats.seq_len} "
-         f"tokens ({stats.tokens_dropped:,} tokens dropped in all){dropped}. A larger --seq-len, up to the "
-         f"model's --max-positions, keeps them whole")

@@ -28,13 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from moai_llm.data import sources as src_mod
 
 SPLITTABLE = (".jsonl", ".txt")  # one record per line: cut anywhere, resynchronised at the next line
 TASK_BYTES = 128 << 20  # input cost per task when the count is not given (about 10 minutes per core)
-_COUNT_CHUNK = 4 << 20
 
 
 @dataclass
@@ -116,35 +115,3 @@ def read_piece(source: src_mod.Source, piece: Piece, bad: src_mod.BadRows,
     yield from src_mod.iter_file(path, bad)
     if progress is not None:
         progress.bytes += piece.end - piece.start
-
-
-def numbered_lines(fh: BinaryIO, span: tuple[int, int] | None = None,
-                   progress: Any = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) of the lines of `fh` that start in the byte range `span`."""
-    start, end = span or (0, None)
-    lineno, at = 1, 0
-    if start > 0:
-        fh.seek(start - 1)
-        fh.readline()  # the line running through `start` belongs to the share before
-        at = fh.tell()
-        fh.seek(0)
-        left = at
-        while left > 0:
-            chunk = fh.read(min(_COUNT_CHUNK, left))
-            if not chunk:
-                break
-            lineno += chunk.count(b"\n")
-            left -= len(chunk)
-        fh.seek(at)
-    limit = src_mod.MAX_RECORD_BYTES
-    while end is None or at < end:
-        raw = fh.readline(limit + 1)  # never more than one record's limit in memory
-        if not raw:
-            break
-        if len(raw) > limit and not raw.endswith(b"\n"):
-            raise src_mod.record_too_long(f"{getattr(fh, 'name', 'the file')}:{lineno}")
-        yield lineno, raw
-        lineno += 1
-        at += len(raw)
-        if progress is not None:
-            progress.bytes += len(raw)

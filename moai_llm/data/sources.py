@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -206,8 +206,6 @@ def _decode(raw: bytes, where: str, bad: BadRows) -> str | None:
 
 def _read_jsonl(path: Path, bad: BadRows, span: tuple[int, int] | None = None,
                 progress: Any = None) -> Iterator[tuple[dict[str, Any], str]]:
-    from moai_llm.data.shares import numbered_lines
-
     with open(path, "rb") as fh:
         for lineno, raw in numbered_lines(fh, span, progress):
             if lineno == 1:
@@ -271,8 +269,6 @@ def _read_csv(path: Path, bad: BadRows) -> Iterator[tuple[dict[str, Any], str]]:
 def _read_txt(path: Path, bad: BadRows, span: tuple[int, int] | None = None,
               progress: Any = None) -> Iterator[tuple[dict[str, Any], str]]:
     # One document per line: streaming-friendly and the usual layout of text dumps.
-    from moai_llm.data.shares import numbered_lines
-
     with open(path, "rb") as fh:
         for lineno, raw in numbered_lines(fh, span, progress):
             if lineno == 1:
@@ -435,3 +431,38 @@ def same_content(stored: dict[str, Any], source: Source) -> bool:
         if cur["mtime_ns"] != old["mtime_ns"] and full_hash(Path(cur["path"])) != old.get("blake2b"):
             return False
     return True
+
+
+_COUNT_CHUNK = 4 << 20  # bytes read at a time to count the lines before a share
+
+
+def numbered_lines(fh: BinaryIO, span: tuple[int, int] | None = None,
+                   progress: Any = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of the lines of `fh` that start in the byte range `span`."""
+    start, end = span or (0, None)
+    lineno, at = 1, 0
+    if start > 0:
+        fh.seek(start - 1)
+        fh.readline()  # the line running through `start` belongs to the share before
+        at = fh.tell()
+        fh.seek(0)
+        left = at
+        while left > 0:
+            chunk = fh.read(min(_COUNT_CHUNK, left))
+            if not chunk:
+                break
+            lineno += chunk.count(b"\n")
+            left -= len(chunk)
+        fh.seek(at)
+    limit = MAX_RECORD_BYTES
+    while end is None or at < end:
+        raw = fh.readline(limit + 1)  # never more than one record's limit in memory
+        if not raw:
+            break
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            raise record_too_long(f"{getattr(fh, 'name', 'the file')}:{lineno}")
+        yield lineno, raw
+        lineno += 1
+        at += len(raw)
+        if progress is not None:
+            progress.bytes += len(raw)
