@@ -180,3 +180,13 @@ def test_lora_makes_qwen3_4b_fit_a_24gb_gpu_that_full_training_does_not():
     assert lora["predicted_peak_bytes"] < 0.92 * 24 * 2**30 < full["predicted_peak_bytes"]
     assert lora["lora"]["frozen_dtype"] == "bf16" and lora["lora"]["trainable"] == 33030144
     assert "trainable parameters" in lora["reasons"]["lora"]
+
+
+def test_doctor_lora_4bit_plans_a_4bit_base():
+    """`--lora-4bit` reaches the planner (training/adaptation.lora_facts: base_4bit): the frozen
+    base is held in nf4, and qwen3-8b's rank-16 adapters fit one RTX 4090 where a bf16 base does not."""
+    bf16 = _plan_json(["doctor", "--simulate", "1xRTX4090-24GB", "--model", "qwen3-8b", "--lora-rank", "16", "--json"])
+    nf4 = _plan_json(["doctor", "--simulate", "1xRTX4090-24GB", "--model", "qwen3-8b", "--lora-rank", "16",
+                      "--lora-4bit", "--json"])
+    assert nf4["lora"]["frozen_dtype"] == "nf4" and bf16["lora"]["frozen_dtype"] == "bf16"
+    assert nf4["predicted_peak_bytes"] < 0.92 * 24 * 2**30 < bf16["predicted_peak_bytes"]
