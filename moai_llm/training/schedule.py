@@ -27,15 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from moai_llm.errors import MoaiInputError
-from moai_llm.training.settings import WSD_DECAY
+from moai_llm.training.settings import SEED_SCHEDULES, WSD_DECAY
 
 SCHEDULES = ("wsd", "cosine", "linear", "constant")
-# The seed's transformers names map onto moai's four shapes.
-ALIASES = {
-    "warmup_stable_decay": "wsd",
-    "cosine_with_min_lr": "cosine",
-    "constant_with_warmup": "constant",
-}
 
 
 def resolve_steps(value: float | int | None, total_steps: int, name: str) -> int:
@@ -109,7 +103,7 @@ def make_schedule(
     >>> make_schedule("wsd", 100, warmup=10, decay=None, min_lr_ratio=0.0).stable_steps
     70
     """
-    kind = ALIASES.get(kind, kind)
+    kind = SEED_SCHEDULES.get(kind, kind)
     if kind not in SCHEDULES:
         raise MoaiInputError(
             f"unknown learning-rate schedule {kind!r}", hint=f"use one of {', '.join(SCHEDULES)}"

@@ -213,6 +213,8 @@ SEED_NAMES = {
     "num_train_epochs": None,  # moai counts steps; epochs are ignored
     "num_epochs": None,
 }
+# The seed's (transformers) schedule names for moai's four shapes (--lr-scheduler's values).
+SEED_SCHEDULES = {"warmup_stable_decay": "wsd", "cosine_with_min_lr": "cosine", "constant_with_warmup": "constant"}
 # Other keys of the seed's and transformers' config files that moai has no use for: read and
 # ignored. Any other unknown key is a typo and refused with the closest valid name.
 SEED_IGNORED = frozenset({
