@@ -85,3 +85,25 @@ def test_resume_auto_starts_fresh_and_resume_without_checkpoint_fails(workdir, p
     assert spec["resume"] == {"requested": "auto", "checkpoint": str(out / "checkpoints" / "step-2"),
                               "step": 2}
     assert spec["given"]["flags"]["resume"] == "auto"  # what was typed stays as typed
+
+
+def test_a_run_recorded_by_an_earlier_moai_resumes(workdir, pretrain_args, tmp_path):
+    """A run.yaml without the sections this version adds (schedule, base_model) resumes: every
+    launch resolves its inputs again and writes a complete run.yaml before a worker reads it."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from moai_cli.app import app
+
+    out = tmp_path / "run"
+    args = pretrain_args(workdir, out, 2) + ["--save-steps", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    record = yaml.safe_load((out / "run.yaml").read_text())
+    for section in ("schedule", "base_model"):
+        record.pop(section)
+    (out / "run.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    more = pretrain_args(workdir, out, 3) + ["--save-steps", "1", "--resume", "auto"]
+    result = CliRunner().invoke(app, more)
+    assert result.exit_code == 0, result.output
+    again = yaml.safe_load((out / "run.yaml").read_text())
+    assert again["schedule"]["total_steps"] == 3 and again["resume"]["step"] == 2
