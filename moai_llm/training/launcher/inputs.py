@@ -154,26 +154,37 @@ def context_of(s: TrainSettings, pretrained: Any = None) -> tuple[int, str]:
                              hint=f"use one of {', '.join(list_presets())}") from None
 
 
-def check_context(s: TrainSettings, chosen: bool, derived: dict, pretrained: Any = None) -> None:
-    """The sequence length must fit the model's positions (max_position_embeddings). A length
-    you chose (--seq-len, or the rows of a prepared dataset) beyond them is refused; the default
-    length is cut to them for a pretrained model. A new model trained at the default length
-    gets that many positions (model_config_for says so)."""
+def sequence_length(s: TrainSettings, given: bool, derived: dict, pretrained: Any = None,
+                    manifest: dict | None = None) -> int:
+    """The run's sequence length, decided here and nowhere else: --seq-len when `given` (a
+    prepared dataset's rows must equal it), else the rows of the prepared dataset (`manifest`),
+    else the default. It must fit the model's positions (max_position_embeddings): a length
+    you chose (--seq-len or the prepared rows) beyond them is refused; the default is cut to
+    them for a pretrained model (a new model trained at the default length gets that many
+    positions: model_config_for says so). Recorded in `derived` unless it is the setting."""
+    seq_len, reason = s.seq_len, None
+    if manifest is not None:
+        rows = int(manifest["seq_len"])
+        if given and rows != s.seq_len:
+            raise MoaiInputError(f"--seq-len {s.seq_len} but {s.dataset[0]} has rows of {rows} tokens",
+                                 hint="drop --seq-len or prepare the data again with it")
+        if not given:
+            seq_len, reason = rows, f"rows of the prepared dataset {s.dataset[0]}"
     longest, of = context_of(s, pretrained)
-    seq_len = derived.get("seq_len", {}).get("value", s.seq_len)
-    if not longest or seq_len <= longest:
-        return
-    if chosen:
-        where = (f"--seq-len {seq_len}" if "seq_len" not in derived
-                 else f"--dataset {s.dataset[0]} (rows of {seq_len} tokens)")
-        raise MoaiInputError(
-            f"{where}: longer than the {longest} positions of {of} (max_position_embeddings)",
-            hint=f"use --seq-len {longest} or less, or a model with a longer context: a preset or "
-                 "--model-config with a larger max_position_embeddings, or RoPE scaling "
-                 "(rope_scaling: {type: yarn, factor: F, original_max_position_embeddings: N})")
-    if s.pretrained_model:
-        derive(derived, "seq_len", longest, f"the {longest} positions of {of} (the default "
-               f"--seq-len {s.seq_len} is longer)")
+    if longest and seq_len > longest:
+        if given or manifest is not None:
+            where = f"--seq-len {seq_len}" if given else f"--dataset {s.dataset[0]} (rows of {seq_len} tokens)"
+            raise MoaiInputError(
+                f"{where}: longer than the {longest} positions of {of} (max_position_embeddings)",
+                hint=f"use --seq-len {longest} or less, or a model with a longer context: a preset or "
+                     "--model-config with a larger max_position_embeddings, or RoPE scaling "
+                     "(rope_scaling: {type: yarn, factor: F, original_max_position_embeddings: N})")
+        if s.pretrained_model:
+            seq_len, reason = longest, (f"the {longest} positions of {of} (the default --seq-len "
+                                        f"{s.seq_len} is longer)")
+    if reason is not None:
+        derive(derived, "seq_len", seq_len, reason)
+    return seq_len
 
 
 def is_prepared(s: TrainSettings) -> bool:
@@ -181,8 +192,8 @@ def is_prepared(s: TrainSettings) -> bool:
             and (Path(s.dataset[0]) / "manifest.json").is_file())
 
 
-def check_prepared(s: TrainSettings, tok_dir: Path, seq_len_given: bool, derived: dict) -> dict:
-    """A prepared folder: made with this tokenizer, for this mode, at the --seq-len given."""
+def check_prepared(s: TrainSettings, tok_dir: Path, derived: dict) -> dict:
+    """A prepared folder: whole, made with this tokenizer, for this mode (its row length: `sequence_length`)."""
     from moai_llm.data import read_manifest, tokenizer_hash
     from moai_llm.data.store import check_files
 
@@ -202,12 +213,6 @@ def check_prepared(s: TrainSettings, tok_dir: Path, seq_len_given: bool, derived
     if manifest.get("mode") and manifest["mode"] != s.mode:
         raise MoaiInputError(f"--dataset {folder} holds {manifest['mode']} rows but this is `moai {s.mode}`",
                              hint=f"prepare it with `moai data prepare --mode {s.mode}`")
-    rows = int(manifest["seq_len"])
-    if seq_len_given and rows != s.seq_len:
-        raise MoaiInputError(f"--seq-len {s.seq_len} but {folder} has rows of {rows} tokens",
-                             hint="drop --seq-len or prepare the data again with it")
-    if not seq_len_given:
-        derive(derived, "seq_len", rows, f"rows of the prepared dataset {folder}")
     derive(derived, "prepared_dir", str(folder), "the --dataset folder is prepared")
     return manifest
 

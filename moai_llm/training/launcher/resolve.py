@@ -87,8 +87,8 @@ def rest(found: Found, given: dict[str, Any]) -> Found:
     --eval-text, the model config, the LoRA sizes and the schedule."""
     s, derived = found.settings, found.derived
     if inputs.is_prepared(s):
-        found.manifest = inputs.check_prepared(s, found.tokenizer_dir, "seq_len" in given, derived)
-    inputs.check_context(s, "seq_len" in given or found.manifest is not None, derived, found.base)
+        found.manifest = inputs.check_prepared(s, found.tokenizer_dir, derived)
+    inputs.sequence_length(s, "seq_len" in given, derived, found.base, found.manifest)
     inputs.check_eval_text(s, given, derived)
     s = with_derived(s, derived)
     found.model_config, found.config = inputs.model_config_for(

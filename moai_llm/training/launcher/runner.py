@@ -250,7 +250,7 @@ def _plan_without_inputs(s: TrainSettings, sources: SettingsSources, argv: list[
     from moai_llm.progress import info
 
     derived: dict[str, dict[str, Any]] = {}
-    inputs.check_context(s, "seq_len" in sources.given(), derived, base)
+    inputs.sequence_length(s, "seq_len" in sources.given(), derived, base)
     s = resolve.with_derived(s, derived)
     model_config, config = inputs.model_config_for(s, None, None, derived, inputs.pretrained_config(base))
     if not s.tokenizer:
