@@ -340,6 +340,8 @@ CASES = [
          {"d.jsonl": OK}),
     Case("data-sbatch-not-key-value", f"{PREP} -i {{w}}/d.jsonl --executor slurm --sbatch exclusive",
          "--sbatch exclusive: expected KEY=VALUE", {"d.jsonl": OK}),
+    Case("data-slurm-without-sbatch", f"{PREP} -i {{w}}/d.jsonl --executor slurm",
+         "--executor slurm: sbatch is not on PATH", {"d.jsonl": OK}),
     # ---------------------------------------------------------------- data prepare: tokenizer and output
     Case("data-missing-tokenizer", "data prepare -i {w}/d.jsonl --tokenizer {w}/nosuch --seq-len 64 -o {w}/out",
          "--tokenizer", {"d.jsonl": OK}),

@@ -58,6 +58,9 @@ class Executor:
             raise MoaiInputError(f"--workers {self.workers}: must be 1 or more")
         if self.cpus_per_task < 1 or self.mem_per_cpu_gb < 1:
             raise MoaiInputError("--cpus-per-task and --mem-per-cpu must be 1 or more")
+        if self.kind == "slurm" and not shutil.which("sbatch"):
+            raise MoaiInputError("--executor slurm: sbatch is not on PATH (this is not a Slurm login node)",
+                                 hint="run it where sbatch works, or use --executor local or ray")
         if self.kind == "ray":
             try:
                 import ray  # noqa: F401
