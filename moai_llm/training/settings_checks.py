@@ -84,7 +84,6 @@ def validate(s: Any) -> None:
         (s.new_embeddings in ("pieces", "mean"), "--new-embeddings must be pieces or mean"),
         (s.thinking in ("off", "keep"), "--thinking must be off or keep"),
         (s.lora_rank is None or s.lora_rank >= 1, "--lora-rank must be at least 1"),
-        (s.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
         (s.lora_rank is not None or not s.lora_4bit, "--lora-4bit needs --lora-rank R"),
     ]
     for ok, message in checks:
