@@ -359,7 +359,7 @@ CASES = [
     Case("data-output-in-use", f"{PREP} -i {{w}}/d.jsonl", "out is in use by moai data prepare (pid",
          {"d.jsonl": OK}, setup=_hold_lock("out", "moai data prepare")),
     Case("data-disk-full", "data prepare -i {w}/big.jsonl --tokenizer {tok} --seq-len 512 -o {w}/disk/out",
-         "disk/out: the disk is full (the partial output was removed); it needs about", setup=lambda w, t: (
+         "disk/out: the prepared data would need about", setup=lambda w, t: (
              _long_text(w, t), _mounted("disk")(w, t))[1]),
     # ---------------------------------------------------------------- tokenizer
     Case("tok-vocab-huge", f"{TRAIN} -i {{w}}/c.txt --vocab-size 1000000000",
