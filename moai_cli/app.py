@@ -35,7 +35,7 @@ def _root(
 
 app.add_typer(tokenizer.app, name="tokenizer", help="Train, extend and compare tokenizers.")
 app.add_typer(data.app, name="data", help="Prepare (tokenize + pack) and inspect training data.")
-train.register(app)  # pretrain, sft
+train.register(app)  # pretrain, sft, dpo
 chat.register(app)
 doctor.register(app)
 eval.register(app)

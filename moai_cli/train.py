@@ -32,6 +32,7 @@ from moai_llm.training.settings import WSD_DECAY, mode_defaults
 
 MODEL, DATA, OPTIM, SCHEDULE = "Model", "Data", "Optimisation", "Schedule"
 BASE = "Base model: grown vocabulary, stages, LoRA"
+PREFERENCE = "Preference objective"
 CHECKPOINTS, DISTRIBUTED, OUTPUT = "Checkpoints", "Distributed", "Output"
 PLAN = "the plan's"  # shown as the default of what the planner decides
 
@@ -47,7 +48,7 @@ class Opt:
     panel: str | None = None
     metavar: str | None = None
     show: str | None = None     # shown default when the setting's default is None
-    modes: tuple[str, ...] = ("pretrain", "sft")
+    modes: tuple[str, ...] = ("pretrain", "sft", "dpo")
     sft_help: str | None = None
     hidden: bool = False
 
@@ -62,18 +63,33 @@ OPTIONS = [
     Opt("tokenizer", "--tokenizer", help="Tokenizer folder.", panel=MODEL, metavar="DIR",
         show="the model folder's"),
     Opt("new_embeddings", "--new-embeddings", help="Rows of tokens the tokenizer added: pieces (the mean "
-        "of the rows of their base-tokenizer pieces) or mean (of all rows).", panel=BASE, metavar="HOW"),
+        "of the rows of their base-tokenizer pieces) or mean (of all rows).", panel=BASE, metavar="HOW",
+        modes=("pretrain", "sft")),
     Opt("stages", "--stages", help="Train the new embedding rows first, then everything: "
-        "new-embeddings:STEPS,all.", panel=BASE, metavar="SPEC", show="everything from the start"),
+        "new-embeddings:STEPS,all.", panel=BASE, metavar="SPEC", show="everything from the start",
+        modes=("pretrain", "sft")),
     Opt("lora_rank", "--lora-rank", int, "Train LoRA adapters of this rank on the frozen model "
         "(needs the lora extra: peft).", BASE, "R", "off: every weight trains"),
     Opt("lora_alpha", "--lora-alpha", float, "LoRA scaling alpha.", BASE, "A", "2 x rank"),
     Opt("lora_dropout", "--lora-dropout", float, "Dropout on the adapters' inputs.", BASE, "P"),
     Opt("lora_target", "--lora-target", help="Layers that get adapters: all-linear or names "
         "(q_proj,v_proj,...).", panel=BASE, metavar="NAMES"),
-    Opt("lora_4bit", "--lora-4bit", bool, "QLoRA: a 4-bit frozen base (CUDA, bitsandbytes).", BASE, "", "off"),
+    Opt("lora_4bit", "--lora-4bit", bool, "QLoRA: the frozen base in 4 bits (nf4; needs the qlora "
+        "extra: bitsandbytes).", BASE, "", "off"),
     Opt("thinking", "--thinking", help="Raw SFT sources with a thinking chat template (Qwen3): off "
-        "(answers only) or keep (train the reasoning too).", panel=BASE, metavar="HOW", modes=("sft",)),
+        "(answers only) or keep (train the reasoning too).", panel=BASE, metavar="HOW", modes=("sft", "dpo")),
+    Opt("preference_loss", "--loss", help="sigmoid (DPO), ipo, simpo or orpo (the last two need no "
+        "reference).", panel=PREFERENCE, metavar="NAME", modes=("dpo",)),
+    Opt("beta", "--beta", float, "The loss's beta (orpo: the odds-ratio weight).", PREFERENCE, "B",
+        "sigmoid/ipo/orpo 0.1, simpo 2.0", modes=("dpo",)),
+    Opt("simpo_gamma", "--simpo-gamma", float, "SimPO's target reward margin.", PREFERENCE, "G",
+        modes=("dpo",)),
+    Opt("label_smoothing", "--label-smoothing", float, "sigmoid: the share of pairs taken as flipped "
+        "(conservative DPO).", PREFERENCE, "E", modes=("dpo",)),
+    Opt("reference", "--reference", help="Reference model folder (sigmoid, ipo).", panel=PREFERENCE,
+        metavar="DIR", show="the starting model (LoRA: the base, adapter off)", modes=("dpo",)),
+    Opt("eval_pairs", "--eval-pairs", help="Held-out preference pairs: accuracy and margin every "
+        "--eval-steps.", panel=PREFERENCE, metavar="FILE", modes=("dpo",)),
     Opt("dataset", "--dataset", list[str], "Prepared folder, or files/folders/globs/hub names "
         "(prepared first). Repeatable.", DATA, "SRC"),
     Opt("dataset_config", "--dataset-config", help="Hub dataset config name.", panel=DATA, metavar="NAME"),
@@ -163,7 +179,7 @@ def parameters(names: list[str], mode: str, overrides: dict[str, Opt] | None = N
         if isinstance(default, list):
             default = default or None
         show: bool | str = True if default is not None else (opt.show or False)
-        info = typer.Option(default, opt.flag, help=opt.sft_help if mode == "sft" and opt.sft_help else opt.help,
+        info = typer.Option(default, opt.flag, help=opt.sft_help if mode != "pretrain" and opt.sft_help else opt.help,
                             rich_help_panel=opt.panel, metavar=opt.metavar, hidden=opt.hidden,
                             show_default=show if opt.type is not bool or opt.show else False)
         params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=info,
@@ -242,7 +258,7 @@ def run(mode: str, flags: dict[str, Any], config: str | None, dry_run: bool, as_
 
     refuse_unsafe(settings.output_dir)  # `/`, home, the current folder: before a lock is made beside them
     # the whole run, torchrun workers and retries included; its prepared dataset held against rebuilds
-    with holding(settings.output_dir, mode), reading(prepared_input(settings), mode):
+    with holding(settings.output_dir, mode, settings), reading(prepared_input(settings), mode):
         record = prepare_run(settings, sources)
         code, result = launch_run(record, show_progress=not as_json)
     if code != 0:
@@ -288,7 +304,9 @@ def _report(mode: str, out: str, result: dict[str, Any], as_json: bool) -> None:
     for label, text in (("model:", f"{out}/final_model"),
                         ("metrics:", f"{out}/metrics.jsonl, {out}/loss.png, tensorboard --logdir {out}/tb"),
                         ("next:", f"moai sft --pretrained-model {out}/final_model --dataset DATA "
-                                  f"--output-dir OUT" if mode == "pretrain" else f"moai chat {out}/final_model")):
+                                  f"--output-dir OUT" if mode == "pretrain" else
+                                  f"moai dpo --pretrained-model {out}/final_model --dataset PAIRS --output-dir OUT"
+                                  if mode == "sft" else f"moai chat {out}/final_model")):
         console.print(f"{label:<8} {text}", soft_wrap=True, highlight=False, markup=False)
 
 
@@ -305,7 +323,12 @@ sft = command(parameters(_names("sft"), "sft") + [EXTRA], _body("sft"),
               "Fine-tune a model on chat data (loss on assistant turns only): `moai sft "
               "--pretrained-model OUT/final_model --dataset qa.jsonl --output-dir SFT`.")
 
+dpo = command(parameters(_names("dpo"), "dpo") + [EXTRA], _body("dpo"),
+              "Preference-tune a model on chosen/rejected pairs (DPO, IPO, SimPO, ORPO): `moai dpo "
+              "--pretrained-model SFT/final_model --dataset pairs.jsonl --output-dir DPO`.")
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="pretrain", cls=MoaiCommand)(pretrain)
     app.command(name="sft", cls=MoaiCommand)(sft)
+    app.command(name="dpo", cls=MoaiCommand)(dpo)

@@ -11,6 +11,7 @@
     schedule:     the learning-rate schedule resolved in steps (warmup, stable, decay, decay_start)
     resume:       the checkpoint this run started from (null for a fresh start)
     base_model:   the --pretrained-model folder as resolved (its local path, its tokenizer), or null
+    preference:   moai dpo: the loss, beta, the reference and its stored log-probs, or null
     model, model_config, tokenizer, data: what was built from and trained on
 
 Every setting appears in exactly one of given/defaults/derived, so each value (seq_len
@@ -47,7 +48,7 @@ import yaml
 from moai_llm.atomic import write_text_atomic
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
-from moai_llm.training.resolved import BaseModel, Resolved
+from moai_llm.training.resolved import BaseModel, Preference, Resolved
 from moai_llm.training.settings import FIELDS, SettingsSources, TrainSettings
 
 RUN_YAML = "run.yaml"
@@ -71,6 +72,7 @@ class RunRecord:
     resume: dict[str, Any] | None = None   # {"requested", "checkpoint", "step"}
     schedule: dict[str, Any] | None = None  # Schedule.to_dict()
     base_model: dict[str, Any] | None = None  # BaseModel.to_dict()
+    preference: dict[str, Any] | None = None  # Preference.to_dict() (moai dpo)
     model: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] | None = None
     tokenizer: dict[str, Any] = field(default_factory=dict)
@@ -118,7 +120,8 @@ class RunRecord:
         return Resolved(self.settings(), self.plan(), Schedule.from_dict(self.schedule),
                         model_config=self.model_config,
                         base=BaseModel.from_dict(self.base_model) if self.base_model else None,
-                        growth=Growth(**growth) if growth else None, resume_from=self.resume_checkpoint)
+                        growth=Growth(**growth) if growth else None, resume_from=self.resume_checkpoint,
+                        preference=Preference.from_dict(self.preference) if self.preference else None)
 
     def to_yaml(self) -> str:
         data = {
@@ -128,7 +131,7 @@ class RunRecord:
             "defaults": self.defaults, "derived": self.derived,
             "plan": {k: v for k, v in self.planned.items() if k != "seq_len"},
             "plan_retries": self.plan_retries, "schedule": self.schedule, "resume": self.resume,
-            "base_model": self.base_model, "model": self.model,
+            "base_model": self.base_model, "preference": self.preference, "model": self.model,
             "model_config": self.model_config, "tokenizer": self.tokenizer, "data": self.data,
         }
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
@@ -156,7 +159,7 @@ def read_record(path: str | Path) -> RunRecord:
         config=given.get("config") or {}, defaults=data.get("defaults") or {},
         derived=data.get("derived") or {}, planned=data.get("plan") or {},
         plan_retries=data.get("plan_retries") or [], resume=data.get("resume"),
-        schedule=data.get("schedule"), base_model=data.get("base_model"),
+        schedule=data.get("schedule"), base_model=data.get("base_model"), preference=data.get("preference"),
         model=data.get("model") or {}, model_config=data.get("model_config"),
         tokenizer=data.get("tokenizer") or {}, data=data.get("data") or {},
         command=data.get("command") or [], created=data.get("created", ""),

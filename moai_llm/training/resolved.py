@@ -4,9 +4,9 @@ The launcher (moai_llm.training.launcher) resolves each input of a run once (the
 folder, the tokenizer, the prepared dataset and its manifest, the vocabulary growth, the model
 config, the plan, the learning-rate schedule, the checkpoint to resume from) and records them in
 run.yaml (record.py); each worker reads them back as a `Resolved` and derives none of them
-again. New parts of a run join here and in run.yaml, side by side: a preference objective (its
-reference model and beta, for `moai dpo`) is one more field beside `schedule`, as is a run id
-that the nodes of one multi-node launch share.
+again. New parts of a run join here and in run.yaml, side by side: `moai dpo`'s objective and
+its reference's stored log-probs (`Preference`) are one more field beside `schedule`, as a run
+id that the nodes of one multi-node launch share would be.
 
     >>> from moai_llm.hardware.plan import Plan
     >>> from moai_llm.training.schedule import make_schedule
@@ -58,6 +58,35 @@ class BaseModel:
 
 
 @dataclass(frozen=True)
+class Preference:
+    """`moai dpo`'s objective and where its precomputed inputs are (launcher/dpo.py):
+    the workers read the reference's log-probs from `reference_logprobs`, never the model."""
+
+    loss: str                                # sigmoid | ipo | simpo | orpo
+    beta: float
+    simpo_gamma: float
+    label_smoothing: float
+    num_pairs: int
+    reference: str | None = None             # the reference model folder (None: reference-free)
+    reference_key: str | None = None         # alignment.reference.reference_key of it
+    reference_logprobs: str | None = None    # prepared/reference/<key>.safetensors
+    eval_pairs: str | None = None            # --eval-pairs, prepared (a folder in the run folder)
+    eval_reference_logprobs: str | None = None
+
+    def objective(self):
+        from moai_llm.alignment.pair_losses import PreferenceObjective
+
+        return PreferenceObjective(self.loss, self.beta, self.simpo_gamma, self.label_smoothing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preference:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Resolved:
     """Everything a worker trains from; built by `RunRecord.resolved()` from run.yaml."""
 
@@ -68,6 +97,7 @@ class Resolved:
     base: BaseModel | None = None      # --pretrained-model, resolved
     growth: Growth | None = None       # how the base's vocabulary grows (None: it does not)
     resume_from: Path | None = None    # the checkpoint to continue from (None: a fresh start)
+    preference: Preference | None = None  # `moai dpo`: the objective and the reference's log-probs
 
     @property
     def run_dir(self) -> Path:

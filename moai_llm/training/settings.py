@@ -33,6 +33,9 @@ from moai_llm.errors import MoaiInputError
 from moai_llm.paths import preset_path
 from moai_llm.training.settings_checks import validate
 
+MODES = ("pretrain", "sft", "dpo")
+# The rows each mode trains on (`moai data prepare --mode`): dpo trains on preference pairs.
+DATA_MODE = {"pretrain": "pretrain", "sft": "sft", "dpo": "preference"}
 # WSD with no decay length given decays over the last 20% of the run (MiniCPM; Hägele et al.
 # 2024 found 10-20% enough); schedule.make_schedule applies it.
 WSD_DECAY = 0.2
@@ -44,7 +47,7 @@ class TrainSettings:
     optimisation, schedule, checkpoints, distributed, adaptation."""
 
     # run: what the run is and where it writes
-    mode: str = "pretrain"                 # pretrain | sft
+    mode: str = "pretrain"                 # pretrain | sft | dpo
     output_dir: str = "outputs/run"
     seed: int = 42
     logging_steps: int = 10
@@ -111,7 +114,14 @@ class TrainSettings:
     lora_alpha: float | None = None        # None: 2 x rank
     lora_dropout: float = 0.0
     lora_target: str = "all-linear"        # all-linear, or Linear names: q_proj,v_proj,...
-    lora_4bit: bool = False                # QLoRA: the frozen base in 4 bits (CUDA, bitsandbytes)
+    lora_4bit: bool = False                # QLoRA: the frozen base in nf4 (bitsandbytes)
+    # preference: `moai dpo` (moai_llm/alignment/pair_losses.py)
+    preference_loss: str = "sigmoid"       # --loss: sigmoid (DPO) | ipo | simpo | orpo
+    beta: float | None = None              # None: the loss's usual value (pair_losses.DEFAULT_BETA)
+    simpo_gamma: float = 1.0               # SimPO's target reward margin
+    label_smoothing: float = 0.0           # sigmoid only: conservative DPO's share of flipped labels
+    reference: str | None = None           # the reference model folder (None: the starting model)
+    eval_pairs: str | None = None          # held-out preference pairs scored every --eval-steps
 
     def group(self, name: str) -> dict[str, Any]:
         """The settings of one part of the run (a `GROUPS` name), e.g. `s.group("schedule")`."""
@@ -156,6 +166,7 @@ GROUPS = {
                     "master_port", "rdzv_endpoint"),
     "adaptation": ("new_embeddings", "stages", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
                    "lora_4bit"),
+    "preference": ("preference_loss", "beta", "simpo_gamma", "label_smoothing", "reference", "eval_pairs"),
 }
 
 
@@ -316,8 +327,8 @@ def resolve_settings(
     flags: dict[str, Any] | None = None,
 ) -> tuple[TrainSettings, SettingsSources]:
     """Merge the mode's defaults, then `config_file`, then `flags` (None = not given)."""
-    if mode not in ("pretrain", "sft"):
-        raise MoaiInputError(f"unknown mode {mode!r}", hint="use `moai pretrain` or `moai sft`")
+    if mode not in MODES:
+        raise MoaiInputError(f"unknown mode {mode!r}", hint="use `moai pretrain`, `moai sft` or `moai dpo`")
     sources = SettingsSources(mode=mode, defaults=mode_defaults(mode))
     if config_file:
         sources.config_file = str(config_file)

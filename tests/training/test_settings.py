@@ -68,19 +68,20 @@ def test_each_default_is_written_once_and_help_shows_it():
 
     base = TrainSettings()
     files = sorted((PRESETS_DIR / "training").glob("*.yaml"))
-    assert {f.stem for f in files} == {"pretrain", "sft"}
+    assert {f.stem for f in files} == {"pretrain", "sft", "dpo"}
     for path in files:
         for name, value in (yaml.safe_load(path.read_text()) or {}).items():
             assert name in {f.name for f in dataclasses.fields(TrainSettings)}, (path.name, name)
             assert value != getattr(base, name), f"{path.name} restates the default of {name}"
     commands = get_command(app).commands
-    for mode in ("pretrain", "sft"):
+    for mode in ("pretrain", "sft", "dpo"):
         defaults = mode_defaults(mode)
         for param in commands[mode].params:
             if param.name in defaults and defaults[param.name] not in (None, []):
                 assert param.default == defaults[param.name], (mode, param.name)
                 assert param.show_default, (mode, param.name)
     assert mode_defaults("pretrain")["min_lr_ratio"] == mode_defaults("sft")["min_lr_ratio"] == 0.0
+    assert mode_defaults("dpo")["min_lr_ratio"] == 0.0
 
 
 def test_settings_sources_are_kept_as_given(tmp_path):

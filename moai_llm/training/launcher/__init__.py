@@ -12,6 +12,7 @@ run.yaml and derive nothing again.
     resume.py    every resume decision: which checkpoint (--resume auto skips damaged ones), a
                  finished run left alone, --max-steps raised, the global batch kept
     guards.py    memory and disk checked against the plan before anything is allocated
+    dpo.py       moai dpo's objective checked, its reference's log-probs computed once and stored
     launch.py    in this process for one process, torchrun for several; first-step OOM retry
 
 `plan_for` is what `moai doctor` calls too, so doctor, `--dry-run` and the run show one plan.

@@ -210,9 +210,11 @@ def check_prepared(s: TrainSettings, tok_dir: Path, derived: dict) -> dict:
             f"(hash {have[:12]} ≠ {want[:12]})",
             hint=f"prepare it again: moai data prepare ... --tokenizer {tok_dir}",
         )
-    if manifest.get("mode") and manifest["mode"] != s.mode:
+    from moai_llm.training.settings import DATA_MODE
+
+    if manifest.get("mode") and manifest["mode"] != DATA_MODE[s.mode]:
         raise MoaiInputError(f"--dataset {folder} holds {manifest['mode']} rows but this is `moai {s.mode}`",
-                             hint=f"prepare it with `moai data prepare --mode {s.mode}`")
+                             hint=f"prepare it with `moai data prepare --mode {DATA_MODE[s.mode]}`")
     derive(derived, "prepared_dir", str(folder), "the --dataset folder is prepared")
     return manifest
 
@@ -223,7 +225,7 @@ def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -
 
     sources: list[str] | None = list(s.dataset)
     options: dict[str, Any] = {"split": s.dataset_split}
-    if s.mode == "sft":
+    if s.mode in ("sft", "dpo"):
         options["thinking"] = s.thinking
     from moai_llm.data.sources import EXTENSIONS
 
@@ -236,7 +238,9 @@ def prepare_sources(s: TrainSettings, tok_dir: Path, out: Path, derived: dict) -
         options.update(dataset=sources[0], dataset_config=s.dataset_config)
         sources = None
     target = out / "data"
-    manifest = prepare_dataset(sources, str(tok_dir), s.seq_len, str(target), mode=s.mode, **options)
+    from moai_llm.training.settings import DATA_MODE
+
+    manifest = prepare_dataset(sources, str(tok_dir), s.seq_len, str(target), mode=DATA_MODE[s.mode], **options)
     derive(derived, "prepared_dir", str(target), f"prepared from {', '.join(s.dataset)}")
     return manifest
 

@@ -34,7 +34,7 @@ from typing import Any
 from moai_llm.errors import MoaiInputError
 from moai_llm.training import adaptation
 from moai_llm.training.adaptation import Growth
-from moai_llm.training.launcher import inputs
+from moai_llm.training.launcher import dpo, inputs
 from moai_llm.training.schedule import Schedule, make_schedule
 from moai_llm.training.settings import FIELDS, TrainSettings
 
@@ -73,10 +73,14 @@ def first(s: TrainSettings, base: Any) -> Found:
     tok_dir = inputs.tokenizer_dir(s, derived, base)
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=s.trust_remote_code)
     ids = inputs.check_special_tokens(tokenizer, tok_dir, base_config, s.pretrained_model)
-    if s.mode == "sft" and base is None:
-        raise MoaiInputError("`moai sft` needs --pretrained-model DIR (a model folder to fine-tune)")
+    if s.mode in ("sft", "dpo") and base is None:
+        raise MoaiInputError(f"`moai {s.mode}` needs --pretrained-model DIR (a model folder to fine-tune)")
     growth = adaptation.growth_for(s, len(tokenizer), base)
+    if growth is not None and s.mode == "dpo":  # the reference scores the base's vocabulary
+        raise MoaiInputError(f"--tokenizer {tok_dir}: {len(tokenizer):,} tokens, more than --pretrained-model "
+                             f"{s.pretrained_model} knows", hint="run `moai sft` with the grown tokenizer first, then dpo")
     adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
+    dpo.check(s)  # --loss, --beta, --reference of `moai dpo`: likewise
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
     return Found(s, base, base_config, tok_dir, tokenizer, ids, growth, derived)

@@ -231,10 +231,13 @@ def _record(found: resolve.Found, sources: SettingsSources, out: Path, resume_fr
     if not plan_only:  # a dry run allocates nothing: it shows the plan and its warnings
         guards.check_memory(plan, config)
         guards.check_disk(out, config, s.save_total_limit, found.tokenizer_dir)
+    from moai_llm.training.launcher import dpo
+
+    pairs = dpo.resolve(s, found, plan, out, plan_only)  # dpo: the reference's log-probs, stored
     return RunRecord.from_sources(
         sources, found.derived, plan, command=_argv(argv), schedule=found.schedule.to_dict(),
         resume=_resume_section(s.resume, resume_from), model_config=found.model_config,
-        base_model=BaseModel.of(found.base).to_dict() if found.base is not None else None,
+        base_model=BaseModel.of(found.base).to_dict() if found.base is not None else None, preference=pairs,
         model={"parameters": parameter_count(config), "vocab_size": config.vocab_size,
                "from": s.pretrained_model or s.model_config or s.model},
         tokenizer={"path": str(found.tokenizer_dir), "size": len(found.tokenizer), "special_ids": found.special_ids},

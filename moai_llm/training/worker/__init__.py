@@ -11,6 +11,7 @@ the vocabulary growth, the pretrained folder and the checkpoint to resume from a
     step.py              one optimizer step (accumulation, global-token loss, NaN skip)
     batches.py           deterministic data order; the data position is one number
     evaluation.py        held-out rows and --eval-text, every --eval-steps
+    dpo_step.py          moai dpo: the preference loss of pair rows, --eval-pairs
     model_setup.py       the model (the plan's attention backend, fp32 masters) and fused AdamW
     distributed.py       rank/device, process group, DDP/FSDP2 wrapping, gathered states
     checkpoint_policy.py when to save: checkpoints/step-N and final_model/ (and final_adapter/)

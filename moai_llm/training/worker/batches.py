@@ -61,10 +61,14 @@ class RowReader:
     ones are read per batch from the memory-mapped Arrow files."""
 
     COLUMNS = ("input_ids", "labels", "position_ids")
+    PAIR_COLUMNS = ("pair_index", "pair_role")  # preference rows: a list per row, passed through as lists
 
     def __init__(self, dataset, in_memory_bytes: int = 1 << 30, vocab: int | None = None,
                  where: str = "the prepared dataset"):
         self.dataset = dataset.with_format("numpy", columns=list(self.COLUMNS))
+        self.pairs = None  # pair_index / pair_role lists per row (preference data only)
+        if all(c in dataset.column_names for c in self.PAIR_COLUMNS):
+            self.pairs = {c: [[int(x) for x in v] for v in dataset[c]] for c in self.PAIR_COLUMNS}
         self.num_rows = len(dataset)
         self.vocab, self.where = vocab, where  # token ids must be below `vocab` (None: unchecked)
         self.cache: dict[str, torch.Tensor] | None = None
@@ -74,7 +78,14 @@ class RowReader:
             self.cache = {c: torch.from_numpy(np.asarray(full[c], dtype=np.int64)) for c in self.COLUMNS}
             self._check_ids(self.cache, np.arange(self.num_rows))
 
-    def read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def read(self, rows: np.ndarray) -> dict:
+        """The rows' tensors [len(rows), seq_len], and for preference rows their pair lists."""
+        out = self._read(rows)
+        if self.pairs is not None:
+            out.update({c: [self.pairs[c][int(r)] for r in rows] for c in self.PAIR_COLUMNS})
+        return out
+
+    def _read(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         if self.cache is not None:
             idx = torch.from_numpy(rows)
             return {c: self.cache[c].index_select(0, idx) for c in self.COLUMNS}

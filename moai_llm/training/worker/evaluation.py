@@ -43,6 +43,11 @@ class RunEvaluation:
             if eval_steps and num_rows > 1 and text is None else 0
 
     @property
+    def at_ends(self) -> bool:
+        """Scored before a fresh run's first step and at its last step too (held-out text)."""
+        return self.text is not None
+
+    @property
     def train_rows(self) -> int:
         return self.num_rows - self.rows
 
@@ -82,7 +87,7 @@ def evaluate(model: torch.nn.Module, reader: RowReader, rows: range, micro_batch
     mine = [(c, True) for c in mine] + [(chunks[0], False)] * (per_rank - len(mine))
     with torch.no_grad():
         for chunk, counts in mine:
-            b = {k: v.to(dist.device) for k, v in reader.read(np.asarray(chunk)).items()}
+            b = {k: v.to(dist.device) for k, v in reader.read(np.asarray(chunk)).items() if k in reader.COLUMNS}
             n = int((b["labels"][:, 1:] != -100).sum())
             with autocast(dist.device, precision):
                 out = model(input_ids=b["input_ids"], position_ids=b["position_ids"],

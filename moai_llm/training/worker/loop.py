@@ -68,6 +68,7 @@ from moai_llm.training.worker.distributed import (
     unwrap,
     wrap_distributed,
 )
+from moai_llm.training.worker.dpo_step import PairEvaluation, PreferenceStep
 from moai_llm.training.worker.evaluation import RunEvaluation
 from moai_llm.training.worker.metrics import (
     FlopCounter,
@@ -118,7 +119,7 @@ def train(resolved: Resolved, show_progress: bool = True) -> dict[str, Any]:
     bar = progress_bar(unit="step", log_every=settings.logging_steps) if show else contextlib.nullcontext()
     fault_point("run.start")
     try:
-        if resume_from is None and run.held_out.text is not None:
+        if resume_from is None and run.held_out.at_ends:
             _evaluate(run, 0)  # where a fresh run starts from
         with bar as progress:
             task = progress.add_task(settings.mode, total=settings.max_steps, completed=run.start_step,
@@ -159,8 +160,8 @@ def _after_step(run: Run, result: Any) -> None:
                                "lr": run.step.scheduler.get_last_lr()[0],
                                "grad_norm": round(result.grad_norm, 6),
                                "samples": run.state.samples_consumed,
-                               "skipped_steps": run.state.skipped_steps})
-    last = done == run.settings.max_steps and run.held_out.text is not None
+                               "skipped_steps": run.state.skipped_steps, **(result.extra or {})})
+    last = done == run.settings.max_steps and run.held_out.at_ends
     if run.held_out.due(done) or last:
         _evaluate(run, done)
     if run.saver.due(done):
@@ -195,7 +196,7 @@ def _build(resolved: Resolved) -> Run:
     tokenizer = load_tokenizer(settings.tokenizer, trust_remote_code=settings.trust_remote_code)
     reader = RowReader(load_prepared(settings.prepared_dir), vocab=len(tokenizer),
                        where=f"--dataset {settings.prepared_dir}")
-    held_out = RunEvaluation(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
+    held_out = _held_out(resolved, reader, tokenizer)
     if dist.main:
         remove_stale_temps(run_dir)
         prune_checkpoints(run_dir, settings.save_total_limit)
@@ -204,8 +205,9 @@ def _build(resolved: Resolved) -> Run:
     stages = _stages(resolved, model, optimizer)
     scheduler = build_scheduler(optimizer, resolved.schedule)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1
-    step = TrainStep(wrapped, optimizer, scheduler, reader, BatchOrder(held_out.train_rows, settings.seed),
-                     plan, dist, settings.max_grad_norm, pad_id, FlopCounter.from_config(model.config))
+    kind, more = (PreferenceStep, {"preference": resolved.preference}) if resolved.preference else (TrainStep, {})
+    step = kind(wrapped, optimizer, scheduler, reader, BatchOrder(held_out.train_rows, settings.seed),
+                plan, dist, settings.max_grad_norm, pad_id, FlopCounter.from_config(model.config), **more)
     if stages is not None and plan.strategy == "fsdp2":
         step.after_backward = stages.mask_grads  # FSDP2's gradients bypass tensor hooks
     saver = CheckpointPolicy(run_dir, settings, plan, dist, wrapped, optimizer, scheduler,
@@ -220,6 +222,15 @@ def _build(resolved: Resolved) -> Run:
                LogWindow(settings.logging_steps, settings.max_steps, state.step,
                          device_peak_flops(plan, dist.device), dist.world),
                state=state, start_step=state.step, start_skipped=state.skipped_steps, stages=stages)
+
+
+def _held_out(resolved: Resolved, reader: RowReader, tokenizer: Any) -> RunEvaluation:
+    """What is evaluated every --eval-steps: held-out pairs (dpo), else rows and text."""
+    settings = resolved.settings
+    if resolved.preference is not None:
+        return PairEvaluation(reader.num_rows, settings.eval_steps, resolved.preference,
+                              resolved.plan.micro_batch_size)
+    return RunEvaluation(reader.num_rows, settings.eval_steps, _eval_text(settings, tokenizer))
 
 
 def _model(resolved: Resolved, tokenizer: Any, dist: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -80,6 +80,7 @@ class StepResult:
     tokens: int        # non-padding tokens of the whole global batch
     flops: float = 0.0   # model FLOPs of the whole global batch (metrics.FlopCounter)
     data_s: float = 0.0  # seconds this process spent reading its rows and moving them
+    extra: dict[str, float] | None = None  # further figures of the step to log (dpo's rewards)
 
     @property
     def finite(self) -> bool:
@@ -117,14 +118,15 @@ class TrainStep:
             counts[1] += int(real.sum())
             if self.flops is not None:
                 counts[2] += self.flops(b["position_ids"], real)
-            out.append({k: v.to(self.dist.device, non_blocking=True) for k, v in b.items()})
+            out.append({k: v.to(self.dist.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                        for k, v in b.items()})
         return out, counts
 
     def __call__(self, step: int, first: bool = False) -> StepResult:
         started = time.perf_counter()
         batches, local = self.batches(step)
         data_s = time.perf_counter() - started
-        n_items, tokens, flops = self.dist.all_sum(local)
+        n_items, tokens, flops, *self.more_counts = self.dist.all_sum(local)
         try:
             loss_sum = self._forward_backward(batches, max(n_items, 1.0), faults.nan_at(step + 1))
             if self.after_backward is not None:
