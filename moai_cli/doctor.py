@@ -155,6 +155,10 @@ DOCTOR_OPTIONS = {
                  "a model folder or a config file.", panel=MODEL, metavar="NAME"),
     "models": Opt("models", "--models", bool, "List the model presets with exact parameter counts.",
                   OUTPUT, ""),
+    "plan_mode": Opt("plan_mode", "--mode", help="Plan for `moai pretrain`, `sft` or `dpo` (its defaults; a "
+                     "preference step is planned as an SFT step over the same packed rows: the reference's "
+                     "log-probs are precomputed, no reference weights are held).", panel=MODEL, metavar="MODE",
+                     show="pretrain"),
     "list_hardware": Opt("list_hardware", "--list-hardware", bool,
                          "List the recorded GPUs usable with --simulate.", OUTPUT, ""),
 }
@@ -214,9 +218,10 @@ def _doctor(ctx: typer.Context, values: dict[str, Any]) -> None:
         from moai_llm.training.launcher.runner import facts_for, plan_for
         from moai_llm.training.settings import resolve_settings
 
-        flags = settings_flags(ctx, {k: v for k, v in values.items() if k != "model"})
+        flags = settings_flags(ctx, {k: v for k, v in values.items() if k not in ("model", "plan_mode")})
         model = values["model"]
-        settings, _ = resolve_settings("pretrain", None, {**flags, **(_model_flags(model) if model else {})})
+        settings, _ = resolve_settings(values["plan_mode"] or "pretrain", None,
+                                       {**flags, **(_model_flags(model) if model else {})})
         facts = facts_for(settings, settings.output_dir)
         plan = est = shape = None
         if model:
@@ -252,6 +257,6 @@ def _render(facts, checks, status, plan, est, model, shape) -> None:
 
 
 doctor = command(
-    parameters(["model", *PLAN_OPTIONS, "models", "list_hardware", "as_json"], "pretrain",
+    parameters(["model", "plan_mode", *PLAN_OPTIONS, "models", "list_hardware", "as_json"], "pretrain",
                overrides=DOCTOR_OPTIONS),
     _doctor, "Check the hardware and software, and show the training plan moai would choose.")

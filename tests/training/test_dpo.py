@@ -154,3 +154,15 @@ def test_orpo_with_a_reference_is_refused_and_writes_nothing(prepared, model_dir
                                            "--reference", model_dir))
     assert result.exit_code == 2 and "reference-free" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_doctor_plans_a_dpo_step_as_an_sft_step():
+    """Two sequences per pair packed in rows, no reference weights: the SFT step's plan."""
+    def plan(mode):
+        result = CliRunner().invoke(app, ["doctor", "--mode", mode, "--simulate", "1xRTX4090-24GB",
+                                          "--model", "2b", "--seq-len", "1024", "--json"])
+        assert result.exit_code in (0, 1), result.output
+        return json.loads(result.stdout)["plan"]
+
+    dpo, sft = plan("dpo"), plan("sft")
+    assert dpo["micro_batch_size"] == sft["micro_batch_size"] and dpo["gradient_checkpointing"] == sft["gradient_checkpointing"]
