@@ -279,6 +279,17 @@ class RunLock:
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
+    def publish(self, **fields: Any) -> None:
+        """Add `fields` to the lock file (atomically: readers see the old content or the new),
+        e.g. that the run's record is written, for the other nodes of a run (training/launcher/nodes.py)."""
+        if not self.held:
+            return
+        record = {**json.loads(_owner_record(self.command, self.key, self.token)), **fields}
+        record["since"] = (read_owner(self.folder) or record).get("since", record["since"])
+        tmp = self.path.with_name(f"{self.path.name}.{self.token[:12]}.tmp")
+        tmp.write_bytes(json.dumps(record).encode())
+        os.replace(tmp, self.path)
+
     def release(self) -> None:
         """Remove the lock file if it still holds this lock's token (never someone else's)."""
         if not self.held:

@@ -219,6 +219,11 @@ def _run_once(
         oom = rc == EXIT_FIRST_STEP_OOM or marker.exists()
         if rc != 0 and not oom and exit_file.exists():
             rc = int(exit_file.read_text().strip() or rc)  # torchrun says 1 whatever its workers did
+    nnodes = int((rendezvous or {}).get("nnodes") or plan.nnodes or 1)
+    if rc != 0 and not oom and nnodes > 1:
+        _say(f"this node (rank {(rendezvous or {}).get('node_rank', 0)} of {nnodes}) stopped with exit code "
+             f"{rc}: a process of the run failed, or another node was lost (its log says which); "
+             f"relaunch every node with the same command and --resume auto")
     return rc, oom
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from moai_llm.errors import MoaiInputError
 from moai_llm.hardware.plan import Plan
 from moai_llm.training import adaptation
-from moai_llm.training.launcher import guards, inputs, resolve, resume
+from moai_llm.training.launcher import guards, inputs, nodes, resolve, resume
 from moai_llm.training.record import RUN_YAML, RunRecord, record_retry
 from moai_llm.training.settings import SettingsSources, TrainSettings
 from moai_llm.training.worker.checkpoint import remove_stale_temps
@@ -97,10 +97,13 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     refuse_unsafe(s.output_dir)  # `/`, home, the current folder: refused before a lock is made beside them
     with reading(prepared_input(s), s.mode):  # a rebuild of it waits until the run is over
         found = resolve.rest(found, sources.given())
-        with holding(s.output_dir, s.mode):
+        with holding(s.output_dir, s.mode, s) as lock:
+            if isinstance(lock, nodes.Member):  # node rank > 0: node 0 wrote the record
+                return nodes.joined_record(lock, s)
             resume.check_output_folder(s, _inputs_of(s))  # never into a user's folder
             done = resume.finished_run(s)
             if done is not None:
+                nodes.publish(lock, Path(s.output_dir), complete=True)
                 return done
             resume_from = resume.resolve(s)  # once: the workers read run.yaml
             entries = _entries(s.output_dir)
@@ -116,6 +119,7 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
                 raise
             record.found_in_folder, record.made_folder = entries or frozenset(), entries is None
             record.write(out)
+            nodes.publish(lock, out)  # the other nodes of a multi-node run read it now
     return record
 
 
@@ -160,18 +164,24 @@ _HELD: dict[Path, Any] = {}
 
 
 @contextlib.contextmanager
-def holding(output_dir: str | Path, mode: str) -> Iterator[Any]:
+def holding(output_dir: str | Path, mode: str, s: TrainSettings | None = None) -> Iterator[Any]:
     """Hold the run folder's lock (moai_llm.locks.RunLock: a second launch into it is refused,
     one line naming the owner; a dead owner's lock is taken over, said so) for the block.
     Re-entrant in one process: the CLI holds it around `prepare_run` and `launch_run`, which take
-    it themselves when called alone; torchrun workers and OOM retries run under the launcher's."""
+    it themselves when called alone; torchrun workers and OOM retries run under the launcher's.
+    With the settings `s` of a multi-node run, the lock carries the run's key and a node of rank
+    > 0 joins node 0's lock instead (launcher/nodes.py)."""
     from moai_llm.locks import RunLock, lock_path
 
     key = lock_path(output_dir)
     if key in _HELD:
         yield _HELD[key]
         return
-    lock = RunLock(output_dir, command=f"moai {mode}")
+    run_key = nodes.run_key(s) if s is not None else None
+    if s is not None and run_key is not None and nodes.is_member(s):
+        lock = nodes.Member(output_dir, f"moai {mode}", run_key)
+    else:
+        lock = RunLock(output_dir, command=f"moai {mode}", key=run_key)
     try:
         lock.acquire()
     except OSError as exc:  # a file where a folder should be, no permission, a read-only disk
@@ -317,7 +327,7 @@ def launch_run(record: RunRecord, show_progress: bool = True) -> tuple[int, dict
         result.update(train(dataclasses.replace(resolved, plan=plan), show_progress=show_progress))
         return 0
 
-    with holding(s.output_dir, s.mode), reading(prepared_input(s), s.mode):
+    with holding(s.output_dir, s.mode, s), reading(prepared_input(s), s.mode):
         try:
             code = launch(record.plan(), ["--run-yaml", str(run_yaml)], rendezvous=_rendezvous(s),
                           in_process=in_process,
