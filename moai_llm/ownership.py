@@ -94,6 +94,18 @@ def write_marker(folder: str | os.PathLike, kind: str, command: str | None = Non
     return write_text_atomic(folder / MARKER, marker_text(kind, command, files))
 
 
+def add_made(folder: str | os.PathLike, name: str) -> None:
+    """Record in `folder`'s marker that moai made `name` in it later (a prepared dataset's
+    reference/ log-probs), so replacing the folder knows it is moai's; nothing without a list."""
+    from moai_llm.atomic import write_text_atomic
+
+    marker = read_marker(folder)
+    if marker is None or not isinstance(marker.get("files"), list) or name in marker["files"]:
+        return
+    marker["files"] = sorted([*marker["files"], name])
+    write_text_atomic(Path(folder) / MARKER, json.dumps(marker) + "\n")
+
+
 def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The marker of `folder`, or None (none, unreadable, or not moai's)."""
     try:

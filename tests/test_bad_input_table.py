@@ -127,6 +127,35 @@ def _model(change: Callable[[Path], None] | None = None):
     return setup
 
 
+DPO = "dpo --dataset {w}/p.jsonl -o {w}/run --pretrained-model {w}/m --seq-len 64"
+PAIR = b'{"prompt": "2+2?", "chosen": "4", "rejected": "5"}\n'
+
+
+def _hidden(module: str):
+    """A third-party module made unimportable for the case (sys.modules[name] = None, as if it
+    were not installed); put back afterwards."""
+    def setup(w: Path, tok: Path):
+        missing = object()
+        before = sys.modules.get(module, missing)
+        sys.modules[module] = None
+
+        def restore():
+            if before is missing:
+                sys.modules.pop(module, None)
+            else:
+                sys.modules[module] = before
+        return restore
+    return setup
+
+
+def _then(*setups):
+    """Several setups in order; their cleanups in reverse."""
+    def setup(w: Path, tok: Path):
+        cleanups = [c for c in (s(w, tok) for s in setups) if c]
+        return lambda: [c() for c in reversed(cleanups)]
+    return setup
+
+
 def _two_tokenizers(w: Path, tok: Path):
     """A model at {w}/m with the case's tokenizer and a reference at {w}/ref with another one."""
     from random_models import write_random_model, write_tokenizer
@@ -451,8 +480,16 @@ CASES = [
          "--stages new-embeddings:10,all: the vocabulary did not grow", {"d.jsonl": OK}),
     Case("pretrain-stages-with-lora", PRETRAIN + " --seq-len 64 --stages new-embeddings:10,all --lora-rank 4",
          "--stages new-embeddings:10,all with --lora-rank 4: LoRA already freezes the base", {"d.jsonl": OK}),
-    Case("pretrain-lora-4bit-on-cpu", PRETRAIN + " --seq-len 64 --lora-rank 4 --lora-4bit",
-         "--lora-4bit needs a CUDA GPU", {"d.jsonl": OK}),
+    Case("sft-lora-4bit-without-bitsandbytes", SFT + " --lora-rank 4 --lora-4bit",
+         "--lora-4bit needs bitsandbytes, which is not installed", {"qa.jsonl": QA},
+         setup=_then(_model(), _hidden("bitsandbytes"))),
+    # ---------------------------------------------------------------- dpo
+    Case("dpo-orpo-with-reference", DPO + " --loss orpo --reference {w}/m", "--reference", {"p.jsonl": PAIR},
+         setup=_model()),
+    Case("dpo-reference-tokenizer", DPO + " --reference {w}/ref", "its tokenizer differs from the policy's",
+         {"p.jsonl": PAIR}, setup=_two_tokenizers),
+    Case("dpo-identical-pair", DPO, "p.jsonl:1: 'chosen' and 'rejected' are identical",
+         {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}, setup=_model()),
     Case("sft-hub-name-offline", "sft --pretrained-model Qwen/Qwen3-0.6B --dataset {w}/qa.jsonl -o {w}/run",
          "--pretrained-model Qwen/Qwen3-0.6B: no such local folder, and the hub model cannot be downloaded",
          {"qa.jsonl": QA}, env={"HF_HUB_OFFLINE": "1"}),

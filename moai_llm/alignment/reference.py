@@ -191,6 +191,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -
     from safetensors.torch import save_file
 
     path.parent.mkdir(exist_ok=True)
+    from moai_llm.ownership import add_made
+
+    add_made(path.parent.parent, path.parent.name)  # the prepared folder's marker: moai made it
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)

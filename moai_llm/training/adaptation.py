@@ -128,15 +128,13 @@ def lora_facts(s: Any, config: Any, growth: Growth | None) -> dict[str, Any] | N
 
 
 def check_4bit(s: Any, plan: Any) -> None:
-    """--lora-4bit (QLoRA): bitsandbytes' 4-bit kernels need CUDA (lora.quantization_config says
-    so in one line); moai's loop does not train a 4-bit base yet, so CUDA runs are refused too."""
+    """--lora-4bit (QLoRA): bitsandbytes must be installed (lora.quantization_config says so in
+    one line, naming the extra), before anything is written."""
     if not s.lora_4bit:
         return
     from moai_llm.training.lora import quantization_config
 
     quantization_config(True, plan.device)
-    raise MoaiInputError("--lora-4bit: training a 4-bit base is not wired into moai's training loop yet",
-                         hint="drop --lora-4bit: LoRA over a bf16 base (the plan holds frozen layers in bf16)")
 
 
 def grow(model: Any, growth: Growth | None, base: Any, tokenizer: Any) -> None:

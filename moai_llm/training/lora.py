@@ -7,8 +7,9 @@ the adapter then holds those rows only (new tokens x hidden), not whole matrices
 `modules_to_save` would. The adapter folder (checkpoints, final_adapter/) and merging are
 moai_llm/adapters.py's, below training: chat, eval and export read adapters there.
 
-QLoRA (4-bit base weights through bitsandbytes) needs CUDA: `quantization_config(True, "cpu")`
-is a clear `MoaiInputError`. `lora_memory_facts` counts trainable parameters from a config alone,
+QLoRA (`--lora-4bit`): the base is loaded with `quantization_config` (nf4 through bitsandbytes,
+on CUDA and on the CPU); without bitsandbytes that is one MoaiInputError naming the extra.
+`lora_memory_facts` counts trainable parameters from a config alone,
 so the planner can size LoRA runs without building the model.
 
     >>> from moai_llm.config import MoaiConfig
@@ -127,18 +128,24 @@ def lora_memory_facts(config: Any, rank: int, target: str | list[str] = ALL_LINE
 
 
 def quantization_config(four_bit: bool, device: str) -> Any:
-    """The `quantization_config` to load a QLoRA base with (None without --lora-4bit)."""
+    """The `quantization_config` to load a QLoRA base with (None without --lora-4bit): nf4 with
+    double quantisation, computing in bf16 on CUDA and in fp32 on the CPU (bitsandbytes' CPU
+    kernels; measured in benchmarks/RESULTS.md)."""
     if not four_bit:
         return None
-    if not str(device).startswith("cuda"):
-        raise MoaiInputError("--lora-4bit needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on "
-                             f"{device}", hint="drop --lora-4bit (plain LoRA works everywhere)")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise MoaiInputError("--lora-4bit needs bitsandbytes", hint="pip install 'moai[qlora]'") from None
+        raise MoaiInputError("--lora-4bit needs bitsandbytes, which is not installed",
+                             hint="pip install 'moai[qlora]'") from None
     import torch
     from transformers import BitsAndBytesConfig
 
+    compute = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=compute)
+
+
+def is_4bit(model: Any) -> bool:
+    """Whether `model` (peft-wrapped or not) holds bitsandbytes 4-bit layers."""
+    return any(type(m).__name__ == "Linear4bit" for m in model.modules())

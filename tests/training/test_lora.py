@@ -184,10 +184,14 @@ def test_bad_settings_are_refused(kwargs, flag):
         apply_lora(_model(), **kwargs)
 
 
-def test_qlora_on_cpu_is_a_clear_input_error():
+def test_qlora_loads_nf4_with_double_quantisation_computing_in_fp32_on_the_cpu():
+    import torch
+
     assert quantization_config(False, "cpu") is None
-    with pytest.raises(MoaiInputError, match="--lora-4bit needs a CUDA GPU"):
-        quantization_config(True, "cpu")
+    config = quantization_config(True, "cpu")
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert quantization_config(True, "cuda").bnb_4bit_compute_dtype == torch.bfloat16
 
 
 def test_memory_facts_for_a_hub_size_model_without_building_it():

@@ -27,8 +27,9 @@ from moai_llm.training.settings import TrainSettings
 EVAL_PAIRS = "eval_pairs"  # the run folder's prepared --eval-pairs
 
 
-def check(s: TrainSettings) -> Any:
-    """The PreferenceObjective of a dpo run's settings (None for other modes)."""
+def check(s: TrainSettings, tokenizer_dir: Path | None = None) -> Any:
+    """The PreferenceObjective of a dpo run's settings (None for other modes); a --reference
+    whose tokenizer differs from the policy's (`tokenizer_dir`) is refused here too."""
     if s.mode != "dpo":
         return None
     from moai_llm.alignment.pair_losses import PreferenceObjective
@@ -41,6 +42,8 @@ def check(s: TrainSettings) -> Any:
     if s.eval_pairs and not Path(s.eval_pairs).expanduser().is_file():
         raise MoaiInputError(f"--eval-pairs {s.eval_pairs}: no such file",
                              hint="pass a .jsonl/.json/.csv/.parquet file of preference pairs")
+    if s.reference and tokenizer_dir is not None:
+        _reference_dir(s.reference, tokenizer_dir)
     return objective
 
 
@@ -48,15 +51,19 @@ def reference_folder(s: TrainSettings, found: Any) -> Path:
     """The reference model folder: --reference (a model or run folder), else the base model."""
     if not s.reference:
         return Path(found.base.path)
+    return _reference_dir(s.reference, found.tokenizer_dir)
+
+
+def _reference_dir(reference: str, tokenizer_dir: Path) -> Path:
+    """The --reference model folder (a run folder's final_model/ too), its tokenizer checked."""
+    from moai_llm.alignment.reference import check_reference_tokenizer
     from moai_llm.inference.loading import resolve_model_dir
 
-    folder, kind = resolve_model_dir(s.reference)
+    folder, kind = resolve_model_dir(reference)
     if "adapter" in kind:
-        raise MoaiInputError(f"--reference {s.reference}: a LoRA adapter folder, not a model",
+        raise MoaiInputError(f"--reference {reference}: a LoRA adapter folder, not a model",
                              hint="pass the merged model folder (final_model/) as the reference")
-    from moai_llm.alignment.reference import check_reference_tokenizer
-
-    check_reference_tokenizer(folder, found.tokenizer_dir)
+    check_reference_tokenizer(folder, tokenizer_dir)
     return folder
 
 

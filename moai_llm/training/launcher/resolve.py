@@ -80,7 +80,7 @@ def first(s: TrainSettings, base: Any) -> Found:
         raise MoaiInputError(f"--tokenizer {tok_dir}: {len(tokenizer):,} tokens, more than --pretrained-model "
                              f"{s.pretrained_model} knows", hint="run `moai sft` with the grown tokenizer first, then dpo")
     adaptation.decide(s, growth)  # --stages, --lora-*: refused before anything is written
-    dpo.check(s)  # --loss, --beta, --reference of `moai dpo`: likewise
+    dpo.check(s, tok_dir)  # --loss, --beta, --reference of `moai dpo`: likewise
     if not s.dataset:
         raise MoaiInputError("no data: pass --dataset (a prepared folder, files, or a hub name)")
     return Found(s, base, base_config, tok_dir, tokenizer, ids, growth, derived)

@@ -120,6 +120,12 @@ class CheckpointPolicy:
 
         save_adapter(model, self.run_dir / FINAL_ADAPTER, self.base_model, self.tokenizer)
         fault_point("final.after_adapter")
+        from moai_llm.training.lora import is_4bit
+
+        if is_4bit(model):  # QLoRA: the base read again in fp32 (not dequantized nf4), the adapter merged in
+            from moai_llm.adapters import load_adapter_model
+
+            return load_adapter_model(self.run_dir / FINAL_ADAPTER, dtype=torch.float32)
         model.to(torch.device("cpu"))
         frozen_to_fp32(model)
         return merge(model)

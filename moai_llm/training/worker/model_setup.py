@@ -49,7 +49,8 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
                                  hint="put the model in a folder every node can read, and name that folder")
         model = MoaiForCausalLM.from_pretrained(base.path, dtype=torch.float32,
                                                 attn_implementation=plan.attention,
-                                                use_safetensors=True, trust_remote_code=False)
+                                                use_safetensors=True, trust_remote_code=False,
+                                                **_four_bit(settings, plan))
         from moai_llm.weights import non_finite_tensor
 
         bad = non_finite_tensor(model.named_parameters())  # the folder's check read headers only
@@ -72,6 +73,17 @@ def build_model(settings: Any, model_config: dict | None, tokenizer: Any, plan: 
 
         model.loss_fn = create_loss_function(loss)
     return model
+
+
+def _four_bit(settings: Any, plan: Plan) -> dict[str, Any]:
+    """QLoRA (--lora-4bit): from_pretrained's arguments to load the decoder's Linears in nf4 on
+    this process's device (lm_head, embeddings and norms stay as they are)."""
+    if not getattr(settings, "lora_4bit", False):
+        return {}
+    from moai_llm.training.lora import quantization_config
+
+    device = f"cuda:{torch.cuda.current_device()}" if plan.device.startswith("cuda") else "cpu"
+    return {"quantization_config": quantization_config(True, plan.device), "device_map": {"": device}}
 
 
 def build_optimizer(model: torch.nn.Module, settings: Any, device: torch.device) -> torch.optim.Optimizer:
