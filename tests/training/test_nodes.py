@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -124,12 +125,17 @@ def test_a_node_joins_only_a_live_published_lock_of_its_own_run(tmp_path, monkey
     with pytest.raises(MoaiRunError, match="node 0 of this run did not start"):
         join(key1, timeout_s=0.5)
     with RunLock(out, command="moai pretrain", key=nodes.run_key(s0)) as lock:  # taken over
-        with pytest.raises(MoaiRunError):
-            join(key1, timeout_s=0.5)  # live, but its run.yaml is not written yet
-        out.mkdir()
-        (out / "run.yaml").write_text("mode: pretrain\n")
-        nodes.publish(lock, out)
-        assert join(key1).owner["token"] == lock.token
+        def write_later():
+            time.sleep(0.6)
+            out.mkdir()
+            (out / "run.yaml").write_text("mode: pretrain\n")
+            nodes.publish(lock, out)
+
+        writer = threading.Thread(target=write_later)
+        writer.start()
+        # node 0 lives but has not written run.yaml yet: waited for, past the join timeout
+        assert join(key1, timeout_s=0.2).owner["token"] == lock.token
+        writer.join()
         with pytest.raises(FolderInUseError, match=r"is in use by moai pretrain \(pid \d+ on .*; lock file"):
             join(other)  # the same rendezvous, other settings: another launch
         for key in (None, nodes.run_key(s0)):  # a one-node launch; node 0 of the same launch twice

@@ -20,7 +20,8 @@ its own `rng-rank{R}.pt`.
   is: `... is in use by moai pretrain (pid ... on ..., since ...); lock file ...`, exit 2;
 - a dead run's lock is taken over by node 0 (as before); the other nodes wait for node 0's
   new lock, never for a dead one's;
-- a node that waits longer than `JOIN_TIMEOUT_S` for node 0 stops with exit 1.
+- a node that finds no live lock of its run for `JOIN_TIMEOUT_S` stops with exit 1; while node 0
+  lives (preparing raw files, planning) it waits as long as node 0 takes.
 
     >>> from moai_llm.training.settings import TrainSettings
     >>> a = TrainSettings(output_dir="run", nnodes=2, node_rank=0, master_addr="10.0.0.1", master_port=29500)
@@ -42,7 +43,7 @@ from typing import Any
 
 from moai_llm.training.settings import TrainSettings
 
-JOIN_TIMEOUT_S = 900.0  # torchrun's own rendezvous waits as long
+JOIN_TIMEOUT_S = 600.0  # as long as torchrun's static rendezvous waits for the other nodes
 
 
 def run_id(s: TrainSettings) -> str:
@@ -77,7 +78,7 @@ def digest(path: Path) -> str | None:
 
 class Member:
     """The hold of a node rank > 0 on its run's folder: joined, not taken (see the module docstring).
-    `acquire()` waits for node 0; `owner` is then node 0's lock content."""
+    `acquire()` waits for node 0's published lock; `owner` is then its content."""
 
     def __init__(self, folder: str | Path, command: str, key: str, poll_s: float = 0.2,
                  timeout_s: float = JOIN_TIMEOUT_S):
@@ -109,6 +110,7 @@ class Member:
                 if owner.get("run_yaml") and self._published(owner):
                     self.owner, self.held = owner, True
                     return
+                deadline = time.monotonic() + self.timeout_s  # node 0 lives: preparing data, planning
             if not said:
                 info(f"waiting for node 0 of this run to take {self.folder} and write its run.yaml")
                 said = True
