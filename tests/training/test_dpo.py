@@ -166,3 +166,24 @@ def test_doctor_plans_a_dpo_step_as_an_sft_step():
 
     dpo, sft = plan("dpo"), plan("sft")
     assert dpo["micro_batch_size"] == sft["micro_batch_size"] and dpo["gradient_checkpointing"] == sft["gradient_checkpointing"]
+
+
+def test_moai_chat_answers_with_the_dpo_model(prepared):
+    result = CliRunner().invoke(app, ["chat", str(prepared), "--prompt", "What is 2 plus 2?",
+                                      "--max-new-tokens", "4", "--temperature", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "final_model" in result.output or json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_qlora_dpo_on_two_processes(prepared, model_dir, tmp_path, subprocess_env):
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "two-qlora"
+    args = _drop(_args(model_dir, prepared / "data", out, "--global-batch", "4", "--lora-rank", "4", "--lora-4bit",
+                       "--nproc", "2"), "--gradient-accumulation-steps")
+    r = subprocess.run(MOAI + args, env=subprocess_env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [x for x in _records(out) if "loss" in x]
+    assert len(steps) == 3 and steps[-1]["loss"] < steps[0]["loss"]
+    assert __import__("yaml").safe_load((out / "run.yaml").read_text())["plan"]["world_size"] == 2
+    assert (out / "final_adapter").is_dir() and (out / "final_model" / "model.safetensors").is_file()
