@@ -3,12 +3,12 @@
 on the held-out split (`python -m moai_llm.eval.heldout`), as `moai quickstart` does. The split
 is the corpora's own (`moai_llm.corpora`: every 10th line held out); nothing here decides again.
 
-    python -m moai_llm.corpora.split data/corpora   # data/corpora/{ko,en,ja,zh,finance_qa}.jsonl
+    python -m moai_llm.corpora.split data/corpora   # data/corpora/{ko,en,ja,zh,finance_qa,finance_pairs}.jsonl
 
     >>> import tempfile
     >>> files = write_train_split(tempfile.mkdtemp())
     >>> sorted(files), sum(1 for _ in files["finance_qa"].open())
-    (['en', 'finance_qa', 'ja', 'ko', 'zh'], 508)
+    (['en', 'finance_pairs', 'finance_qa', 'ja', 'ko', 'zh'], 508)
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from moai_llm.atomic import write_jsonl_atomic
 
 
 def write_train_split(folder: str | Path) -> dict[str, Path]:
-    """Write the train split of each language ({"text"} per line) and of the finance Q&A
-    ({"input", "output"}, the schema `data prepare --mode sft` reads) into `folder`, atomically;
+    """Write the train split of each language ({"text"} per line), of the finance Q&A
+    ({"input", "output"}, the schema `data prepare --mode sft` reads) and of the finance
+    preference pairs ({"prompt", "chosen", "rejected"}: `moai dpo`) into `folder`, atomically;
     returns the paths by name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,6 +31,9 @@ def write_train_split(folder: str | Path) -> dict[str, Path]:
              for lang in corpora.languages()}
     files["finance_qa"] = write_jsonl_atomic(
         folder / "finance_qa.jsonl", ({"input": r["input"], "output": r["output"]} for r in corpora.finance_qa("train")))
+    files["finance_pairs"] = write_jsonl_atomic(
+        folder / "finance_pairs.jsonl",
+        ({k: r[k] for k in ("prompt", "chosen", "rejected")} for r in corpora.finance_pairs("train")))
     return files
 
 

@@ -66,17 +66,22 @@ def heldout_texts() -> list[str]:
 
 
 def write_eval_files(folder: str | Path) -> dict[str, Path]:
-    """Write heldout_text.jsonl, finance_mc.jsonl and finance_calc.jsonl into `folder`
-    (atomically); returns their paths by kind ("text", "multiple_choice", "generate")."""
+    """Write heldout_text.jsonl, finance_mc.jsonl, finance_calc.jsonl and finance_pairs.jsonl
+    (the held-out preference pairs: `moai eval --pairs`) into `folder` (atomically); returns
+    their paths by kind ("text", "multiple_choice", "generate", "pairs")."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+
+    from moai_llm import corpora
 
     def dump(name: str, rows: list[dict]) -> Path:
         return write_jsonl_atomic(folder / name, rows)
 
     return {"text": dump("heldout_text.jsonl", [{"text": t} for t in heldout_texts()]),
             "multiple_choice": dump("finance_mc.jsonl", multiple_choice_rows()),
-            "generate": dump("finance_calc.jsonl", generate_rows())}
+            "generate": dump("finance_calc.jsonl", generate_rows()),
+            "pairs": dump("finance_pairs.jsonl", [{k: r[k] for k in ("prompt", "chosen", "rejected")}
+                                                  for r in corpora.finance_pairs("heldout")])}
 
 
 if __name__ == "__main__":

@@ -30,3 +30,6 @@ def test_train_files_hold_no_held_out_text_or_question(tmp_path):
     everything = {r["text"] for lang in corpora.languages() for r in corpora.iter_records(lang, "all")}
     assert train_texts | held_texts == everything
     assert len(train_questions) + len(held_questions) == len(corpora.finance_qa("all"))
+    train_prompts = {r["prompt"] for r in _lines(tmp_path / "train" / "finance_pairs.jsonl")}
+    held_prompts = {r["prompt"] for r in _lines(evals["pairs"])}
+    assert len(train_prompts) == 508 and len(held_prompts) == 56 and not train_prompts & held_prompts
