@@ -203,6 +203,9 @@ def test_a_killed_node_stops_the_run_and_all_nodes_resume(workdir, tmp_path, one
     assert same, worst
     assert losses(cut)[-1] == losses(whole)[-1]
     assert leftovers(cut) == []
+    again = _two_nodes(workdir, cut, "--resume", "auto")  # complete: nothing to do, on every node
+    assert [c for c, _ in again] == [0, 0] and all("complete" in text for _, text in again), again
+    assert leftovers(cut) == []
 
 
 @pytest.mark.slow

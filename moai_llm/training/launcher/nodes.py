@@ -81,13 +81,14 @@ class Member:
     `acquire()` waits for node 0's published lock; `owner` is then its content."""
 
     def __init__(self, folder: str | Path, command: str, key: str, poll_s: float = 0.2,
-                 timeout_s: float = JOIN_TIMEOUT_S):
+                 timeout_s: float = JOIN_TIMEOUT_S, settings: TrainSettings | None = None):
         from moai_llm.locks import lock_path
 
         self.folder = Path(folder).expanduser().absolute()
         self.path = lock_path(self.folder)
         self.command, self.key, self.poll_s, self.timeout_s = command, key, poll_s, timeout_s
         self.owner: dict[str, Any] | None = None
+        self.settings = settings
         self.held = False
 
     def acquire(self) -> None:
@@ -111,12 +112,25 @@ class Member:
                     self.owner, self.held = owner, True
                     return
                 deadline = time.monotonic() + self.timeout_s  # node 0 lives: preparing data, planning
+            elif self._finished():  # node 0 found the run complete and is gone already
+                self.owner, self.held = {"complete": True}, True
+                return
             if not said:
                 info(f"waiting for node 0 of this run to take {self.folder} and write its run.yaml")
                 said = True
             time.sleep(self.poll_s)
         raise MoaiRunError(f"node 0 of this run did not start in {self.folder} within "
                            f"{self.timeout_s:.0f} s (no live lock of this run in {self.path})")
+
+    def _finished(self) -> bool:
+        from moai_llm.training.launcher.resume import NEWEST
+        from moai_llm.training.record import RUN_YAML
+        from moai_llm.training.worker.checkpoint import final_model_state
+
+        s = self.settings
+        if s is None or s.resume not in NEWEST or not (self.folder / RUN_YAML).is_file():
+            return False
+        return (final_model_state(self.folder) or {}).get("step") == s.max_steps
 
     def _published(self, owner: dict[str, Any]) -> bool:
         from moai_llm.training.record import RUN_YAML

@@ -179,7 +179,7 @@ def holding(output_dir: str | Path, mode: str, s: TrainSettings | None = None) -
         return
     run_key = nodes.run_key(s) if s is not None else None
     if s is not None and run_key is not None and nodes.is_member(s):
-        lock = nodes.Member(output_dir, f"moai {mode}", run_key)
+        lock = nodes.Member(output_dir, f"moai {mode}", run_key, settings=s)
     else:
         lock = RunLock(output_dir, command=f"moai {mode}", key=run_key)
     try:
