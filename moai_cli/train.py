@@ -304,9 +304,7 @@ def _report(mode: str, out: str, result: dict[str, Any], as_json: bool) -> None:
     for label, text in (("model:", f"{out}/final_model"),
                         ("metrics:", f"{out}/metrics.jsonl, {out}/loss.png, tensorboard --logdir {out}/tb"),
                         ("next:", f"moai sft --pretrained-model {out}/final_model --dataset DATA "
-                                  f"--output-dir OUT" if mode == "pretrain" else
-                                  f"moai dpo --pretrained-model {out}/final_model --dataset PAIRS --output-dir OUT"
-                                  if mode == "sft" else f"moai chat {out}/final_model")):
+                                  f"--output-dir OUT" if mode == "pretrain" else f"moai chat {out}/final_model")):
         console.print(f"{label:<8} {text}", soft_wrap=True, highlight=False, markup=False)
 
 
