@@ -490,6 +490,8 @@ CASES = [
          {"p.jsonl": PAIR}, setup=_two_tokenizers),
     Case("dpo-eval-pairs-missing", DPO + " --eval-pairs {w}/held.jsonl", "--eval-pairs", {"p.jsonl": PAIR},
          setup=_model()),
+    Case("dpo-eval-pairs-fsdp2", DPO + " --nproc 2 --strategy fsdp2 --eval-pairs {w}/p.jsonl",
+         "--eval-pairs", {"p.jsonl": PAIR}, setup=_model()),
     Case("dpo-identical-pair", DPO, "p.jsonl:1: 'chosen' and 'rejected' are identical",
          {"p.jsonl": b'{"prompt": "2+2?", "chosen": "4", "rejected": "4"}\n'}, setup=_model()),
     Case("sft-hub-name-offline", "sft --pretrained-model Qwen/Qwen3-0.6B --dataset {w}/qa.jsonl -o {w}/run",

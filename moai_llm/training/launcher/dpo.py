@@ -80,6 +80,9 @@ def resolve(s: TrainSettings, found: Any, plan: Any, out: Path, plan_only: bool 
     section: dict[str, Any] = {"loss": objective.loss, "beta": objective.b, "simpo_gamma": objective.simpo_gamma,
                                "label_smoothing": objective.label_smoothing,
                                "num_pairs": int(manifest["preference"]["num_pairs"])}
+    if s.eval_pairs and plan.strategy == "fsdp2":  # its scorer runs the decoder outside the sharded root
+        raise MoaiInputError(f"--eval-pairs {s.eval_pairs}: not scored under FSDP2 during training",
+                             hint="use --strategy ddp, or score the pairs afterwards with `moai eval MODEL --pairs FILE`")
     eval_dir = _eval_pairs(s, found, out) if s.eval_pairs and not plan_only else None
     section["eval_pairs"] = str(eval_dir) if eval_dir else None
     if objective.needs_reference:
