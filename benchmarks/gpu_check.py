@@ -309,7 +309,7 @@ def one_throughput(check: Check, name: str, compiled: bool) -> dict:
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    run = _build(record.settings(), plan, out, record.model_config, None)
+    run = _build(record.resolved())
     try:
         started = time.perf_counter()
         for k in range(warm):

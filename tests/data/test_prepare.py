@@ -238,7 +238,8 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, tokenizer_dir
             f"prepare_dataset([{str(path)!r}], {str(tokenizer_dir)!r}, 64, {str(out)!r}, buffer_tokens=20000)")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while not list(tmp_path.glob(".prepared.building-*/data-00000.arrow")) and time.time() < deadline:
+    # killed once rows are being written: a task's shard under the build's work folder
+    while not list(tmp_path.glob(".prepared.tasks-*/**/data-00000.arrow")) and time.time() < deadline:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
@@ -248,3 +249,4 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, tokenizer_dir
     small = write_jsonl(tmp_path / "small.jsonl", [{"text": "다음 문서"}] * 10)
     prepare_dataset([str(small)], tokenizer_dir, 64, out)  # the next run cleans up and builds
     assert list(tmp_path.glob(".prepared.building-*")) == [] and len(load_prepared(out)) > 0
+    assert list(tmp_path.glob(".prepared.tasks-*")) == []  # the killed build's work folder too

@@ -97,7 +97,8 @@ def prepare_run(s: TrainSettings, sources: SettingsSources, argv: list[str] | No
     refuse_unsafe(s.output_dir)  # `/`, home, the current folder: refused before a lock is made beside them
     with reading(prepared_input(s), s.mode):  # a rebuild of it waits until the run is over
         found = resolve.rest(found, sources.given())
-        with holding(s.output_dir, s.mode, s) as lock:
+        # a dry run of any node rank plans alone: it joins no live run and waits for no node 0
+        with holding(s.output_dir, s.mode, None if plan_only else s) as lock:
             if isinstance(lock, nodes.Member):  # node rank > 0: node 0 wrote the record
                 return nodes.joined_record(lock, s)
             resume.check_output_folder(s, _inputs_of(s))  # never into a user's folder
