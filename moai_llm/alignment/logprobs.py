@@ -8,7 +8,8 @@ Unlike cross-entropy, the gradient that reaches each token depends on its docume
 the pair loss, which is only known in backward; so backward recomputes each chunk's logits
 (one more [chunk, H] x [H, V] product) instead of keeping them, and turns
 d log p_y / d z = onehot(y) - softmax(z), scaled per token, into grad_hidden and grad_weight.
-Saved between the passes: the log-sum-exp per labelled token (4 bytes each). During backward
+Saved between the passes: the log-sum-exp per labelled token (4 bytes each). Each pass holds
+one [chunk, V] buffer at a time (softmax and its gradient are formed in place). During backward
 the hidden-state gradient and (when lm_head trains) its fp32 gradient exist as they do for the
 fused cross-entropy, so the memory model's estimate of an SFT step over the same packed rows
 holds for a preference step (a row holds both sequences of its pairs; the reference's
@@ -59,8 +60,13 @@ class _TokenLogprobs(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             for start, _, _, _, logits in _chunks(hidden, weight, idx, chunk_size, mm_dtype):
                 end = start + logits.shape[0]
-                lse[start:end] = torch.logsumexp(logits, 1)
-                out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse[start:end]
+                picked = logits.gather(1, targets[start:end, None]).squeeze(1)
+                # log-sum-exp in the chunk's own buffer (torch.logsumexp would allocate a second
+                # [chunk, V] tensor for exp(z - max), doubling the step's largest transient)
+                z_max = logits.amax(1)
+                lse[start:end] = logits.sub_(z_max[:, None]).exp_().sum(1).log_().add_(z_max)
+                out[start:end] = picked - lse[start:end]
+                logits = None
         ctx.save_for_backward(hidden, weight, idx, targets, lse)
         ctx.chunk_size, ctx.mm_dtype = chunk_size, mm_dtype
         return out
@@ -82,7 +88,9 @@ class _TokenLogprobs(torch.autograd.Function):
                 grad_z = grad_z.to(ctx.mm_dtype)
                 if need_h:
                     grad_h.index_copy_(0, rows, (grad_z @ w).to(grad_h.dtype))
-                if need_w:
+                if need_w and grad_z.dtype == grad_w.dtype:
+                    grad_w.addmm_(grad_z.t(), h)  # accumulated in place: no [V, H] temporary
+                elif need_w:
                     grad_w.add_((grad_z.t() @ h).to(grad_w.dtype))
                 logits = grad_z = None  # one chunk at a time
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None

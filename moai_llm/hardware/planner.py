@@ -46,7 +46,7 @@ from moai_llm.hardware.memory import GIB, ModelShape, fmt_bytes
 from moai_llm.hardware.plan import ATTENTION_FLASH, Plan
 
 TARGET_MICRO_TOKENS = 4096  # tokens per micro batch that keep a GPU busy at 0.5-3B
-CHUNK_RANGE = (512, 8192)  # fused CE chunk sizes considered (powers of two)
+CHUNK_RANGE = (256, 8192)  # fused CE chunk sizes considered (powers of two)
 
 __all__ = ["CHOICES", "Plan", "default_global_batch", "estimate_for", "make_plan"]
 
