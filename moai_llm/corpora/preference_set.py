@@ -11,8 +11,12 @@ The wrong answer is
 - for a computed question (its record carries "calc"): the same worked answer with the result
   replaced by a perturbed one (x0.5, x0.9, x1.1, x1.5 or x2, seeded per line, rounded as the
   currency is): the working is right, the number is not;
-- for a hand-written question: the answer of another hand-written question in the same language,
-  the one whose words overlap most with this question and answer (on topic, but not the answer).
+- for a hand-written question: the answer of another hand-written question in the same language
+  and the same split, the one whose words overlap most with this question and answer (on topic,
+  but not the answer). The same split: a held-out pair's two answers are both unseen in training
+  (neither SFT on the train Q&A nor DPO on the train pairs has met them), and no held-out
+  answer appears in a train pair. Drawn from all questions, a held-out pair's wrong answer would
+  be a trained one, which any trained model prefers for having memorised it.
 
 Regenerate (deterministic, also run by `python -m moai_llm.corpora.build generate`):
 
@@ -29,6 +33,7 @@ import random
 import re
 from decimal import Decimal
 
+from moai_llm.corpora import _in_split
 from moai_llm.corpora.calc_qa import fmt, money
 
 PAIRS_FILE = "finance_pairs.jsonl"
@@ -66,8 +71,10 @@ def preference_pairs(records: list[dict], seed: int = 0) -> list[dict]:
         rejected, origin = (perturbed_answer(record, seed * 100_003 + i), "perturbed") if "calc" in record else (None, "")
         if rejected is None:
             words = _words(record["input"] + " " + record["output"])
+            split = "heldout" if _in_split(i, "heldout") else "train"
             others = [(len(words & w) / len(words | w), -j, r["output"]) for j, r, w in written
-                      if j != i and r["lang"] == record["lang"] and r["output"] != record["output"]]
+                      if j != i and r["lang"] == record["lang"] and r["output"] != record["output"]
+                      and _in_split(j, split)]
             rejected, origin = max(others)[2], "other_answer"
         pairs.append({"prompt": record["input"], "chosen": record["output"], "rejected": rejected,
                       "lang": record["lang"], "rejected_from": origin})

@@ -51,3 +51,16 @@ def test_prepared_as_preference_data(tokenizer_dir, tmp_path):
 
     manifest = prepare_dataset([str(corpora.path("finance_pairs"))], tokenizer_dir, 512, tmp_path / "pairs", "preference")
     assert manifest["preference"]["num_pairs"] + manifest["preference"]["pairs_dropped"] == len(corpora.finance_pairs("all"))
+
+
+def test_no_answer_crosses_the_split():
+    """A held-out pair's answers are both unseen in training, and no train pair shows a held-out
+    answer: otherwise held-out accuracy measures memorisation, not preference."""
+    held_answers = {r["output"] for r in corpora.finance_qa("heldout")}
+    train_answers = {r["output"] for r in corpora.finance_qa("train")}
+    for pair in corpora.finance_pairs("heldout"):
+        assert pair["rejected"] not in train_answers and pair["chosen"] not in train_answers
+    for pair in corpora.finance_pairs("train"):
+        assert pair["rejected"] not in held_answers
+    held_other = [p for p in corpora.finance_pairs("heldout") if p["rejected_from"] == "other_answer"]
+    assert len(held_other) >= 20 and all(p["rejected"] in held_answers for p in held_other)
