@@ -102,11 +102,13 @@ def test_the_reference_is_scored_once_and_reused(prepared, model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(prepared, model_dir, tmp_path, subprocess_env):
-    """2 gloo processes x 1 micro-batch and 1 process x 2: the same loss per step (num_pairs global)."""
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "simpo", "orpo"])
+def test_two_processes_match_one(prepared, model_dir, tmp_path, subprocess_env, loss):
+    """2 gloo processes x 1 micro-batch and 1 process x 2: the same loss per step, for each loss
+    (pairs, and ORPO's answer tokens, are counted over the global batch)."""
     def args(out):
         return _args(model_dir, prepared / "data", out, "--global-batch", "4", "--lr-scheduler", "constant",
-                     "--warmup-steps", "0")
+                     "--warmup-steps", "0", "--loss", loss)
 
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run(MOAI + _drop(args(one), "--gradient-accumulation-steps"), env=subprocess_env,
