@@ -207,3 +207,54 @@ def test_ray_runs_the_tasks_on_a_local_cluster(tmp_path, tokenizer_dir, corpus):
         ray.shutdown()
     prepare_dataset(corpus, tokenizer_dir, 64, tmp_path / "local", tasks=2)
     assert m["tasks"] == 2 and rows_bytes(tmp_path / "ray") == rows_bytes(tmp_path / "local")
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of `disk` with one file (writes until ENOSPC)."""
+    import errno
+
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_the_build_leaves_nothing_and_says_so(tmp_path, tokenizer_dir, write_jsonl):
+    """The disk fills after the first task finished (another program takes the space): exit 2, one
+    line naming the output and the room it needs, no traceback, nothing of this build left on the
+    disk; with room again the same command builds what a build that never met a full disk builds."""
+    from faults import small_disk
+
+    texts = [" ".join([KO[i % 5], EN[i % 5], str(i)] * (2 + i % 5)) for i in range(24000)]
+    path = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
+    args = ["-i", str(path), "--tokenizer", str(tokenizer_dir), "--seq-len", "64", "--tasks", "6", "-o"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with small_disk(tmp_path / "disk", "96m") as disk:
+        proc = subprocess.Popen(_cli(*args, str(disk / "out")), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline, done = time.time() + 120, []
+        while time.time() < deadline and proc.poll() is None and not done:
+            done = sorted(disk.glob(".out.tasks-*/logs/completions/*"))
+            time.sleep(0.02)
+        assert done and proc.poll() is None, "the disk must fill between the first and the last task"
+        filler = _fill(disk)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-2000:]
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in err and len(errors) == 1, err[-2000:]
+        assert f"{disk / 'out'}: the disk is full" in errors[0] and "needs about" in errors[0], err
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # complete or absent, no work folder
+        filler.unlink()
+        subprocess.run(_cli(*args, str(disk / "out")), env=env, check=True, capture_output=True)
+        subprocess.run(_cli(*args, str(tmp_path / "whole")), env=env, check=True, capture_output=True)
+        assert rows_bytes(disk / "out") == rows_bytes(tmp_path / "whole")
