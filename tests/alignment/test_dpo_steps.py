@@ -69,10 +69,10 @@ def test_dpo_from_the_reference_starts_at_log_2_and_learns_the_pairs(model_dir, 
     model = MoaiForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref = reference_logprobs(model, data, reference_key(model_dir))
     model.train()
-    history = _train(model, model.parameters(), data, ref, steps=5)
+    history = _train(model, model.parameters(), data, ref, steps=8)
     assert history[0][0][0] == pytest.approx(math.log(2), abs=1e-5) and history[0][0][1] == pytest.approx(0, abs=1e-5)
     loss, margin, accuracy = _epoch_means(history[-1])
-    assert loss < 0.35 and margin > 1.0 and accuracy >= 0.75, history[-1]
+    assert loss < 0.3 and margin > 1.0 and accuracy >= 0.9, history[-1]
 
 
 def test_with_lora_the_disabled_adapter_is_the_reference(model_dir, pairs, tmp_path):
@@ -88,7 +88,7 @@ def test_with_lora_the_disabled_adapter_is_the_reference(model_dir, pairs, tmp_p
                            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]))
     ref = reference_logprobs(model, data, "base")
     model.train()
-    history = _train(model, [p for p in model.parameters() if p.requires_grad], data, ref, steps=5)
+    history = _train(model, [p for p in model.parameters() if p.requires_grad], data, ref, steps=8)
     assert history[0][0][0] == pytest.approx(math.log(2), abs=1e-5)  # B = 0: the adapter changes nothing yet
     loss, margin, accuracy = _epoch_means(history[-1])
     assert loss < 0.4 and margin > 0.5 and accuracy >= 0.9, history[-1]
