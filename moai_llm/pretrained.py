@@ -30,7 +30,6 @@ Every problem is a `MoaiInputError` (exit 2) naming the model and what to do.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -225,14 +224,9 @@ def _read_json(path: Path, where: str, required: bool) -> dict | None:
             raise MoaiInputError(f"{where}: no {path.name} (not a model folder)",
                                  hint="pass the folder that holds config.json and model.safetensors, or a hub name")
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MoaiInputError(f"{where}: {path} is not valid JSON ({exc})",
-                             hint="the file is damaged; download or save the model again") from None
-    if not isinstance(data, dict):
-        raise MoaiInputError(f"{where}: {path} is not a JSON object")
-    return data
+    from moai_llm.jsonfile import read_json_object
+
+    return read_json_object(path, f"{where}: {path}", hint="the file is damaged; download or save the model again")
 
 
 def check_safetensors(folder: Path, where: str | None = None) -> tuple[list[Path], dict[str, list[int]]]:

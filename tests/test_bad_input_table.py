@@ -466,7 +466,7 @@ CASES = [
          {"qa.jsonl": QA}, setup=_model(lambda m: _config(m, model_type="llama", architectures=["LlamaForCausalLM"]))),
     Case("sft-truncated-safetensors", SFT, "model.safetensors is damaged or incomplete", {"qa.jsonl": QA},
          setup=_model(_cut("model.safetensors"))),
-    Case("sft-bad-config-json", SFT, "config.json is not valid JSON", {"qa.jsonl": QA}, setup=_model(_cut("config.json"))),
+    Case("sft-bad-config-json", SFT, "config.json: not valid JSON", {"qa.jsonl": QA}, setup=_model(_cut("config.json"))),
     Case("sft-missing-weights", SFT, "no model.safetensors (no weights)", {"qa.jsonl": QA},
          setup=_model(lambda m: (m / "model.safetensors").unlink())),
     Case("sft-model-code", SFT, "config.json asks to run the folder's own Python code (auto_map: evil.EvilModel)",

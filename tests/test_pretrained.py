@@ -107,7 +107,7 @@ def test_a_missing_shard_is_named(qwen_dir, tmp_path):
 def test_bad_config_json_is_named(qwen_dir, tmp_path):
     folder = _variant(qwen_dir, tmp_path)
     (folder / "config.json").write_text('{"model_type": "qwen3", ')
-    with pytest.raises(MoaiInputError, match=r"config.json is not valid JSON"):
+    with pytest.raises(MoaiInputError, match=r"config.json: not valid JSON"):
         resolve_pretrained(folder)
 
 

@@ -21,7 +21,6 @@ character offsets so that labels can be set from the character spans that carry 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,13 +49,9 @@ def _read_config(folder: Path) -> dict:
     path = folder / "tokenizer_config.json"
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MoaiInputError(f"{path}: not valid JSON ({str(exc)[:120]})", hint="restore the file, or re-save the tokenizer") from None
-    if not isinstance(config, dict):
-        raise MoaiInputError(f"{path}: expected a JSON object")
-    return config
+    from moai_llm.jsonfile import read_json_object
+
+    return read_json_object(path, hint="restore the file, or re-save the tokenizer")
 
 
 def remote_code(config: dict) -> str | None:

@@ -14,7 +14,6 @@ is a `MoaiInputError` with a message that names the folder and what to do.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -226,16 +225,11 @@ def _load_config(model_dir: Path, trust_remote_code: bool) -> Any:
     headers (a truncated or damaged file is named, not a traceback)."""
     from transformers import AutoConfig
 
+    from moai_llm.jsonfile import read_json_object
     from moai_llm.pretrained import check_safetensors
 
     where = model_dir / "config.json"
-    try:
-        raw = json.loads(where.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MoaiInputError(f"{where}: not valid JSON ({exc})",
-                             hint="the file is damaged; save or download the model again") from None
-    if not isinstance(raw, dict):
-        raise MoaiInputError(f"{where}: not a JSON object")
+    raw = read_json_object(where, hint="the file is damaged; save or download the model again")
     check_safetensors(model_dir)
     if raw.get("model_type") == "qwen3":
         from moai_llm.config import checked_config

@@ -37,6 +37,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from moai_llm.errors import MoaiInputError
+from moai_llm.jsonfile import read_json_object
 from moai_llm.progress import info
 
 # Files of a tokenizer folder that stay valid after extension (vocab.json/merges.txt of a slow
@@ -55,10 +56,7 @@ def read_base(base: str | os.PathLike) -> tuple[Path, dict]:
     if not file.is_file():
         raise MoaiInputError(f"--base-tokenizer {base}: no tokenizer.json there",
                              hint="give a tokenizer folder or a tokenizer.json file")
-    try:
-        spec = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MoaiInputError(f"--base-tokenizer {file}: not valid JSON ({exc})") from None
+    spec = read_json_object(file, f"--base-tokenizer {file}")
     reason = not_byte_level_bpe(spec)
     if reason:
         raise MoaiInputError(f"--base-tokenizer {base}: not a byte-level BPE tokenizer ({reason})",

@@ -165,16 +165,10 @@ _JSON_READ = ("config.json", "tokenizer_config.json", "special_tokens_map.json",
 
 
 def _check_json_files(folder: Path) -> None:
-    import json
+    from moai_llm.jsonfile import read_json_object
 
     for name in _JSON_READ:
         file = folder / name
         if not file.is_file():
             continue
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MoaiInputError(f"{file}: not valid JSON ({exc})",
-                                 hint="the file is damaged; copy or save the folder again") from None
-        if not isinstance(data, dict):
-            raise MoaiInputError(f"{file}: not a JSON object")
+        read_json_object(file, hint="the file is damaged; copy or save the folder again")
